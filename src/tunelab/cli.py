@@ -1,0 +1,130 @@
+"""The `tunelab` command: one small function per subcommand.
+
+User mistakes (bad config, missing files, bad data, unknown models) print one short message and
+exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from tunelab.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Adapt pretrained language models and measure which strategy wins.")
+USER_ERROR = 2
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for tunelab's own output: library chatter only at warning level or above."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # per-weight loading bars; training keeps its own
+
+
+@app.command()
+def run(
+    experiment: Path = typer.Argument(..., help="Experiment YAML file."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.learning_rate=2e-5"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<name>/<strategy>-seed<seed>-<time>)."),
+):
+    """Train and evaluate one strategy into a run directory."""
+    from tunelab.config import load_experiment
+    from tunelab.run import default_run_dir, execute, prepare
+    from tunelab.train import is_main_process
+
+    quiet_libraries()
+    config = load_experiment(experiment, overrides or [])
+    prepared = prepare(config)
+    run_dir = out or default_run_dir(config)
+    result = execute(prepared, run_dir)
+    if is_main_process():
+        print_result(config.strategy.name, result, run_dir)
+
+
+def print_result(strategy: str, result: dict, run_dir: Path) -> None:
+    test = ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items() if isinstance(v, float))
+    typer.echo(f"{strategy}: test {test} ({result['num_test']} examples, {result['num_train']} train)")
+    typer.echo(f"run directory: {run_dir}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    data: str = typer.Option(..., "--data", help="Data file (or hf:NAME[@CONFIG]:SPLIT) with labels."),
+):
+    """Evaluate a finished run on a data file; prints the metrics as JSON."""
+    from tunelab.run import evaluate_run
+
+    quiet_libraries()
+    typer.echo(json.dumps(evaluate_run(run_dir, data), indent=2))
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A finished run directory."),
+    input: str = typer.Option("-", "--input", help="JSON Lines file of examples, or '-' for stdin (JSON lines or plain text lines)."),
+):
+    """Label new examples; writes one JSON object per line to stdout."""
+    from tunelab.predict import predict_lines
+
+    quiet_libraries()
+    lines = sys.stdin.read().splitlines() if input == "-" else read_input_file(input)
+    for row in predict_lines(run_dir, lines, source=input):
+        typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+def read_input_file(path: str) -> list[str]:
+    if not Path(path).is_file():
+        raise UserError(f"input file not found: {path}")
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+@app.command()
+def models():
+    """List the embedded models that work offline."""
+    from tunelab.models import EMBEDDED
+
+    for model in EMBEDDED.values():
+        typer.echo(f"{model.name:14} {model.description}")
+    typer.echo("Also accepted: a local model directory, or a Hugging Face hub id (needs network).")
+
+
+@app.command()
+def strategies():
+    """List the registered strategies with a one-line description."""
+    from tunelab.methods import all_strategies
+
+    for info in all_strategies():
+        typer.echo(f"{info.name:16} [{info.family}] {info.description}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        return USER_ERROR
+    except click.exceptions.UsageError as err:
+        err.show()
+        return USER_ERROR
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Assemble train/dev/test splits for one experiment and seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunelab.config import DataConfig, TaskConfig
+from tunelab.data.loaders import load_records
+from tunelab.data.sampling import few_shot_splits, sample_examples
+from tunelab.data.validate import CLASSIFICATION, infer_label_names, normalise_records
+from tunelab.errors import DataError
+
+
+@dataclass
+class Splits:
+    train: list[dict] = field(default_factory=list)
+    dev: list[dict] = field(default_factory=list)
+    test: list[dict] = field(default_factory=list)
+    label_names: list[str] | None = None
+
+
+def load_split(source: str, task: TaskConfig, split: str, label_names: list[str] | None) -> list[dict]:
+    return normalise_records(load_records(source), task, split, label_names)
+
+
+def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
+    """Load and validate every configured split; apply K-shot sampling (LM-BFF) when k_shot is set."""
+    if not data.train and not data.test:
+        raise DataError("the data section names no split: set data.train and/or data.test")
+    train_records = load_records(data.train) if data.train else []
+    label_names = task.label_names
+    if label_names is None and task.type in CLASSIFICATION and train_records:
+        label_names = infer_label_names(train_records, task)
+    train = normalise_records(train_records, task, "train", label_names) if data.train else []
+    dev = load_split(data.dev, task, "dev", label_names) if data.dev else []
+    test = load_split(data.test, task, "test", label_names) if data.test else []
+    if label_names is None and task.type in CLASSIFICATION:
+        label_names = sorted({e["label"] for e in test})
+    if data.k_shot:
+        train, dev = sample_few_shot(train, data, task, seed, dev)
+    if data.max_test:
+        test = test[: data.max_test]
+    return Splits(train, dev, test, label_names)
+
+
+def sample_few_shot(train: list[dict], data: DataConfig, task: TaskConfig, seed: int, dev: list[dict]):
+    if not train:
+        raise DataError("data.k_shot needs data.train: K examples per class are drawn from it")
+    dev_k = data.dev_k_shot or data.k_shot
+    if task.type in CLASSIFICATION:
+        return few_shot_splits(train, data.k_shot, dev_k, seed)
+    # Tasks without a class structure: K means K examples in all.
+    drawn = sample_examples(train, data.k_shot + dev_k, seed)
+    return drawn[: data.k_shot], drawn[data.k_shot :]

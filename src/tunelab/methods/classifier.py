@@ -1,0 +1,156 @@
+"""Shared machinery of the strategies that read labels out of a classification head.
+
+`head`, `full`, `partial` and `bitfit` differ only in which parameters train (`prepare`); the
+parameter-efficient strategies also change how the artifact is saved and loaded. Everything else
+— loading, tokenising, training, predicting, costs — lives here once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from tunelab.costs import model_device, parameter_costs, peak_memory_mb
+from tunelab.errors import ConfigError
+from tunelab.metrics import compute_metrics
+from tunelab.models import LoadedModel, load_model
+from tunelab.train import encode_classification, train_model
+
+DELTA_FILE = "delta.safetensors"
+HEAD_MODULES = ("classifier", "score")
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassifierStrategy:
+    """Base of head-readout strategies. Subclasses override `prepare` (and maybe the artifact I/O)."""
+
+    Settings: type[BaseModel] = NoSettings
+
+    def __init__(self, settings: BaseModel, experiment, label_names: list[str] | None):
+        self.settings, self.experiment, self.label_names = settings, experiment, label_names or []
+
+    # --- what subclasses change -------------------------------------------------------------
+
+    def prepare(self, loaded: LoadedModel) -> torch.nn.Module:
+        """Choose the trainable parameters (or wrap the model); return the model to train."""
+        raise NotImplementedError
+
+    def save_artifact(self, model: torch.nn.Module, directory: Path, loaded: LoadedModel) -> None:
+        """Default: only what differs from the base checkpoint (trainable + newly initialised weights)."""
+        from safetensors.torch import save_file
+
+        keep = set(loaded.missing_keys) | {n for n, p in model.named_parameters() if p.requires_grad}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in keep}
+        save_file(state, str(directory / DELTA_FILE), metadata={"format": "tunelab-delta", "base": loaded.path})
+
+    def load_artifact(self, model: torch.nn.Module, directory: Path) -> torch.nn.Module:
+        from safetensors.torch import load_file
+
+        state = load_file(str(directory / DELTA_FILE), device=str(model_device(model)))
+        unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise ConfigError(f"{directory / DELTA_FILE} holds weights this model lacks: {unexpected[:5]}")
+        return model
+
+    def check(self) -> None:
+        if self.experiment.task.type not in ("classification", "pair_classification"):
+            raise ConfigError(
+                f"strategy '{self.strategy_name}' needs a classification task, not task.type={self.experiment.task.type}"
+            )
+
+    # --- shared flow --------------------------------------------------------------------------
+
+    def load_base(self) -> LoadedModel:
+        cfg = self.experiment.model
+        return load_model(
+            cfg.name, "classification", len(self.label_names), device=cfg.device, dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code, label_names=self.label_names,
+        )
+
+    def fit(self, splits, run_dir: Path):
+        from transformers import set_seed
+
+        set_seed(self.experiment.train.seed)  # the new head's initialisation depends on it
+        loaded = self.load_base()
+        model = self.prepare(loaded)
+        costs = parameter_costs(model)
+        if costs["trainable_params"] == 0:
+            raise ConfigError(f"strategy '{self.strategy_name}' leaves no parameter to train; check its settings")
+        stats = self.train(model, loaded, splits, run_dir)
+        costs.update(train_costs(stats, model))
+        return ClassifierPredictor(self, model, loaded), costs
+
+    def train(self, model, loaded: LoadedModel, splits, run_dir: Path):
+        exp = self.experiment
+        encode = lambda examples: encode_classification(loaded.tokenizer, examples, self.label_names, exp.model.max_length)
+        metric = exp.train.metric_for_best or exp.metrics[0]
+        return train_model(
+            model, loaded.tokenizer, encode(splits.train), encode(splits.dev), exp.train, run_dir,
+            score_dev=lambda logits, labels: self.score(logits, labels), metric_for_best=metric,
+        )
+
+    def score(self, logits, label_ids) -> dict:
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        predictions = [self.label_names[i] for i in logits.argmax(-1)]
+        references = [self.label_names[i] for i in label_ids]
+        return compute_metrics(self.experiment.metrics, predictions, references, labels=self.label_names)
+
+    def load(self, run_dir: Path):
+        loaded = self.load_base()
+        model = self.load_artifact(self.prepare(loaded), Path(run_dir))
+        return ClassifierPredictor(self, model, loaded)
+
+
+def train_costs(stats, model) -> dict:
+    return {
+        "train_seconds": stats.train_seconds,
+        "train_tokens": stats.train_tokens,
+        "train_tokens_per_second": stats.tokens_per_second,
+        "train_examples_per_second": stats.examples_per_second,
+        "steps": stats.steps,
+        "epochs": stats.epochs,
+        "best_dev": stats.best_dev,
+        "best_epoch": stats.best_epoch,
+        "stopped_early": stats.stopped_early,
+        "world_size": stats.world_size,
+        "ranks": stats.ranks,
+        "peak_memory_mb": peak_memory_mb(model_device(model)),
+    }
+
+
+class ClassifierPredictor:
+    """Labels examples with the model's classification head; batches sorted by length."""
+
+    def __init__(self, strategy: ClassifierStrategy, model: torch.nn.Module, loaded: LoadedModel):
+        self.strategy, self.model, self.loaded = strategy, model, loaded
+
+    def predict(self, examples: list[dict]) -> list[dict]:
+        from transformers import DataCollatorWithPadding
+
+        exp = self.strategy.experiment
+        labels = self.strategy.label_names
+        features = encode_classification(self.loaded.tokenizer, [dict(e, label=None) for e in examples], labels, exp.model.max_length)
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        collate = DataCollatorWithPadding(self.loaded.tokenizer)
+        device = model_device(self.model)
+        results: list[dict | None] = [None] * len(examples)
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), exp.train.eval_batch_size):
+                batch_ids = order[start : start + exp.train.eval_batch_size]
+                batch = {k: v.to(device) for k, v in collate([features[i] for i in batch_ids]).items()}
+                probs = self.model(**batch).logits.float().softmax(-1)  # (B, L)
+                for row, index in zip(probs.tolist(), batch_ids):
+                    best = max(range(len(row)), key=row.__getitem__)
+                    results[index] = {"prediction": labels[best], "scores": dict(zip(labels, row))}
+        return results
+
+    def save(self, directory: Path) -> None:
+        self.strategy.save_artifact(self.model, directory, self.loaded)

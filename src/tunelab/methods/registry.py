@@ -1,0 +1,84 @@
+"""Strategies register here by name: adding one means one file and one `@register(...)` line.
+
+A strategy answers two questions (DESIGN.md): how the model is changed, and how a label is read
+out. Every strategy offers the same small interface (`Strategy` below).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from tunelab.errors import ConfigError
+
+
+class Predictor(Protocol):
+    """A trained (or prompted) model that labels examples."""
+
+    def predict(self, examples: list[dict]) -> list[dict]:
+        """One dict per example: {"prediction": str, "scores": {label: float}} (scores optional)."""
+
+    def save(self, directory: Path) -> None:
+        """Write the artifact (whole model, trainable delta, adapter dir, or nothing) into directory."""
+
+
+class Strategy(Protocol):
+    Settings: type[BaseModel]
+
+    def __init__(self, settings: BaseModel, experiment, label_names: list[str] | None): ...
+
+    def check(self) -> None:
+        """Catch bad settings before any training (raise ConfigError)."""
+
+    def fit(self, splits, run_dir: Path) -> tuple[Predictor, dict]:
+        """Adapt the model on splits.train (dev for model selection); return the predictor and costs."""
+
+    def load(self, run_dir: Path) -> Predictor:
+        """Rebuild the predictor from a finished run directory."""
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    name: str
+    description: str
+    family: str
+    cls: type
+
+
+REGISTRY: dict[str, StrategyInfo] = {}
+
+
+def register(name: str, description: str, family: str = "fine-tuning"):
+    def decorate(cls):
+        REGISTRY[name] = StrategyInfo(name, description, family, cls)
+        cls.strategy_name = name
+        return cls
+
+    return decorate
+
+
+def load_all() -> None:
+    """Import every module of this package so their @register lines run."""
+    package_dir = Path(__file__).parent
+    for module in pkgutil.iter_modules([str(package_dir)]):
+        importlib.import_module(f"tunelab.methods.{module.name}")
+
+
+def get_strategy(name: str) -> StrategyInfo:
+    load_all()
+    if name not in REGISTRY:
+        match = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.5)
+        hint = f" — did you mean '{match[0]}'?" if match else ""
+        raise ConfigError(f"unknown strategy '{name}'{hint} (available: {', '.join(sorted(REGISTRY))}; see `tunelab strategies`)")
+    return REGISTRY[name]
+
+
+def all_strategies() -> list[StrategyInfo]:
+    load_all()
+    return sorted(REGISTRY.values(), key=lambda info: (info.family, info.name))

@@ -1,0 +1,142 @@
+"""One run: validate everything, adapt the model, evaluate on test, write the run directory atomically.
+
+A run directory holds `config.yaml` (resolved), `metrics.json`, `predictions.jsonl`, `costs.json`,
+the artifact (whole model, trainable delta or adapter directory) and training logs. It is written
+under a hidden `.NAME.partial` directory and renamed into place only when complete, so a failed or
+interrupted run never leaves a directory that looks finished, and earlier results stay intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from tunelab.config import ExperimentConfig, dump_config, validate_experiment, validate_settings
+from tunelab.data import load_split, load_splits
+from tunelab.errors import ConfigError, UserError
+from tunelab.methods import get_strategy
+from tunelab.metrics import compute_metrics, get_metric
+from tunelab.train import is_main_process
+
+CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, COSTS_FILE = "config.yaml", "metrics.json", "predictions.jsonl", "costs.json"
+
+
+@dataclass
+class Prepared:
+    """Everything checked before any model is loaded."""
+
+    config: ExperimentConfig
+    strategy: object
+    splits: object
+
+
+def prepare(config: ExperimentConfig) -> Prepared:
+    """Validate strategy settings, metrics and data (file, line, key in every error); build the strategy."""
+    info = get_strategy(config.strategy.name)
+    settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
+    for name in config.metrics:
+        get_metric(name)
+    splits = load_splits(config.data, config.task, config.train.seed)
+    if not splits.test:
+        raise ConfigError("data.test is not set: a run is evaluated on a test split")
+    if splits.label_names and config.task.label_names is None:
+        config.task.label_names = splits.label_names  # saved resolved, so evaluate/predict use the same ids
+    strategy = info.cls(settings, config, splits.label_names)
+    strategy.check()
+    return Prepared(config, strategy, splits)
+
+
+def default_run_dir(config: ExperimentConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(config.output_dir) / config.name / f"{config.strategy.name}-seed{config.train.seed}-{stamp}"
+
+
+def execute(prepared: Prepared, run_dir: Path) -> dict:
+    """Fit, evaluate and write `run_dir` atomically. Returns the metrics dict (main process)."""
+    if run_dir.exists():
+        raise UserError(f"run directory {run_dir} already exists; choose another --out or remove it")
+    staging = run_dir.parent / f".{run_dir.name}.partial"
+    if is_main_process():
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    try:
+        predictor, costs = prepared.strategy.fit(prepared.splits, staging)
+        if not is_main_process():
+            return {}
+        result = evaluate_and_write(prepared, predictor, costs, staging)
+        os.replace(staging, run_dir)
+        return result
+    except BaseException:
+        if is_main_process():
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Path) -> dict:
+    config, test = prepared.config, prepared.splits.test
+    started = time.perf_counter()
+    outputs = predictor.predict(test)
+    seconds = time.perf_counter() - started
+    costs["eval_seconds"] = seconds
+    costs["eval_examples_per_second"] = len(test) / max(seconds, 1e-9)
+    metrics = score(config, test, outputs)
+    result = {"test": metrics, "dev": costs.get("best_dev", {}), "num_test": len(test), "num_train": len(prepared.splits.train)}
+    predictor.save(directory)
+    (directory / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
+    write_json(directory / METRICS_FILE, result)
+    write_json(directory / COSTS_FILE, costs)
+    write_predictions(directory / PREDICTIONS_FILE, test, outputs)
+    return result
+
+
+def score(config: ExperimentConfig, examples: list[dict], outputs: list[dict]) -> dict:
+    references = [reference_of(example, config) for example in examples]
+    predictions = [output["prediction"] for output in outputs]
+    return compute_metrics(config.metrics, predictions, references, labels=config.task.label_names)
+
+
+def reference_of(example: dict, config: ExperimentConfig) -> str:
+    return example["target"] if config.task.type == "generation" else example["label"]
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def write_predictions(path: Path, examples: list[dict], outputs: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for example, output in zip(examples, outputs):
+            row = {k: v for k, v in example.items() if not k.startswith("_")}
+            row.update(output)
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reusing a finished run
+
+
+def load_run(run_dir: Path):
+    """(config, strategy, predictor) rebuilt from a finished run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"{run_dir} is not a finished tunelab run directory (no {CONFIG_FILE})")
+    raw = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = validate_experiment(raw, source=str(run_dir / CONFIG_FILE))
+    info = get_strategy(config.strategy.name)
+    settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), str(run_dir / CONFIG_FILE))
+    strategy = info.cls(settings, config, config.task.label_names)
+    return config, strategy, strategy.load(run_dir)
+
+
+def evaluate_run(run_dir: Path, data_file: str) -> dict:
+    config, _, predictor = load_run(run_dir)
+    examples = load_split(data_file, config.task, "evaluation", config.task.label_names)
+    outputs = predictor.predict(examples)
+    return {"metrics": score(config, examples, outputs), "num_examples": len(examples)}

@@ -1,0 +1,257 @@
+"""Training glue on the Hugging Face Trainer: dynamic padding, length-grouped batches, the best dev
+checkpoint restored, early stopping, clipping, accumulation, schedules, CSV/TensorBoard logs.
+
+The same code runs on one process or several: launched with `torchrun --nproc_per_node N`, the
+Trainer (through Accelerate) runs DDP (gloo on CPU, NCCL on GPUs). `TrainConfig.batch_size` is the
+global batch, split across processes, so one process and N processes take the same steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tunelab.config import TrainConfig
+from tunelab.errors import ConfigError
+
+DevScorer = Callable[[np.ndarray, np.ndarray], dict]  # (logits (N, L), label ids (N,)) → metrics
+
+
+@dataclass
+class TrainStats:
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+    tokens_per_second: float = 0.0
+    examples_per_second: float = 0.0
+    steps: int = 0
+    epochs: float = 0.0
+    best_dev: dict = field(default_factory=dict)
+    best_epoch: float | None = None
+    stopped_early: bool = False
+    world_size: int = 1
+    ranks: list = field(default_factory=list)
+    """One entry per process ({rank, pid, host, steps}), gathered over the process group: proof every rank ran."""
+
+
+def encode_classification(tokenizer, examples: list[dict], label_names: list[str], max_length: int) -> list[dict]:
+    """Tokenise without padding (the collator pads each batch to its own longest sequence)."""
+    label_ids = {name: i for i, name in enumerate(label_names)}
+    pairs = [e.get("text_pair") for e in examples]
+    texts = [e["text"] for e in examples]
+    encoded = tokenizer(texts, pairs if any(p is not None for p in pairs) else None, truncation=True, max_length=max_length)
+    features = []
+    for i, example in enumerate(examples):
+        feature = {key: values[i] for key, values in encoded.items()}
+        if example.get("label") is not None:
+            feature["labels"] = label_ids[example["label"]]
+        features.append(feature)
+    return features
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool):
+    from transformers import TrainingArguments
+
+    processes = world_size()
+    if cfg.batch_size % processes:
+        raise ConfigError(f"train.batch_size={cfg.batch_size} must be divisible by the {processes} processes")
+    evaluate = has_dev and cfg.eval_strategy != "no"
+    if evaluate and cfg.eval_strategy == "steps" and not cfg.eval_steps:
+        raise ConfigError("train.eval_strategy=steps needs train.eval_steps")
+    report_to = ["tensorboard"] if "tensorboard" in cfg.log_to else []
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size // processes,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=cfg.max_grad_norm or 0.0,
+        eval_strategy=cfg.eval_strategy if evaluate else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="no",  # the best state is kept in memory (BestState) instead of full checkpoints on disk
+        logging_steps=cfg.logging_steps,
+        report_to=report_to,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        disable_tqdm=not cfg.progress_bar,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if processes > 1 else None,
+    )
+
+
+def train_model(
+    model: torch.nn.Module,
+    tokenizer,
+    train_features: list[dict],
+    dev_features: list[dict],
+    cfg: TrainConfig,
+    out_dir: Path,
+    score_dev: DevScorer,
+    metric_for_best: str,
+    collator=None,
+) -> TrainStats:
+    """Train in place; the model ends holding the best dev state (or the last state without dev)."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    args = training_arguments(cfg, out_dir, has_dev=bool(dev_features))
+    best = BestState(metric_for_best, cfg.early_stopping_patience)
+    clock = EvalClock()
+    callbacks = [best, clock] + ([CsvLog(out_dir / "logs.csv")] if "csv" in cfg.log_to else [])
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")  # read when the Trainer starts
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_features,
+        eval_dataset=dev_features or None,
+        processing_class=tokenizer,
+        data_collator=collator or DataCollatorWithPadding(tokenizer),
+        compute_metrics=(lambda p: score_dev(p.predictions, p.label_ids)) if dev_features else None,
+        callbacks=callbacks,
+    )
+    started = time.perf_counter()
+    output = trainer.train()
+    elapsed = time.perf_counter() - started
+    best.restore(model)
+    stats = collect_stats(trainer, output, train_features, elapsed - clock.seconds, best)
+    stats.ranks = gather_ranks(trainer.state.global_step)
+    return stats
+
+
+def collect_stats(trainer, output, train_features, train_seconds: float, best: "BestState") -> TrainStats:
+    epochs = float(trainer.state.epoch or 0.0)
+    tokens = int(sum(len(f["input_ids"]) for f in train_features) * epochs)
+    examples = len(train_features) * epochs
+    train_seconds = max(train_seconds, 1e-9)
+    return TrainStats(
+        train_seconds=train_seconds,
+        train_tokens=tokens,
+        tokens_per_second=tokens / train_seconds,
+        examples_per_second=examples / train_seconds,
+        steps=trainer.state.global_step,
+        epochs=epochs,
+        best_dev=best.best_metrics,
+        best_epoch=best.best_epoch,
+        stopped_early=best.stopped_early,
+        world_size=world_size(),
+    )
+
+
+def gather_ranks(steps: int) -> list[dict]:
+    """Every rank reports (rank, pid, host, steps); all_gather needs every rank to take part."""
+    import platform
+
+    mine = {"rank": int(os.environ.get("RANK", 0)), "pid": os.getpid(), "host": platform.node(), "steps": steps}
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [mine]
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
+
+
+# ---------------------------------------------------------------------------------------------
+# Callbacks
+
+
+def _callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class BestState(_callback_base()):
+    """Keeps the trainable weights of the best dev evaluation in memory; stops after `patience`
+    evaluations without improvement. Cheaper than checkpointing whole models to disk each epoch."""
+
+    def __init__(self, metric: str, patience: int | None):
+        self.metric, self.patience = metric, patience
+        self.best_value = -math.inf
+        self.best_metrics: dict = {}
+        self.best_epoch: float | None = None
+        self.best_weights: dict | None = None
+        self.bad_evaluations = 0
+        self.stopped_early = False
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+        key = f"eval_{self.metric}"
+        if not metrics or key not in metrics:
+            return
+        value = metrics[key]
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.bad_evaluations = value, state.epoch, 0
+            self.best_metrics = {k.removeprefix("eval_"): v for k, v in metrics.items()}
+            self.best_weights = {n: p.detach().clone() for n, p in unwrap(model).named_parameters() if p.requires_grad}
+        else:
+            self.bad_evaluations += 1
+            if self.patience and self.bad_evaluations >= self.patience:
+                control.should_training_stop = True
+                self.stopped_early = True
+
+    def restore(self, model) -> None:
+        if self.best_weights is None:
+            return
+        params = dict(unwrap(model).named_parameters())
+        with torch.no_grad():
+            for name, value in self.best_weights.items():
+                params[name].copy_(value)
+
+
+class EvalClock(_callback_base()):
+    """Time spent evaluating (between the last training step and on_evaluate), to exclude from tokens/s."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.last_step = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.last_step = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self.seconds += now - self.last_step
+        self.last_step = now
+
+
+class CsvLog(_callback_base()):
+    """Appends every logged dict (loss, learning rate, eval metrics) to a CSV file, main process only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        self.rows.append({"step": state.global_step, "epoch": state.epoch, **logs})
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def unwrap(model):
+    return getattr(model, "module", model)
