@@ -86,3 +86,65 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATASETS} (set TUNELAB_DATASETS)")
     return SHARED_DATASETS
+
+
+def save_tiny(model, tokenizer, directory: Path) -> Path:
+    """A tiny model + the real MiniLM tokenizer in a folder: `load_model` loads it like any local model."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, bert_tokenizer) -> Path:
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    return save_tiny(BertModel(tiny_bert_config()), bert_tokenizer, tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, bert_tokenizer) -> Path:
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return save_tiny(LlamaForCausalLM(tiny_llama_config()), bert_tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_sentiment(tmp_path) -> dict:
+    """Train/dev/test files of a trivially learnable two-class task (the label is in the words)."""
+    good = ["good fine great", "great nice good", "nice good lovely", "lovely great fine", "fine nice good great"]
+    bad = ["bad awful poor", "poor terrible bad", "awful bad dull", "dull poor awful", "terrible awful poor bad"]
+    rows = [{"text": t, "label": "positive"} for t in good] + [{"text": t, "label": "negative"} for t in bad]
+    return {
+        "train": str(write_jsonl(tmp_path / "train.jsonl", rows)),
+        "dev": str(write_jsonl(tmp_path / "dev.jsonl", rows[:3] + rows[5:8])),
+        "test": str(write_jsonl(tmp_path / "test.jsonl", rows[3:5] + rows[8:])),
+    }
+
+
+def experiment_yaml(path: Path, model_dir: Path, data: dict, strategy: dict, **sections) -> Path:
+    """Write a small experiment file for a tiny model; extra sections override the defaults."""
+    import yaml
+
+    config = {
+        "name": "tiny",
+        "model": {"name": str(model_dir), "max_length": 32},
+        "task": {"type": "classification", "label_names": ["negative", "positive"]},
+        "data": dict(data),
+        "strategy": strategy,
+        "train": {"epochs": 2, "batch_size": 4, "learning_rate": 1e-3, "progress_bar": False, "log_to": ["csv"]},
+        "metrics": ["accuracy", "f1"],
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path

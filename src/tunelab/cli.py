@@ -40,8 +40,8 @@ def run(
     from tunelab.run import default_run_dir, execute, prepare
     from tunelab.train import is_main_process
 
-    quiet_libraries()
     config = load_experiment(experiment, overrides or [])
+    quiet_libraries()
     prepared = prepare(config)
     run_dir = out or default_run_dir(config)
     result = execute(prepared, run_dir)

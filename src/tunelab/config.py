@@ -153,7 +153,8 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, task:, ...)")
     for item in overrides:
-        apply_override(raw, item)
+        path_of_key = apply_override(raw, item)
+        lines[path_of_key] = f"command-line override {item!r}"
     config = validate_experiment(raw, source=str(path), lines=lines)
     config._source, config._lines = str(path), lines
     resolve_relative_paths(config, path.parent)
@@ -167,7 +168,7 @@ def validate_experiment(raw: dict, source: str = "<config>", lines: dict | None 
         raise ConfigError(format_validation_error(err, ExperimentConfig, source, lines or {})) from None
 
 
-def apply_override(raw: dict, item: str) -> None:
+def apply_override(raw: dict, item: str) -> tuple:
     """`train.learning_rate=2e-5` sets raw['train']['learning_rate']; the value is parsed as YAML."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
@@ -183,6 +184,7 @@ def apply_override(raw: dict, item: str) -> None:
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         node[parts[-1]] = value
+    return tuple(parts)
 
 
 def resolve_relative_paths(config: ExperimentConfig, base: Path) -> None:
@@ -223,7 +225,7 @@ def format_validation_error(
     for problem in err.errors():
         inner = tuple(p for p in problem["loc"] if not str(p).startswith("function-"))
         loc = prefix + inner
-        where = source + (f", line {lines[loc]}" if loc in lines else "")
+        where = source + location(lines.get(loc))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if problem["type"] == "extra_forbidden":
             hint = closest_key(schema, inner)
@@ -233,6 +235,13 @@ def format_validation_error(
         else:
             messages.append(f"{where}: '{key}': {problem['msg']} (got {problem.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(messages)
+
+
+def location(line: int | str | None) -> str:
+    """`, line 7` for a key from the file; ` (command-line override '...')` for one from the CLI."""
+    if line is None:
+        return ""
+    return f", line {line}" if isinstance(line, int) else f" ({line})"
 
 
 def closest_key(schema: type[BaseModel], loc: tuple) -> str | None:

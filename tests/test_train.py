@@ -1,0 +1,63 @@
+"""Training mechanics: seeds reproduce on CPU, dynamic padding, the best dev state is restored."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import experiment_yaml
+from tunelab.cli import main
+from tunelab.train import BestState, encode_classification
+
+
+def test_same_seed_gives_identical_results(tmp_path, tiny_bert_dir, tiny_sentiment):
+    results = []
+    for attempt in range(2):
+        exp = experiment_yaml(tmp_path / f"e{attempt}.yaml", tiny_bert_dir, tiny_sentiment, {"name": "full"})
+        assert main(["run", str(exp), "--out", str(tmp_path / f"r{attempt}")]) == 0
+        results.append((tmp_path / f"r{attempt}" / "predictions.jsonl").read_text())
+    assert results[0] == results[1]
+
+
+def test_features_are_not_padded(bert_tokenizer):
+    examples = [{"text": "short", "label": "a"}, {"text": "a much longer sentence with many words", "label": "b"}]
+    features = encode_classification(bert_tokenizer, examples, ["a", "b"], max_length=64)
+    assert len(features[0]["input_ids"]) < len(features[1]["input_ids"]) < 64
+    assert [f["labels"] for f in features] == [0, 1]
+
+
+class _State:
+    epoch = 1.0
+
+
+class _Control:
+    should_training_stop = False
+
+
+def test_best_state_restores_best_weights_and_stops_early():
+    model = torch.nn.Linear(2, 2)
+    best = BestState("accuracy", patience=2)
+    control = _Control()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    best.on_evaluate(None, _State(), control, model=model, metrics={"eval_accuracy": 0.9})
+    for value in (0.5, 0.6):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        best.on_evaluate(None, _State(), control, model=model, metrics={"eval_accuracy": value})
+    assert control.should_training_stop and best.stopped_early
+    best.restore(model)
+    assert torch.all(model.weight == 1.0)
+    assert best.best_metrics["accuracy"] == 0.9
+
+
+def test_early_stopping_records_best_epoch(tmp_path, tiny_bert_dir, tiny_sentiment):
+    exp = experiment_yaml(
+        tmp_path / "e.yaml", tiny_bert_dir, tiny_sentiment, {"name": "head"},
+        train={"epochs": 6, "early_stopping_patience": 1, "learning_rate": 1e-6},
+    )
+    assert main(["run", str(exp), "--out", str(tmp_path / "r")]) == 0
+    costs = json.loads((tmp_path / "r" / "costs.json").read_text())
+    assert costs["best_epoch"] is not None and costs["best_dev"]["accuracy"] >= 0
+    if costs["stopped_early"]:
+        assert costs["epochs"] < 6
