@@ -81,6 +81,26 @@ def predict(
         typer.echo(json.dumps(row, ensure_ascii=False))
 
 
+@app.command()
+def prompt(
+    experiment: Path = typer.Argument(..., help="Experiment YAML file of a prompt strategy."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. strategy.k=2"),
+    n: int = typer.Option(3, "--n", min=1, help="How many test examples to show."),
+):
+    """Print the first N test prompts exactly as the model reads them (chat template applied)."""
+    from tunelab.config import load_experiment
+    from tunelab.run import prepare
+
+    quiet_libraries()
+    config = load_experiment(experiment, overrides or [])
+    prepared = prepare(config)
+    render = getattr(prepared.strategy, "preview", None)
+    if render is None:
+        raise UserError(f"strategy '{config.strategy.name}' reads labels from a trained head and uses no prompt")
+    for block in render(prepared.splits, n):
+        typer.echo(block + "\n")
+
+
 def read_input_file(path: str) -> list[str]:
     if not Path(path).is_file():
         raise UserError(f"input file not found: {path}")
