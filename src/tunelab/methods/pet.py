@@ -1,0 +1,310 @@
+"""`pet`: pattern-exploiting training / prompt-based fine-tuning (Schick & Schütze 2021; LM-BFF).
+
+The label is read out the way zero-shot prompting reads it — a cloze template and a verbalizer
+(`prompt:`) — and the model is trained so that the right label word wins::
+
+    x ─template─► "Review: <text>\\nSentiment:"      (causal LM: the answer is the NEXT token)
+                  "<text> It was {{ mask }}."        (masked LM: the answer sits at the mask)
+    z = LM logits at the answer position, (B, V)
+    s[b, w] = z[b, first token of word w]            (B, W)  every label word
+    s[b, l] = aggregate_{w ∈ words(l)} s[b, w]       (B, L)  max | mean | logsumexp
+    loss    = cross-entropy(softmax over the L labels, gold label)
+
+Multi-token label words are represented by their FIRST token (in training and in prediction);
+two labels whose words start with the same token are refused, since the model could not tell
+them apart. At initialisation (single-token words, `max`) the predictions equal `zero_shot`'s.
+
+How the model changes is a separate choice, `train:` — `full` (every weight), `lm_head` (only the
+LM head; with tied embeddings, as in SmolLM2, that matrix is also the input embedding), or any
+PEFT strategy's name (`lora`, `ia3`, `prompt_tuning`, ...) with its settings under `delta:`
+(`tunelab.methods.peft_common.apply_peft`). One template composes with each of them::
+
+    strategy: {name: pet, train: lora, delta: {r: 8}}
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tunelab.config import validate_settings
+from tunelab.costs import parameter_costs
+from tunelab.errors import ConfigError, UserError
+from tunelab.methods.classifier import DELTA_FILE, train_costs
+from tunelab.methods.pet_model import PetCollator, PetModel, encode_examples, mask_token_of
+from tunelab.methods.prompt_engine import PromptEngine, preview
+from tunelab.methods.prompting import (
+    check_fields,
+    check_task,
+    context_budget,
+    load_plan,
+    load_tokenizer_for,
+    new_plan,
+    read_prompt,
+    save_plan,
+    where,
+)
+from tunelab.methods.registry import get_strategy, register
+from tunelab.metrics import compute_metrics
+from tunelab.prompts import resolve_template, template_fields
+
+MODEL_DIR, ADAPTER_DIR, PET_FILE = "model", "adapter", "pet.json"
+
+
+class PetSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    train: str = "full"
+    """What trains: `full`, `lm_head`, or a PEFT strategy (`lora`, `ia3`, `prompt_tuning`, `prefix_tuning`, ...)."""
+    delta: dict = Field(default_factory=dict)
+    """Settings of the PEFT method named by `train` (e.g. `{r: 8}` for lora); checked by that strategy's schema."""
+    aggregation: Literal["max", "mean", "logsumexp"] = "max"
+    """How a label with several words turns their logits into one."""
+    batch_size: int | None = Field(None, gt=0)
+    """Prediction batch size; default train.eval_batch_size."""
+
+
+@register("pet", "Prompt-based fine-tuning: cross-entropy over the verbalizer's label words at the answer position", family="prompting")
+class PetStrategy:
+    Settings = PetSettings
+
+    def __init__(self, settings: PetSettings, experiment, label_names: list[str] | None):
+        self.settings, self.experiment, self.label_names = settings, experiment, list(label_names or [])
+
+    @functools.cached_property
+    def prompt(self):
+        return read_prompt(self.experiment)
+
+    @functools.cached_property
+    def causal(self) -> bool:
+        """Causal LM (answer = next token) or masked LM (answer at the mask), from the config only."""
+        return lm_kind(self.experiment) == "causal_lm"
+
+    @functools.cached_property
+    def delta(self):
+        """The PEFT settings object (`train` names a PEFT strategy), else None."""
+        s = self.settings
+        if s.train in ("full", "lm_head"):
+            if s.delta:
+                raise ConfigError(f"{where(self.experiment, 'strategy', 'delta')}strategy.delta is for PEFT methods; "
+                                  f"train: {s.train} takes no settings")
+            return None
+        try:
+            info = get_strategy(s.train)
+        except ConfigError as err:
+            raise ConfigError(f"{where(self.experiment, 'strategy', 'train')}strategy.train: {err}") from None
+        if not hasattr(info.cls.Settings, "peft_config"):
+            raise ConfigError(f"{where(self.experiment, 'strategy', 'train')}strategy.train must be full, lm_head or a "
+                              f"PEFT method (lora, ia3, prompt_tuning, prefix_tuning, ptuning, ...), not '{s.train}'")
+        return validate_settings(info.cls.Settings, s.delta, ("strategy", "delta"), self.experiment.source, self.experiment.lines)
+
+    # --- checks before any model -------------------------------------------------------------
+
+    def check(self) -> None:
+        exp = self.experiment
+        check_task(exp, self.strategy_name, ("classification", "pair_classification"))
+        self.causal  # noqa: B018 (refuses a model without an LM head, reading its config only)
+        self.plan()  # verbalizer against the task's labels
+        delta = self.delta
+        if delta is not None:
+            from tunelab.methods.peft_common import apply_peft, located, skeleton
+
+            if not self.causal and type(delta).__name__.startswith(("Prompt", "Prefix", "PTuning", "Ptuning")):
+                raise ConfigError(f"{where(exp, 'strategy', 'train')}soft-prompt methods shift the mask position; "
+                                  "with a masked LM use train: full, lm_head, lora or ia3")
+            try:  # on the meta-device skeleton: no weights are read
+                apply_peft(skeleton(exp, 2, lm_kind(exp)), delta, "CAUSAL_LM" if self.causal else None,
+                           max_length=exp.model.max_length)
+            except ConfigError as err:
+                raise located(err, exp) from None
+
+    def plan(self):
+        return new_plan(self.experiment, self.prompt, self.label_names)
+
+    @functools.cached_property
+    def engine(self) -> PromptEngine:
+        return PromptEngine(load_tokenizer_for(self.experiment), max_length=context_budget(self.experiment))
+
+    def encode(self, plan, examples: list[dict], split: str) -> list[dict]:
+        """Render and tokenise (no model): field, mask and label-word errors surface here."""
+        tokenizer, exp = self.engine.tokenizer, self.experiment
+        mask = mask_token_of(tokenizer, self.causal)
+        rows = [{**e, "mask": mask} if mask else e for e in examples]
+        uses_mask = "mask" in template_fields(resolve_template(self.prompt, set(rows[0]) if rows else {"text"}))
+        if uses_mask == self.causal:
+            raise ConfigError(f"{where(exp, 'prompt', 'template')}" + (
+                "{{ mask }} marks the answer for masked LMs; a causal LM answers with the next token, so end the "
+                "template where the label word should follow" if self.causal else
+                "a masked LM needs {{ mask }} in prompt.template where the label word goes, e.g. "
+                "\"{{ text }} It was {{ mask }}.\""))
+        check_fields(exp, self.prompt, [self.prompt.template], rows)
+        texts = [self.engine.render(plan, row, []) for row in rows]
+        return encode_examples(tokenizer, texts, rows, plan, self.causal, context_budget(exp), split,
+                               self.label_names)
+
+    # --- the model -----------------------------------------------------------------------------
+
+    def load_lm(self, name: str | None = None):
+        from tunelab.models import load_model
+
+        cfg = self.experiment.model
+        return load_model(name or cfg.name, lm_kind(self.experiment), device=cfg.device, dtype=cfg.dtype,
+                          trust_remote_code=cfg.trust_remote_code)
+
+    def prepare(self, loaded) -> torch.nn.Module:
+        """Choose what trains (`train:`); returns the (maybe PEFT-wrapped) LM."""
+        model, mode = loaded.model, self.settings.train
+        if mode == "full":
+            model.requires_grad_(True)
+            return model
+        if mode == "lm_head":
+            model.requires_grad_(False)
+            head = lm_head_module(model)
+            head.requires_grad_(True)
+            return model
+        from tunelab.methods.peft_common import apply_peft
+
+        return apply_peft(model, self.delta, "CAUSAL_LM" if self.causal else None,
+                          max_length=self.experiment.model.max_length, tokenizer_path=loaded.path)
+
+    def wrap(self, lm, plan) -> PetModel:
+        return PetModel(lm, causal=self.causal, words_per_label=[len(plan.verbalizer[l]) for l in plan.labels],
+                        aggregation=self.settings.aggregation)
+
+    def fit(self, splits, run_dir: Path):
+        from transformers import set_seed
+
+        exp = self.experiment
+        plan = self.plan()
+        train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
+        self.encode(plan, splits.test, "test")  # fail on test-prompt problems before training
+        set_seed(exp.train.seed)
+        loaded = self.load_lm()
+        model = self.wrap(self.prepare(loaded), plan)
+        costs = parameter_costs(model)
+        collator = PetCollator(self.engine.tokenizer.pad_token_id or 0)
+        from tunelab.train import train_model
+
+        stats = train_model(model, self.engine.tokenizer, train, dev, exp.train, run_dir, score_dev=self.score_dev,
+                            metric_for_best=exp.train.metric_for_best or exp.metrics[0], collator=collator)
+        costs.update(train_costs(stats, model))
+        return PetPredictor(self, model, loaded, plan), costs
+
+    def score_dev(self, logits, label_ids) -> dict:
+        labels = self.label_names
+        predictions = [labels[i] for i in logits.argmax(-1)]
+        return compute_metrics(self.experiment.metrics, predictions, [labels[i] for i in label_ids], labels=labels)
+
+    def load(self, run_dir: Path):
+        run_dir = Path(run_dir)
+        plan = load_plan(run_dir)
+        if (run_dir / MODEL_DIR).is_dir():
+            loaded = self.load_lm(str(run_dir / MODEL_DIR))
+            lm = loaded.model
+        elif (run_dir / ADAPTER_DIR).is_dir():
+            from peft import PeftModel
+
+            loaded = self.load_lm()
+            lm = PeftModel.from_pretrained(loaded.model, run_dir / ADAPTER_DIR)
+        elif (run_dir / DELTA_FILE).is_file():
+            from safetensors.torch import load_file
+
+            loaded = self.load_lm()
+            lm = loaded.model
+            lm.load_state_dict(load_file(str(run_dir / DELTA_FILE), device=str(next(lm.parameters()).device)), strict=False)
+        else:
+            raise UserError(f"{run_dir} holds no pet artifact ({MODEL_DIR}/, {ADAPTER_DIR}/ or {DELTA_FILE})")
+        return PetPredictor(self, self.wrap(lm, plan), loaded, plan)
+
+    def preview(self, splits, n: int) -> list[str]:
+        """The first n test prompts as the model reads them; candidates = the label words (first token scored)."""
+        plan = self.plan()
+        self.encode(plan, splits.test[:n], "test")
+        mask = mask_token_of(self.engine.tokenizer, self.causal)
+        rows = [{**e, "mask": mask} if mask else e for e in splits.test[:n]]
+        return preview(self.engine, plan, rows)
+
+
+class PetPredictor:
+    def __init__(self, strategy: PetStrategy, model: PetModel, loaded, plan):
+        self.strategy, self.model, self.loaded, self.plan = strategy, model, loaded, plan
+
+    def label_logits(self, examples: list[dict]) -> torch.Tensor:
+        """(N, L) label logits, batches sorted by length."""
+        s = self.strategy
+        features = s.encode(self.plan, [dict(e, label=None) for e in examples], "prediction")
+        collate = PetCollator(s.engine.tokenizer.pad_token_id or 0)
+        batch_size = s.settings.batch_size or s.experiment.train.eval_batch_size
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        device = next(self.model.parameters()).device
+        out = torch.zeros(len(features), len(self.plan.labels))
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
+                out[chunk] = self.model(**batch)["logits"].float().cpu()
+        return out
+
+    def predict(self, examples: list[dict]) -> list[dict]:
+        if not examples:
+            return []
+        probs = self.label_logits(examples).softmax(-1)  # (N, L)
+        labels = self.plan.labels
+        return [{"prediction": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist()))} for row in probs]
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        save_plan(self.plan, directory)
+        lm, mode = self.model.lm, self.strategy.settings.train
+        if mode == "full":
+            lm.save_pretrained(directory / MODEL_DIR, safe_serialization=True)
+            self.loaded.tokenizer.save_pretrained(directory / MODEL_DIR)
+        elif mode == "lm_head":
+            from safetensors.torch import save_file
+
+            state = {n: p.detach().cpu().contiguous() for n, p in lm.named_parameters() if p.requires_grad}
+            save_file(state, str(directory / DELTA_FILE), metadata={"format": "tunelab-delta", "base": self.loaded.path})
+        else:
+            lm.save_pretrained(directory / ADAPTER_DIR)
+        (directory / PET_FILE).write_text(json.dumps({"train": mode, "causal": self.strategy.causal}) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def lm_kind(experiment) -> str:
+    """`causal_lm` or `masked_lm` from the model's config (no weights); refuses models without an LM head."""
+    from tunelab.models import EMBEDDED, resolve_model_path
+
+    name = experiment.model.name
+    if name in EMBEDDED:
+        if EMBEDDED[name].architecture == "decoder":
+            return "causal_lm"
+        archs = ["BertModel"]  # minilm-l6: an encoder without its MLM head
+    else:
+        config_file = Path(resolve_model_path(name)) / "config.json"
+        if not config_file.is_file():
+            return "causal_lm"  # a hub id: load_model says whether it can be fetched
+        archs = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "causal_lm"
+    if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs):
+        return "masked_lm"
+    raise ConfigError(f"{where(experiment, 'model', 'name')}strategy 'pet' reads label words with a pretrained LM head, "
+                      f"but model '{name}' ({', '.join(archs) or 'unknown architecture'}) has none (its head would be "
+                      "random); use a causal LM such as smollm2-135m or a masked LM checkpoint")
+
+
+def lm_head_module(model) -> torch.nn.Module:
+    """The top-level module that holds the output embedding (Llama: `lm_head`; BERT: `cls`)."""
+    head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is head:
+            return model.get_submodule(name.split(".")[0])
+    raise ConfigError(f"{type(model).__name__} exposes no output embedding; train: lm_head cannot find its LM head")
