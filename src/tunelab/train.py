@@ -131,6 +131,7 @@ def train_model(
         compute_metrics=(lambda p: score_dev(p.predictions, p.label_ids)) if dev_features else None,
         callbacks=callbacks,
     )
+    trainer.model_accepts_loss_kwargs = trainer.model_accepts_loss_kwargs and loss_honours_item_count(model)
     started = time.perf_counter()
     output = trainer.train()
     elapsed = time.perf_counter() - started
@@ -138,6 +139,20 @@ def train_model(
     stats = collect_stats(trainer, output, train_features, elapsed - clock.seconds, best)
     stats.ranks = gather_ranks(trainer.state.global_step)
     return stats
+
+
+def loss_honours_item_count(model) -> bool:
+    """Whether the model's loss divides by the `num_items_in_batch` the Trainer passes in.
+
+    transformers' sequence-classification models take `**kwargs` (so the Trainer believes they do)
+    but return a plain batch mean. Believing it, the Trainer multiplies their loss by the number of
+    processes and skips the division by the accumulation steps: gradients and logged losses grow
+    with the process count, and the same command would train differently on 1 and 2 processes.
+    """
+    from transformers.trainer_utils import unwrap_peft_model
+
+    name = type(unwrap_peft_model(unwrap(model))).__name__
+    return not name.endswith(("ForSequenceClassification", "ForMultipleChoice", "ForTokenClassification"))
 
 
 def collect_stats(trainer, output, train_features, train_seconds: float, best: "BestState") -> TrainStats:
