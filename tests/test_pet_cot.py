@@ -144,7 +144,7 @@ def test_untrained_pet_scores_equal_zero_shot(llama_dir, tmp_path):
     exp = experiment(llama_dir, {"name": "pet"})
     strategy, splits = prepare(exp).strategy, prepare(exp).splits
     plan = strategy.plan()
-    loaded = strategy.load_lm()
+    loaded = strategy.load_base()
     pet = PetPredictor(strategy, strategy.wrap(loaded.model, plan), loaded, plan).predict(splits.test)
     zero = prepare(experiment(llama_dir, {"name": "zero_shot"}))
     icl, _ = zero.strategy.fit(zero.splits, tmp_path)

@@ -32,10 +32,10 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.config import validate_settings
 from tunelab.costs import parameter_costs
-from tunelab.errors import ConfigError, UserError
-from tunelab.methods.classifier import DELTA_FILE, train_costs
+from tunelab.errors import ConfigError
+from tunelab.methods.classifier import train_costs
+from tunelab.methods.lm_delta import check_delta, delta_settings, is_soft_prompt, load_lm, make_trainable, save_lm
 from tunelab.methods.pet_model import PetCollator, PetModel, encode_examples, mask_token_of
 from tunelab.methods.prompt_engine import PromptEngine, preview
 from tunelab.methods.prompting import (
@@ -49,11 +49,10 @@ from tunelab.methods.prompting import (
     save_plan,
     where,
 )
-from tunelab.methods.registry import get_strategy, register
+from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
 from tunelab.prompts import resolve_template, template_fields
 
-MODEL_DIR, ADAPTER_DIR, PET_FILE = "model", "adapter", "pet.json"
 
 
 class PetSettings(BaseModel):
@@ -88,20 +87,7 @@ class PetStrategy:
     @functools.cached_property
     def delta(self):
         """The PEFT settings object (`train` names a PEFT strategy), else None."""
-        s = self.settings
-        if s.train in ("full", "lm_head"):
-            if s.delta:
-                raise ConfigError(f"{where(self.experiment, 'strategy', 'delta')}strategy.delta is for PEFT methods; "
-                                  f"train: {s.train} takes no settings")
-            return None
-        try:
-            info = get_strategy(s.train)
-        except ConfigError as err:
-            raise ConfigError(f"{where(self.experiment, 'strategy', 'train')}strategy.train: {err}") from None
-        if not hasattr(info.cls.Settings, "peft_config"):
-            raise ConfigError(f"{where(self.experiment, 'strategy', 'train')}strategy.train must be full, lm_head or a "
-                              f"PEFT method (lora, ia3, prompt_tuning, prefix_tuning, ptuning, ...), not '{s.train}'")
-        return validate_settings(info.cls.Settings, s.delta, ("strategy", "delta"), self.experiment.source, self.experiment.lines)
+        return delta_settings(self.experiment, self.settings.train, self.settings.delta, "pet")
 
     # --- checks before any model -------------------------------------------------------------
 
@@ -110,18 +96,14 @@ class PetStrategy:
         check_task(exp, self.strategy_name, ("classification", "pair_classification"))
         self.causal  # noqa: B018 (refuses a model without an LM head, reading its config only)
         self.plan()  # verbalizer against the task's labels
-        delta = self.delta
-        if delta is not None:
-            from tunelab.methods.peft_common import apply_peft, located, skeleton
+        if is_soft_prompt(self.delta) and not self.causal:
+            raise ConfigError(f"{where(exp, 'strategy', 'train')}soft-prompt methods shift the mask position; "
+                              "with a masked LM use train: full, lm_head, lora or ia3")
+        check_delta(exp, self.delta, lm_kind(exp), self.task_type)
 
-            if not self.causal and type(delta).__name__.startswith(("Prompt", "Prefix", "PTuning", "Ptuning")):
-                raise ConfigError(f"{where(exp, 'strategy', 'train')}soft-prompt methods shift the mask position; "
-                                  "with a masked LM use train: full, lm_head, lora or ia3")
-            try:  # on the meta-device skeleton: no weights are read
-                apply_peft(skeleton(exp, 2, lm_kind(exp)), delta, "CAUSAL_LM" if self.causal else None,
-                           max_length=exp.model.max_length)
-            except ConfigError as err:
-                raise located(err, exp) from None
+    @property
+    def task_type(self) -> str | None:
+        return "CAUSAL_LM" if self.causal else None
 
     def plan(self):
         return new_plan(self.experiment, self.prompt, self.label_names)
@@ -149,7 +131,7 @@ class PetStrategy:
 
     # --- the model -----------------------------------------------------------------------------
 
-    def load_lm(self, name: str | None = None):
+    def load_base(self, name: str | None = None):
         from tunelab.models import load_model
 
         cfg = self.experiment.model
@@ -158,19 +140,7 @@ class PetStrategy:
 
     def prepare(self, loaded) -> torch.nn.Module:
         """Choose what trains (`train:`); returns the (maybe PEFT-wrapped) LM."""
-        model, mode = loaded.model, self.settings.train
-        if mode == "full":
-            model.requires_grad_(True)
-            return model
-        if mode == "lm_head":
-            model.requires_grad_(False)
-            head = lm_head_module(model)
-            head.requires_grad_(True)
-            return model
-        from tunelab.methods.peft_common import apply_peft
-
-        return apply_peft(model, self.delta, "CAUSAL_LM" if self.causal else None,
-                          max_length=self.experiment.model.max_length, tokenizer_path=loaded.path)
+        return make_trainable(loaded, self.settings.train, self.delta, self.task_type, self.experiment.model.max_length)
 
     def wrap(self, lm, plan) -> PetModel:
         return PetModel(lm, causal=self.causal, words_per_label=[len(plan.verbalizer[l]) for l in plan.labels],
@@ -184,7 +154,7 @@ class PetStrategy:
         train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
         self.encode(plan, splits.test, "test")  # fail on test-prompt problems before training
         set_seed(exp.train.seed)
-        loaded = self.load_lm()
+        loaded = self.load_base()
         model = self.wrap(self.prepare(loaded), plan)
         costs = parameter_costs(model)
         collator = PetCollator(self.engine.tokenizer.pad_token_id or 0)
@@ -201,24 +171,8 @@ class PetStrategy:
         return compute_metrics(self.experiment.metrics, predictions, [labels[i] for i in label_ids], labels=labels)
 
     def load(self, run_dir: Path):
-        run_dir = Path(run_dir)
+        loaded, lm = load_lm(run_dir, self.load_base)
         plan = load_plan(run_dir)
-        if (run_dir / MODEL_DIR).is_dir():
-            loaded = self.load_lm(str(run_dir / MODEL_DIR))
-            lm = loaded.model
-        elif (run_dir / ADAPTER_DIR).is_dir():
-            from peft import PeftModel
-
-            loaded = self.load_lm()
-            lm = PeftModel.from_pretrained(loaded.model, run_dir / ADAPTER_DIR)
-        elif (run_dir / DELTA_FILE).is_file():
-            from safetensors.torch import load_file
-
-            loaded = self.load_lm()
-            lm = loaded.model
-            lm.load_state_dict(load_file(str(run_dir / DELTA_FILE), device=str(next(lm.parameters()).device)), strict=False)
-        else:
-            raise UserError(f"{run_dir} holds no pet artifact ({MODEL_DIR}/, {ADAPTER_DIR}/ or {DELTA_FILE})")
         return PetPredictor(self, self.wrap(lm, plan), loaded, plan)
 
     def preview(self, splits, n: int) -> list[str]:
@@ -259,20 +213,8 @@ class PetPredictor:
         return [{"prediction": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist()))} for row in probs]
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
         save_plan(self.plan, directory)
-        lm, mode = self.model.lm, self.strategy.settings.train
-        if mode == "full":
-            lm.save_pretrained(directory / MODEL_DIR, safe_serialization=True)
-            self.loaded.tokenizer.save_pretrained(directory / MODEL_DIR)
-        elif mode == "lm_head":
-            from safetensors.torch import save_file
-
-            state = {n: p.detach().cpu().contiguous() for n, p in lm.named_parameters() if p.requires_grad}
-            save_file(state, str(directory / DELTA_FILE), metadata={"format": "tunelab-delta", "base": self.loaded.path})
-        else:
-            lm.save_pretrained(directory / ADAPTER_DIR)
-        (directory / PET_FILE).write_text(json.dumps({"train": mode, "causal": self.strategy.causal}) + "\n", encoding="utf-8")
+        save_lm(self.model.lm, self.strategy.settings.train, directory, self.loaded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,12 +241,3 @@ def lm_kind(experiment) -> str:
     raise ConfigError(f"{where(experiment, 'model', 'name')}strategy 'pet' reads label words with a pretrained LM head, "
                       f"but model '{name}' ({', '.join(archs) or 'unknown architecture'}) has none (its head would be "
                       "random); use a causal LM such as smollm2-135m or a masked LM checkpoint")
-
-
-def lm_head_module(model) -> torch.nn.Module:
-    """The top-level module that holds the output embedding (Llama: `lm_head`; BERT: `cls`)."""
-    head = model.get_output_embeddings()
-    for name, module in model.named_modules():
-        if module is head:
-            return model.get_submodule(name.split(".")[0])
-    raise ConfigError(f"{type(model).__name__} exposes no output embedding; train: lm_head cannot find its LM head")
