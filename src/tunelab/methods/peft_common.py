@@ -1,0 +1,239 @@
+"""Glue shared by the strategies built on Hugging Face PEFT (lora, ia3, prompt/prefix/P-tuning).
+
+PEFT does the method; tunelab only (1) turns a strategy's settings into a PEFT config, (2) checks
+them against the model's architecture *before* anything trains, and (3) saves a standard PEFT
+adapter directory (`<run_dir>/adapter/`: `adapter_config.json` + `adapter_model.safetensors`) that
+plain `peft.PeftModel.from_pretrained(base_model, "<run_dir>/adapter")` loads.
+
+`apply_peft(model, settings, task_type)` is the one entry point, so a model with a language-model
+head (task type "CAUSAL_LM") can be wrapped the same way as a classifier ("SEQ_CLS"): a
+prompt-learning strategy composes its template and verbalizer with LoRA or soft prompts by calling
+it. Each settings class offers `peft_config(model_config, task_type, tokenizer_path) -> PeftConfig`.
+
+With task type SEQ_CLS, PEFT itself trains the head alongside (`classifier`/`score` become
+`modules_to_save`); any other newly initialised module of the base model is added to that list.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import torch
+
+from tunelab.errors import ConfigError, UserError
+from tunelab.methods.classifier import ClassifierPredictor, ClassifierStrategy
+
+ADAPTER_DIR = "adapter"
+
+
+class SettingsError(ConfigError):
+    """A ConfigError about one strategy key; strategies add the experiment file and line."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"strategy.{key}: {message}")
+        self.key = key
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrapping a model
+
+
+def apply_peft(model: torch.nn.Module, settings, task_type: str = "SEQ_CLS", *, max_length: int | None = None,
+               tokenizer_path: str | None = None, modules_to_save: list[str] | None = None):
+    """Wrap `model` with the PEFT method `settings` describes; raise SettingsError for bad settings.
+
+    max_length: the longest input the model will see; prompt methods add their virtual tokens to it
+    and must stay within the model's position embeddings. tokenizer_path: for prompt tuning from text.
+    """
+    from peft import get_peft_model
+
+    try:
+        config = settings.peft_config(model.config, task_type, tokenizer_path)
+    except ValueError as err:  # PEFT's own config checks (our SettingsError is no ValueError: it passes)
+        raise ConfigError(f"invalid {type(settings).__name__}: {err}") from None
+    check_supported(model, config)
+    check_positions(model.config, config, max_length)
+    check_targets(model, config)
+    if modules_to_save:
+        config.modules_to_save = sorted(set(modules_to_save) | set(config.modules_to_save or []))
+    try:
+        return get_peft_model(model, config)
+    except (ValueError, TypeError, AttributeError) as err:  # PEFT's own refusals, e.g. an unknown architecture
+        raise ConfigError(f"PEFT cannot apply {type(config).__name__} to {type(model).__name__}: {err}") from None
+
+
+def check_supported(model: torch.nn.Module, config) -> None:
+    """Prefix methods feed keys/values through `past_key_values`, prompt methods feed `inputs_embeds`."""
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
+
+    needs = {PrefixTuningConfig: "past_key_values", PromptTuningConfig: "inputs_embeds", PromptEncoderConfig: "inputs_embeds"}
+    argument = next((arg for kind, arg in needs.items() if isinstance(config, kind)), None)
+    # PEFT passes prefixes to the backbone (e.g. `bert`) when the head model's forward lacks them.
+    candidates = [model] + ([child for _, child in model.named_children()] if argument == "past_key_values" else [])
+    if argument and not any(argument in inspect.signature(m.forward).parameters for m in candidates):
+        model_type = getattr(model.config, "model_type", "?")
+        raise ConfigError(
+            f"{type(model).__name__} (model_type={model_type!r}) does not take `{argument}`, which "
+            f"{type(config).__name__.removesuffix('Config')} needs: this architecture does not support the method; "
+            f"use lora, ia3 or adapter instead"
+        )
+
+
+def check_positions(model_config, config, max_length: int | None) -> None:
+    """Virtual tokens take positions too: num_virtual_tokens + max_length must fit the position table."""
+    virtual = getattr(config, "num_virtual_tokens", None)
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if virtual and limit and max_length and virtual + max_length > limit:
+        raise SettingsError(
+            "num_virtual_tokens",
+            f"{virtual} virtual tokens + model.max_length {max_length} = {virtual + max_length} exceeds the "
+            f"model's {limit} positions; lower strategy.num_virtual_tokens to at most {limit - max_length} "
+            f"or model.max_length",
+        )
+
+
+def check_targets(model: torch.nn.Module, config) -> None:
+    """Every target module name must match some module (PEFT only complains when none matches)."""
+    names = [name for name, _ in model.named_modules()]
+    for key in ("target_modules", "feedforward_modules"):
+        targets = getattr(config, key, None)
+        if targets is None:
+            continue
+        patterns = [targets] if isinstance(targets, str) else sorted(targets)
+        unmatched = [p for p in patterns if not any(module_matches(name, p, regex=isinstance(targets, str)) for name in names)]
+        if unmatched:
+            raise SettingsError(
+                key, f"{unmatched} match no module of {type(model).__name__}; linear layers it has: {linear_suffixes(model)}"
+            )
+    targets, feedforward = getattr(config, "target_modules", None), getattr(config, "feedforward_modules", None)
+    if isinstance(targets, (set, list)) and isinstance(feedforward, (set, list)) and not set(feedforward) <= set(targets):
+        raise SettingsError("feedforward_modules", f"{sorted(set(feedforward) - set(targets))} must also be in target_modules")
+
+
+def module_matches(name: str, pattern: str, regex: bool = False) -> bool:
+    """PEFT's rule: a string is a full-match regex; a list entry matches a whole dotted suffix."""
+    if regex:
+        return re.fullmatch(pattern, name) is not None
+    return name == pattern or name.endswith("." + pattern)
+
+
+def linear_suffixes(model: torch.nn.Module) -> list[str]:
+    """Distinct names of the linear layers inside transformer layers (what target_modules usually lists)."""
+    suffixes = {re.sub(r"^.*\.\d+\.", "", name) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    return sorted(suffixes)
+
+
+def new_modules(missing_keys: list[str]) -> list[str]:
+    """Modules holding newly initialised weights (the task head): they must train and be saved."""
+    return sorted({key.rsplit(".", 1)[0] for key in missing_keys if "." in key})
+
+
+def is_decoder_only(model_config) -> bool:
+    """Decoder-only families (Llama, GPT-2, ...) have a causal-LM class and no masked-LM class."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    model_type = getattr(model_config, "model_type", None)
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def fit_padding(tokenizer, peft_model) -> None:
+    """Left-pad for decoder classifiers fed `inputs_embeds` (prompt tuning, P-tuning).
+
+    A decoder's sequence-classification head reads the last non-pad token, found from `input_ids`;
+    given `inputs_embeds` it takes the last position, which right padding fills with pad tokens.
+    Rotary positions are relative, so left padding leaves the real tokens' attention unchanged.
+    """
+    from peft import PeftType
+
+    peft_type = peft_model.peft_config[peft_model.active_adapter].peft_type
+    if peft_type in (PeftType.PROMPT_TUNING, PeftType.P_TUNING) and is_decoder_only(peft_model.config):
+        tokenizer.padding_side = "left"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking settings on the architecture only (no weights loaded)
+
+
+def skeleton(experiment, num_labels: int, head: str = "classification") -> torch.nn.Module:
+    """The model's architecture on the meta device: built from its config in about a second, no weights."""
+    from transformers import AutoConfig
+
+    from tunelab.models import auto_class_for, resolve_model_path, with_hub_errors
+
+    cfg = experiment.model
+    path = resolve_model_path(cfg.name)
+    config = with_hub_errors(path, lambda **hub: AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **hub))
+    if head == "classification":
+        config.num_labels = max(num_labels, 2)
+    with torch.device("meta"):
+        return auto_class_for(head).from_config(config, trust_remote_code=cfg.trust_remote_code)
+
+
+def located(err: ConfigError, experiment) -> ConfigError:
+    """Prefix a settings error with the experiment file (and the key's line when known)."""
+    line = experiment.lines.get(("strategy", err.key)) if isinstance(err, SettingsError) else None
+    where = experiment.source + (f", line {line}" if line else "")
+    return ConfigError(f"{where}: {err}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The strategy
+
+
+class PeftStrategy(ClassifierStrategy):
+    """Classification-head strategy whose model is a PEFT model; subclasses only set `Settings`."""
+
+    mergeable = False
+    """Whether `tunelab export` can fold the learned delta into the base weights (LoRA, IA3)."""
+
+    def check(self) -> None:
+        super().check()
+        from tunelab.models import resolve_model_path
+
+        model = skeleton(self.experiment, len(self.label_names))
+        try:
+            apply_peft(model, self.settings, "SEQ_CLS", max_length=self.experiment.model.max_length,
+                       tokenizer_path=resolve_model_path(self.experiment.model.name))
+        except ConfigError as err:
+            raise located(err, self.experiment) from None
+
+    def prepare(self, loaded):
+        model = apply_peft(loaded.model, self.settings, "SEQ_CLS", max_length=self.experiment.model.max_length,
+                           tokenizer_path=loaded.path, modules_to_save=new_modules(loaded.missing_keys))
+        fit_padding(loaded.tokenizer, model)
+        return model
+
+    def save_artifact(self, model, directory: Path, loaded) -> None:
+        model.save_pretrained(directory / ADAPTER_DIR)
+
+    def load(self, run_dir: Path):
+        from peft import PeftModel
+
+        adapter_dir = Path(run_dir) / ADAPTER_DIR
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise UserError(f"{run_dir} holds no PEFT adapter directory ({adapter_dir}/adapter_config.json missing)")
+        loaded = self.load_base()
+        model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+        fit_padding(loaded.tokenizer, model)
+        return ClassifierPredictor(self, model, loaded)
+
+
+def export_merged(run_dir: Path, out: Path) -> Path:
+    """Fold a finished LoRA/IA3 run's delta into the base weights; write a plain model directory."""
+    from tunelab.run import load_run
+
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"{out} already exists; choose another --out or remove it")
+    config, strategy, predictor = load_run(Path(run_dir))
+    if not getattr(strategy, "mergeable", False):
+        raise UserError(
+            f"strategy '{config.strategy.name}' cannot be merged into the base weights; export works for lora and ia3 "
+            f"(prompt and prefix methods add tokens, adapters add layers)"
+        )
+    merged = predictor.model.merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    predictor.loaded.tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,318 @@
+"""Parameter-efficient strategies (lora, ia3, prompt/prefix/P-tuning v1+v2, adapter) on tiny random
+BERT and Llama models: exactly the intended parameters train, save → load reproduces the outputs
+(also through plain `peft.PeftModel.from_pretrained`), counts agree with PEFT, bad settings fail early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_bert_config, tiny_llama_config
+from tunelab.config import validate_experiment
+from tunelab.costs import parameter_costs
+from tunelab.errors import ConfigError
+from tunelab.methods import get_strategy
+from tunelab.methods.peft_common import ADAPTER_DIR, apply_peft, export_merged
+
+LABELS = ["negative", "positive"]
+PEFT_STRATEGIES = ["lora", "ia3", "prompt_tuning", "prefix_tuning", "ptuning", "ptuning_v2"]
+# What each method adds, by parameter name: written independently of the implementation.
+MARKERS = {"lora": ("lora_A", "lora_B"), "ia3": ("ia3_l",), "adapter": (".adapter.",)}
+CASES = [
+    ("lora", {}), ("lora", {"r": 2, "alpha": 4, "dropout": 0.0, "use_rslora": True}), ("ia3", {}),
+    ("prompt_tuning", {"num_virtual_tokens": 4}), ("prefix_tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 8}),
+    ("ptuning", {"num_virtual_tokens": 4}), ("ptuning", {"num_virtual_tokens": 4, "encoder": "lstm", "encoder_hidden_size": 8}),
+    ("ptuning_v2", {"num_virtual_tokens": 4}), ("adapter", {"kind": "houlsby"}), ("adapter", {"kind": "pfeiffer", "reduction_factor": 2, "non_linearity": "tanh"}),
+]
+ROUNDTRIP = list({name: settings for name, settings in reversed(CASES)}.items())[::-1]  # the first case of each strategy
+MODELS = ["bert", "llama"]
+TEXTS = ["good fine great", "awful", "nice good lovely and rather long too, with many words in it", "bad poor"]
+
+
+def save_tiny(model, tokenizer, directory: Path) -> Path:
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, bert_tokenizer) -> dict[str, Path]:
+    """Base models without a classification head (it is new, as with real checkpoints), plus the tokenizer."""
+    from transformers import BertModel, DistilBertConfig, DistilBertModel, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    distil = DistilBertConfig(vocab_size=30522, dim=32, hidden_dim=64, n_layers=2, n_heads=4, max_position_embeddings=256)
+    models = {"bert": BertModel(tiny_bert_config()), "llama": LlamaForCausalLM(tiny_llama_config()), "distilbert": DistilBertModel(distil)}
+    return {name: save_tiny(model, bert_tokenizer, tmp_path_factory.mktemp(name)) for name, model in models.items()}
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory) -> dict[str, str]:
+    good = ["good fine great", "great nice good", "nice good lovely and a longer one", "lovely great fine"]
+    bad = ["bad awful poor", "poor terrible bad", "awful bad dull, long and boring", "dull poor awful"]
+    rows = [{"text": t, "label": "positive"} for t in good] + [{"text": t, "label": "negative"} for t in bad]
+    root = tmp_path_factory.mktemp("data")
+    files = {"train": rows, "dev": rows[::2], "test": rows[1::2]}
+    for split, split_rows in files.items():
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in split_rows))
+    return {split: str(root / f"{split}.jsonl") for split in files}
+
+
+def experiment(model_dir: Path, name: str, settings: dict, data: dict | None = None, max_length: int = 32) -> dict:
+    return {
+        "name": "tiny", "model": {"name": str(model_dir), "max_length": max_length},
+        "task": {"type": "classification", "label_names": LABELS}, "data": data or {},
+        "strategy": {"name": name, **settings}, "metrics": ["accuracy"],
+        "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-2, "progress_bar": False, "log_to": [], "seed": 1},
+    }
+
+
+def make_strategy(model_dir: Path, name: str, settings: dict, max_length: int = 32):
+    config = validate_experiment(experiment(model_dir, name, settings, max_length=max_length))
+    info = get_strategy(name)
+    return info.cls(info.cls.Settings(**settings), config, LABELS)
+
+
+def intended(name: str, param: str) -> bool:
+    """PEFT's prompt encoders, LoRA/IA3/adapter weights, and the (copy of the) new head."""
+    if name in MARKERS:
+        method = any(marker in param for marker in MARKERS[name])
+    else:
+        method = param.startswith("prompt_encoder.")
+    head = "modules_to_save" in param if name in PEFT_STRATEGIES else param.split(".")[0] in ("classifier", "score")
+    return method or head
+
+
+def batch(tokenizer, texts=TEXTS) -> dict:
+    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+def train_steps(model, inputs: dict, labels: torch.Tensor, steps: int = 2) -> None:
+    """Two AdamW steps without weight decay: the first moves zero-initialised B/up matrices off zero,
+    so in the second every intended tensor (e.g. LoRA's A) receives a gradient."""
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(**inputs, labels=labels).loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+def logits(model, inputs: dict) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("name,settings", CASES)
+def test_training_changes_exactly_the_intended_parameters(model_dirs, model_name, name, settings):
+    strategy = make_strategy(model_dirs[model_name], name, settings)
+    loaded = strategy.load_base()
+    model = strategy.prepare(loaded)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {n for n, _ in model.named_parameters() if intended(name, n)}
+    assert trainable == expected
+    head = {n for n in expected if "modules_to_save" in n or n.split(".")[0] in ("classifier", "score")}
+    assert head and expected - head  # both the method's own weights and the head train
+    before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    train_steps(model, batch(loaded.tokenizer), torch.tensor([1, 0, 1, 0]))
+    changed = {n for n, t in model.state_dict().items() if not torch.equal(before[n], t)}
+    assert changed == expected
+
+
+@pytest.mark.parametrize("model_name,targets", [
+    ("bert", {"query", "value"}), ("llama", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),
+])
+def test_lora_default_targets_per_architecture(model_dirs, model_name, targets):
+    strategy = make_strategy(model_dirs[model_name], "lora", {})
+    model = strategy.prepare(strategy.load_base())
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A." in n}
+    assert adapted == targets
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("name,settings", [c for c in CASES if c[0] != "adapter"])
+def test_trainable_counts_agree_with_peft(model_dirs, model_name, name, settings):
+    strategy = make_strategy(model_dirs[model_name], name, settings)
+    model = strategy.prepare(strategy.load_base())
+    trainable, total = model.get_nb_trainable_parameters()
+    costs = parameter_costs(model)
+    assert (costs["trainable_params"], costs["total_params"]) == (trainable, total)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_adapter_trainable_count_is_adapters_plus_head(model_dirs, model_name):
+    from tunelab.adapters import Bottleneck
+
+    strategy = make_strategy(model_dirs[model_name], "adapter", {"kind": "houlsby", "reduction_factor": 4})
+    model = strategy.prepare(strategy.load_base())
+    adapters = sum(p.numel() for m in model.modules() if isinstance(m, Bottleneck) for p in m.parameters())
+    head = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] in ("classifier", "score"))
+    assert parameter_costs(model)["trainable_params"] == adapters + head
+    layers, hidden, width = 2, 32, 32 // 4
+    assert adapters == layers * 2 * (hidden * width + width + width * hidden + hidden)  # houlsby: 2 per layer
+
+
+@pytest.fixture(scope="module")
+def finished_runs(model_dirs, data_files, tmp_path_factory) -> dict:
+    """One finished run directory per (strategy, model), trained through run.prepare/execute."""
+    from tunelab.config import load_experiment
+    from tunelab.run import execute, prepare
+
+    runs = {}
+    root = tmp_path_factory.mktemp("runs")
+    for name, settings in ROUNDTRIP:
+        for model_name in MODELS:
+            path = root / f"{name}-{model_name}.yaml"
+            path.write_text(yaml.safe_dump(experiment(model_dirs[model_name], name, settings, data_files)))
+            run_dir = root / f"{name}-{model_name}"
+            execute(prepare(load_experiment(path)), run_dir)
+            runs[name, model_name] = run_dir
+    return runs
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("name", [name for name, _ in ROUNDTRIP])
+def test_save_load_reproduces_outputs(finished_runs, model_dirs, name, model_name):
+    from tunelab.run import load_run
+
+    run_dir = finished_runs[name, model_name]
+    _, _, predictor = load_run(run_dir)
+    saved = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    reloaded = predictor.predict([{"text": row["text"]} for row in saved])
+    diff = max(abs(row["scores"][l] - new["scores"][l]) for row, new in zip(saved, reloaded) for l in LABELS)
+    assert diff < 1e-5
+    # Batching (and therefore padding) must not change a prediction. Decoders fed soft prompts are
+    # left-padded; rotary positions then shift, which moves the result by float rounding only.
+    alone = [predictor.predict([{"text": t}])[0]["scores"] for t in TEXTS]
+    together = [o["scores"] for o in predictor.predict([{"text": t} for t in TEXTS])]
+    assert max(abs(a[l] - b[l]) for a, b in zip(alone, together) for l in LABELS) < 1e-4
+    costs = json.loads((run_dir / "costs.json").read_text())
+    assert costs["trainable_params"] > 0 and costs["peak_memory_mb"] > 0 and costs["train_tokens_per_second"] > 0
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("name", PEFT_STRATEGIES)
+def test_plain_peft_loads_the_adapter_directory(finished_runs, model_dirs, name, model_name):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from tunelab.run import load_run
+
+    _, _, predictor = load_run(finished_runs[name, model_name])
+    base = AutoModelForSequenceClassification.from_pretrained(model_dirs[model_name], num_labels=2)
+    plain = PeftModel.from_pretrained(base, finished_runs[name, model_name] / ADAPTER_DIR)
+    inputs = batch(predictor.loaded.tokenizer)
+    assert (logits(plain, inputs) - logits(predictor.model, inputs)).abs().max() < 1e-5
+    trained_head = [n for n, _ in plain.named_parameters() if "modules_to_save" in n]
+    assert trained_head  # the head came from the adapter directory, not the base's random init
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_lora_export_writes_a_plain_model_with_the_same_logits(finished_runs, model_name, tmp_path):
+    from tunelab.models import load_model
+    from tunelab.run import load_run
+
+    run_dir = finished_runs["lora", model_name]
+    out = export_merged(run_dir, tmp_path / "merged")
+    merged = load_model(str(out), "classification", 2, label_names=LABELS)
+    assert merged.missing_keys == [] and "lora" not in str(list(merged.model.state_dict()))
+    _, _, predictor = load_run(run_dir)
+    inputs = batch(predictor.loaded.tokenizer)
+    assert (logits(merged.model, inputs) - logits(predictor.model, inputs)).abs().max() < 1e-5
+
+
+def test_export_refuses_unmergeable_methods(finished_runs, tmp_path):
+    from tunelab.errors import UserError
+
+    with pytest.raises(UserError, match="cannot be merged"):
+        export_merged(finished_runs["prompt_tuning", "bert"], tmp_path / "x")
+
+
+def test_prompt_tuning_text_init_uses_the_text_embeddings(model_dirs):
+    strategy = make_strategy(model_dirs["bert"], "prompt_tuning", {"num_virtual_tokens": 3, "init": "text", "init_text": "great"})
+    loaded = strategy.load_base()
+    ids = loaded.tokenizer("great")["input_ids"]  # [CLS] great [SEP]
+    words = loaded.model.get_input_embeddings().weight[ids].detach().clone()
+    model = strategy.prepare(loaded)
+    assert torch.equal(model.prompt_encoder["default"].embedding.weight.detach(), words)
+
+
+# --- bad settings -----------------------------------------------------------------------------
+
+BAD = [
+    ("bert", "lora", {"target_modules": ["nonexistent"]}, "target_modules"),
+    ("bert", "lora", {"target_modules": ["query", "q_proj"]}, r"\['q_proj'\] match no module"),
+    ("bert", "ia3", {"target_modules": ["key"], "feedforward_modules": ["output.dense"]}, "must also be in target_modules"),
+    ("bert", "prompt_tuning", {"num_virtual_tokens": 240}, "num_virtual_tokens"),
+    ("llama", "ptuning", {"num_virtual_tokens": 240}, "exceeds the model's 256 positions"),
+    ("bert", "prefix_tuning", {"num_virtual_tokens": 240}, "num_virtual_tokens"),
+    ("llama", "ptuning_v2", {"num_virtual_tokens": 240}, "num_virtual_tokens"),
+    ("distilbert", "lora", {}, "no default LoRA target modules"),
+    ("distilbert", "ia3", {}, "no default IA3 target modules"),
+    ("distilbert", "prefix_tuning", {}, "does not support the method"),
+    ("distilbert", "ptuning_v2", {}, "does not support the method"),
+    ("distilbert", "adapter", {}, "do not support DistilBert"),
+]
+
+
+@pytest.mark.parametrize("model_name,name,settings,message", BAD)
+def test_bad_settings_fail_in_check_before_any_weights_load(model_dirs, model_name, name, settings, message):
+    strategy = make_strategy(model_dirs[model_name], name, settings)
+    with pytest.raises(ConfigError, match=message):
+        strategy.check()
+
+
+@pytest.mark.parametrize("model_name,name,settings,message", BAD[:3])
+def test_bad_targets_also_fail_when_wrapping(model_dirs, model_name, name, settings, message):
+    strategy = make_strategy(model_dirs[model_name], name, settings)
+    with pytest.raises(ConfigError, match=message):
+        strategy.prepare(strategy.load_base())
+
+
+def test_cli_reports_a_bad_setting_with_file_line_and_exit_2(model_dirs, data_files, tmp_path, capsys):
+    from tunelab.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(experiment(model_dirs["bert"], "lora", {"target_modules": ["qurey"]}, data_files), sort_keys=False))
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "target_modules" in text)
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}, line {line}: strategy.target_modules" in err and "query" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("settings", [{"init": "text"}, {"init_text": "hello"}])
+def test_prompt_tuning_init_text_goes_with_text_init(model_dirs, settings):
+    from tunelab.run import prepare
+
+    raw = experiment(model_dirs["bert"], "prompt_tuning", settings, {"train": "x", "test": "y"})
+    with pytest.raises(ConfigError, match="init_text"):
+        prepare(validate_experiment(raw))
+
+
+# --- the LM head: the same wrapping for prompt learning ------------------------------------------
+
+@pytest.mark.parametrize("name,settings", [c for c in CASES if c[0] in PEFT_STRATEGIES])
+def test_apply_peft_wraps_a_causal_lm(model_dirs, tmp_path, name, settings):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    info = get_strategy(name)
+    torch.manual_seed(0)
+    model = apply_peft(AutoModelForCausalLM.from_pretrained(model_dirs["llama"]), info.cls.Settings(**settings), "CAUSAL_LM", max_length=32)
+    ids = torch.randint(1000, 2000, (2, 6))
+    expected = {n for n, _ in model.named_parameters() if intended(name, n) and "modules_to_save" not in n}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+    before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    train_steps(model, {"input_ids": ids}, ids)
+    assert {n for n, t in model.state_dict().items() if not torch.equal(before[n], t)} == expected
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dirs["llama"]), tmp_path / "adapter")
+    assert (logits(reloaded, {"input_ids": ids}) - logits(model, {"input_ids": ids})).abs().max() < 1e-5
