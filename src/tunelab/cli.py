@@ -118,6 +118,18 @@ def models():
 
 
 @app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A finished lora or ia3 run directory."),
+    out: Path = typer.Option(..., "--out", help="New directory for the merged model."),
+):
+    """Merge a run's LoRA/IA3 delta into the base weights: a plain model directory (+ tokenizer)."""
+    from tunelab.methods.peft_common import export_merged
+
+    quiet_libraries()
+    typer.echo(f"merged model written to {export_merged(run_dir, out)}")
+
+
+@app.command()
 def strategies():
     """List the registered strategies with a one-line description."""
     from tunelab.methods import all_strategies
