@@ -138,6 +138,52 @@ def strategies():
         typer.echo(f"{info.name:16} [{info.family}] {info.description}")
 
 
+@app.command()
+def compare(
+    experiment: Path = typer.Argument(..., help="Experiment YAML file with a `sweep:` section."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.epochs=3"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default: <output_dir>/<name>)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells (and which are finished) without running."),
+):
+    """Run every strategy × K × seed × prompt variant of a sweep (resumable), then write the report."""
+    from tunelab.config import load_experiment
+    from tunelab.sweep import plan_sweep, run_sweep, sweep_root
+
+    quiet_libraries()
+    config = load_experiment(experiment, overrides or [])
+    if dry_run:
+        from tunelab.sweep.cell import is_finished
+
+        root = sweep_root(config, out)
+        for cell in plan_sweep(config)[1]:
+            typer.echo(f"{'finished' if is_finished(root, cell.id) else 'to run  '}  {cell.id}")
+        return
+    outcome = run_sweep(config, out)
+    show_report(outcome.root)
+    if outcome.failed:
+        typer.echo(f"{len(outcome.failed)} cell(s) failed (see the report's Failures section); "
+                   f"running the same command again retries them.", err=True)
+
+
+@app.command()
+def report(runs_dir: Path = typer.Argument(..., help="A sweep directory (runs/<name>) or a folder of them.")):
+    """Rebuild the report (HTML, Markdown, CSV, plots) from stored results; no model is loaded."""
+    from tunelab.report import find_sweeps
+
+    for root in find_sweeps(runs_dir):
+        show_report(root)
+
+
+def show_report(root: Path) -> None:
+    from rich.console import Console
+
+    from tunelab.report import build_report, terminal_table
+
+    built = build_report(root)
+    Console().print(terminal_table(built))
+    typer.echo(f"report: {built.html}\nmarkdown: {built.markdown}\nleaderboard: {built.csv}")
+
+
 def main(argv: list[str] | None = None) -> int:
     import click
 

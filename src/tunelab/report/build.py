@@ -1,0 +1,211 @@
+"""Build the report of a sweep directory from its stored results alone (no model is loaded).
+
+Writes, beside the cells: `report.html` (self-contained), `report.md` (+ `plots/*.png`),
+`leaderboard.csv` and `leaderboard.md`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from tunelab.report.abtest import ABResult, prompt_ab_tests
+from tunelab.report.document import Code, Image, Section, Table, Text, markdown_table, to_html, to_markdown
+from tunelab.report.leaderboard import Row, SearchChoice, build_leaderboard, csv_rows, is_fraction, metric_keys, table
+from tunelab.report.plots import all_plots
+from tunelab.report.results import SweepResults, load_results
+
+
+@dataclass
+class Report:
+    results: SweepResults
+    rows: list[Row]
+    metrics: list[str]
+    html: Path
+    markdown: Path
+    csv: Path
+
+
+def build_report(root: Path) -> Report:
+    results = load_results(root)
+    rows, choices = build_leaderboard(results)
+    metrics = metric_keys(results)
+    tests = prompt_ab_tests(results.cells, results.metric)
+    plots = all_plots(rows, results.metric)
+    sections = report_sections(results, rows, metrics, choices, tests, plots)
+    title = f"tunelab report: {results.name}"
+    root = Path(root)
+    (root / "plots").mkdir(exist_ok=True)
+    for name, png in plots.items():
+        write_atomic(root / "plots" / name, png)
+    write_atomic(root / "report.md", to_markdown(title, sections).encode("utf-8"))
+    write_atomic(root / "report.html", to_html(title, sections).encode("utf-8"))
+    headers, body, best = table(rows, metrics)
+    write_atomic(root / "leaderboard.md", (markdown_table(Table(headers, body, best)) + "\n").encode("utf-8"))
+    write_csv(root / "leaderboard.csv", csv_rows(rows, metrics))
+    return Report(results, rows, metrics, root / "report.html", root / "report.md", root / "leaderboard.csv")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, records: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        if records:
+            writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def report_sections(results, rows, metrics, choices, tests, plots) -> list[Section]:
+    return [
+        overview(results),
+        Section("Leaderboard", [
+            Text("Test-split metrics as mean ± standard deviation over seeds, rows in sweep order. Bold: the best "
+                 "of its column among rows with the same K. Fractions are shown ×100. Rows with a hyper-parameter "
+                 "search use the combination chosen on the dev split. Training time and evaluation speed are per cell."),
+            Table(*table(rows, metrics)) if rows else Text("No cell has finished yet."),
+        ]),
+        Section("Plots", [Image(name, png, name.removesuffix(".png").replace("_", " ")) for name, png in plots.items()]
+                or [Text("No plots: no cell has finished yet.")]),
+        ab_section(tests),
+        search_section(choices, results.metric),
+        chosen_section(rows),
+        failure_section(results),
+        Section("Resolved configuration", [
+            Text(f"The experiment as run (defaults filled in; data paths resolved). Each cell's own configuration "
+                 f"is in <cell>/config.yaml under {results.root}."),
+            Code(yaml.safe_dump(results.config, sort_keys=False, allow_unicode=True), "yaml"),
+        ]),
+    ]
+
+
+def overview(results: SweepResults) -> Section:
+    config = results.config
+    data = config.get("data", {})
+    lines = [
+        f"Sweep directory: {results.root}. Task: {config.get('task', {}).get('type', '?')}; "
+        f"train: {Path(data.get('train') or '-').name}; test: {Path(data.get('test') or '-').name}; "
+        f"main metric: {results.metric}.",
+        f"Cells: {len(results.cells)} finished, {len(results.failures)} failed, {len(results.pending)} not run "
+        f"(of {results.planned}). Report written {datetime.now().isoformat(timespec='seconds')}.",
+    ]
+    if results.isolation != "process":
+        lines.append("Cells ran in one process (isolation: none): peak memory is the process's running maximum, "
+                     "not each cell's own.")
+    else:
+        lines.append("Each cell ran in its own process: peak memory is that cell's (CPU: resident set, "
+                     "including the libraries; CUDA: allocated GPU memory).")
+    return Section("Overview", [Text(line) for line in lines])
+
+
+def fmt_value(metric: str, value: float) -> str:
+    return f"{value * 100:.1f}" if is_fraction(metric) else f"{value:.2f}"
+
+
+def ab_section(tests: list[ABResult]) -> Section:
+    if not tests:
+        return Section("Prompt A/B tests", [Text("No prompt variants were compared (add `sweep.prompts` with two or more variants).")])
+    headers = ["strategy", "K", "A", "B", "seeds", "examples", "metric", "A", "B", "A − B [95% CI]",
+               "only A right", "only B right", "McNemar p", "winner"]
+    body, best = [], []
+    for t in tests:
+        k = "all" if t.k_shot is None else str(t.k_shot)
+        label = t.strategy + (f" ({', '.join(f'{k2}={v}' for k2, v in t.search.items())})" if t.search else "")
+        if t.skipped:
+            body.append([label, k, t.a, t.b, " ".join(map(str, t.seeds)), "–", t.metric, "–", "–", "–", "–", "–", "–",
+                         f"not tested: {t.skipped}"])
+            best.append(set())
+            continue
+        diff = f"{fmt_value(t.metric, t.diff)} [{fmt_value(t.metric, t.low)}, {fmt_value(t.metric, t.high)}]"
+        body.append([label, k, t.a, t.b, " ".join(map(str, t.seeds)), str(t.n), t.metric,
+                     fmt_value(t.metric, t.score_a), fmt_value(t.metric, t.score_b), diff, str(t.only_a),
+                     str(t.only_b), f"{t.p_value:.3g}", t.winner or "no significant difference"])
+        best.append({13} if t.winner else set())
+    return Section("Prompt A/B tests", [
+        Text("Variants of one strategy that differ only in the prompt, on the same test examples (seeds pooled, "
+             "each example paired with itself). p: exact McNemar test on the examples only one variant got right; "
+             "interval: paired bootstrap (2,000 resamples) of the metric difference. A winner is named only when p < 0.05."),
+        Table(headers, body, best),
+    ])
+
+
+def search_section(choices: list[SearchChoice], metric: str) -> Section:
+    if not choices:
+        return Section("Hyper-parameter search", [Text("No hyper-parameter search in this sweep.")])
+    body, best = [], []
+    for choice in choices:
+        for combo in choice.combos:
+            chosen = combo is choice.chosen
+            body.append([
+                choice.group, ", ".join(f"{k}={v}" for k, v in combo["search"].items()),
+                "–" if combo["dev_mean"] is None else f"{fmt_value(metric, combo['dev_mean'])} ({combo['dev_n']})",
+                "–" if combo["test_mean"] is None else f"{fmt_value(metric, combo['test_mean'])} ({combo['test_n']})",
+                "chosen" if chosen else "",
+            ])
+            best.append({1, 4} if chosen else set())
+    return Section("Hyper-parameter search", [
+        Text(f"Each combination's mean {metric} over seeds (number of seeds in brackets). The choice uses the dev "
+             f"split only; test is shown for transparency, never used to choose."),
+        Table(["row", "combination", f"dev {metric}", f"test {metric}", ""], body, best),
+    ])
+
+
+def chosen_section(rows: list[Row]) -> Section:
+    body = []
+    for row in rows:
+        config = row.config or {}
+        train, strategy = config.get("train", {}), dict(config.get("strategy", {}))
+        strategy.pop("name", None)
+        body.append([
+            row.group, config.get("model", {}).get("name", "?"), json.dumps(strategy) if strategy else "defaults",
+            str(train.get("learning_rate", "?")), str(train.get("epochs", "?")), str(train.get("batch_size", "?")),
+            ", ".join(f"{k}={v}" for k, v in row.search.items()) or "–",
+        ])
+    return Section("Chosen hyper-parameters", [
+        Table(["row", "model", "strategy settings", "learning rate", "epochs", "batch size", "chosen by search"], body)
+        if body else Text("No cell has finished yet."),
+    ])
+
+
+def failure_section(results: SweepResults) -> Section:
+    blocks = []
+    if results.failures:
+        body = [[f["id"], f.get("error_type", "?"), (f.get("message") or "").splitlines()[0][:300] if f.get("message") else "",
+                 f.get("log", "")] for f in results.failures]
+        blocks += [Text(f"{len(results.failures)} cell(s) failed; the sweep went on without them. Running "
+                        f"`tunelab compare` again retries them."), Table(["cell", "error", "message", "log"], body)]
+    else:
+        blocks.append(Text("No cell failed."))
+    if results.pending:
+        blocks.append(Text(f"{len(results.pending)} cell(s) have not run yet (interrupted sweep?): "
+                           + ", ".join(c["id"] for c in results.pending[:20]) + (" ..." if len(results.pending) > 20 else "")))
+    return Section("Failures", blocks)
+
+
+def terminal_table(report: Report):
+    """The leaderboard as a rich Table (best cells bold green)."""
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+
+    headers, body, best = table(report.rows, report.metrics, compact=True)
+    out = RichTable(title=f"{report.results.name}: leaderboard (mean ± std over seeds; bold = best at its K)")
+    for index, header in enumerate(headers):
+        out.add_column(header, overflow="fold", no_wrap=index == 0)
+    for cells, marks in zip(body, best):
+        out.add_row(*[f"[bold green]{escape(c)}[/bold green]" if i in marks else escape(c) for i, c in enumerate(cells)])
+    return out

@@ -1,0 +1,248 @@
+"""The leaderboard: one row per strategy × K (× prompt variant), mean ± std over seeds, with costs.
+
+Hyper-parameter search: the cells of one row may hold several search combinations; the row uses
+the combination with the best mean *dev* metric over seeds (never test), as LM-BFF does, and the
+report lists every combination with its dev and test means.
+
+Best values are marked among rows with the same K (comparing different K is not like for like):
+the highest (or lowest, by the metric's direction) metric mean, the fewest trainable parameters,
+the shortest training time, the fastest evaluation and the lowest peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tunelab.report.results import CellResult, SweepResults
+from tunelab.stats import mean_std
+
+# (column, higher is better) for the cost columns
+COST_COLUMNS = {
+    "trainable_params": False, "train_seconds": False, "eval_examples_per_second": True, "peak_memory_mb": False,
+}
+FRACTION_METRICS = {"accuracy", "f1", "mcc", "exact_match"}
+
+
+def higher_is_better(metric: str) -> bool:
+    from tunelab.metrics import get_metric
+
+    try:
+        return get_metric(metric).higher_is_better
+    except Exception:  # noqa: BLE001 — flattened keys such as f1_<label>, or metrics of newer versions
+        return True
+
+
+def is_fraction(metric: str) -> bool:
+    """Fractions (accuracy, F1, MCC, exact match) are shown ×100, as papers report them."""
+    return metric in FRACTION_METRICS or metric.startswith("f1_")
+
+
+def combo_key(search: dict) -> str:
+    return json.dumps(search or {}, sort_keys=True, default=str)
+
+
+@dataclass
+class SearchChoice:
+    group: str
+    combos: list[dict]
+    """One per combination: {search, dev_mean, dev_n, test_mean, test_n}."""
+    chosen: dict
+
+
+@dataclass
+class Row:
+    group: str
+    strategy: str
+    method: str
+    family: str
+    k_shot: int | None
+    variant: str | None
+    search: dict
+    seeds: list[int]
+    values: dict[str, list[float]]
+    """metric → per-seed test values (in seed order)."""
+    dev: list[float]
+    costs: dict[str, float]
+    trainable_percent: float | None
+    config: dict = field(default_factory=dict)
+    """The resolved config of the row's first cell (model, train and strategy settings used)."""
+    stats: dict[str, tuple[float, float]] = field(default_factory=dict)
+    best: set[str] = field(default_factory=set)
+
+    def mean(self, metric: str) -> float | None:
+        return self.stats[metric][0] if metric in self.stats else None
+
+
+def group_cells(cells: list[CellResult]) -> dict[str, list[CellResult]]:
+    groups: dict[str, list[CellResult]] = defaultdict(list)
+    for cell in cells:
+        groups[cell.meta["group"]].append(cell)
+    return groups
+
+
+def choose_combination(group: str, cells: list[CellResult], metric: str) -> tuple[list[CellResult], SearchChoice | None]:
+    """The cells of the combination with the best mean dev metric (all cells without search)."""
+    by_combo: dict[str, list[CellResult]] = defaultdict(list)
+    for cell in cells:
+        by_combo[combo_key(cell.meta.get("search"))].append(cell)
+    if len(by_combo) == 1 and not cells[0].meta.get("search"):
+        return cells, None
+    sign = 1 if higher_is_better(metric) else -1
+    combos = []
+    for key, members in by_combo.items():
+        dev = [c.dev[metric] for c in members if metric in c.dev]
+        test = [c.test[metric] for c in members if metric in c.test]
+        combos.append({
+            "search": members[0].meta.get("search", {}), "key": key,
+            "dev_mean": sum(dev) / len(dev) if dev else None, "dev_n": len(dev),
+            "test_mean": sum(test) / len(test) if test else None, "test_n": len(test),
+        })
+    scored = [c for c in combos if c["dev_mean"] is not None]
+    # No dev metric anywhere (no dev split): fall back to the first combination, never to test.
+    chosen = max(scored, key=lambda c: sign * c["dev_mean"]) if scored else combos[0]
+    return by_combo[chosen["key"]], SearchChoice(group, combos, chosen)
+
+
+def metric_keys(results: SweepResults) -> list[str]:
+    """Scalar test metrics in stored order, the main metric first."""
+    keys: list[str] = []
+    for cell in results.cells:
+        keys += [k for k, v in cell.test.items() if isinstance(v, (int, float)) and k not in keys]
+    return sorted(keys, key=lambda k: k != results.metric)
+
+
+def build_leaderboard(results: SweepResults) -> tuple[list[Row], list[SearchChoice]]:
+    metrics = metric_keys(results)
+    rows, choices = [], []
+    for group, cells in group_cells(results.cells).items():
+        chosen, choice = choose_combination(group, cells, results.metric)
+        if choice:
+            choices.append(choice)
+        rows.append(make_row(group, sorted(chosen, key=lambda c: c.meta["seed"]), metrics, results.metric))
+    order = {cell["group"]: i for i, cell in enumerate(planned_groups(results))}
+    rows.sort(key=lambda r: (r.k_shot is None, r.k_shot or 0, order.get(r.group, len(order))))
+    mark_best(rows, metrics)
+    return rows, choices
+
+
+def planned_groups(results: SweepResults) -> list[dict]:
+    seen, groups = set(), []
+    for cell in [c.meta for c in results.cells] + results.failures + results.pending:
+        if cell["group"] not in seen:
+            seen.add(cell["group"])
+            groups.append(cell)
+    return groups
+
+
+def make_row(group: str, cells: list[CellResult], metrics: list[str], main: str) -> Row:
+    first = cells[0].meta
+    values = {m: [c.test[m] for c in cells if m in c.test] for m in metrics}
+    row = Row(
+        group=group, strategy=first["strategy"], method=first["method"], family=first.get("family", ""),
+        k_shot=first["k_shot"], variant=first.get("variant"), search=first.get("search") or {},
+        seeds=[c.meta["seed"] for c in cells], values=values,
+        dev=[c.dev[main] for c in cells if main in c.dev],
+        costs={col: mean_of([c.costs.get(col) for c in cells]) for col in COST_COLUMNS},
+        trainable_percent=mean_of([c.costs.get("trainable_percent") for c in cells]),
+        config=first.get("config", {}),
+    )
+    row.stats = {m: mean_std(v) for m, v in values.items() if v}
+    return row
+
+
+def mean_of(values: list) -> float | None:
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def mark_best(rows: list[Row], metrics: list[str]) -> None:
+    """Add the column names where a row is best among the rows with its K (ties all marked)."""
+    by_k: dict = defaultdict(list)
+    for row in rows:
+        by_k[row.k_shot].append(row)
+    for same_k in by_k.values():
+        if len(same_k) < 2:
+            continue
+        columns = {m: (lambda r, m=m: r.mean(m), higher_is_better(m)) for m in metrics}
+        columns.update({c: (lambda r, c=c: r.costs.get(c), up) for c, up in COST_COLUMNS.items()})
+        for name, (get, up) in columns.items():
+            present = [(get(r), r) for r in same_k if get(r) is not None]
+            if not present:
+                continue
+            best = (max if up else min)(v for v, _ in present)
+            for value, row in present:
+                if math.isclose(value, best, rel_tol=1e-9, abs_tol=1e-12):
+                    row.best.add(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting shared by the CSV, Markdown, HTML and terminal tables
+
+
+def row_label(row: Row) -> str:
+    return row.strategy + (f" [{row.variant}]" if row.variant else "")
+
+
+def fmt_metric(metric: str, stats: tuple[float, float] | None, n: int) -> str:
+    if stats is None:
+        return "–"
+    scale = 100.0 if is_fraction(metric) else 1.0
+    mean, std = stats
+    return f"{mean * scale:.1f} ± {std * scale:.1f}" if n > 1 else f"{mean * scale:.1f}"
+
+
+def fmt_params(count: float | None, percent: float | None) -> str:
+    if count is None:
+        return "–"
+    text = f"{count / 1e6:.2f}M" if count >= 1e5 else f"{int(count):,}"
+    return f"{text} ({percent:.3g}%)" if percent is not None else text
+
+
+def fmt_number(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.1f}{unit}" if value < 1000 else f"{value:,.0f}{unit}"
+
+
+def table(rows: list[Row], metrics: list[str], compact: bool = False) -> tuple[list[str], list[list[str]], list[set[int]]]:
+    """(headers, cells as text, per row the indices of its best cells) — one source for every format.
+    compact (the terminal): no family column, no percentage, short headers."""
+    headers = ["strategy"] + ([] if compact else ["family"]) + ["K"] + [m + (" (%)" if is_fraction(m) else "") for m in metrics]
+    headers += (["seeds", "params", "train s", "eval ex/s", "peak MB"] if compact else
+                ["seeds", "trainable params", "train time (s)", "eval ex/s", "peak memory (MB)"])
+    keys = ["strategy"] + ([] if compact else ["family"]) + ["K"] + metrics
+    keys += ["seeds", "trainable_params", "train_seconds", "eval_examples_per_second", "peak_memory_mb"]
+    body, best = [], []
+    for row in rows:
+        n = len(row.seeds)
+        cells = [row_label(row)] + ([] if compact else [row.family]) + ["all" if row.k_shot is None else str(row.k_shot)]
+        cells += [fmt_metric(m, row.stats.get(m), len(row.values.get(m, []))) for m in metrics]
+        cells += [str(n), fmt_params(row.costs["trainable_params"], None if compact else row.trainable_percent),
+                  fmt_number(row.costs["train_seconds"]), fmt_number(row.costs["eval_examples_per_second"]),
+                  fmt_number(row.costs["peak_memory_mb"])]
+        body.append(cells)
+        best.append({i for i, key in enumerate(keys) if key in row.best})
+    return headers, body, best
+
+
+def csv_rows(rows: list[Row], metrics: list[str]) -> list[dict]:
+    """Raw numbers (fractions stay fractions) for spreadsheets and scripts."""
+    out = []
+    for row in rows:
+        record = {
+            "strategy": row.strategy, "method": row.method, "family": row.family, "k_shot": row.k_shot,
+            "prompt_variant": row.variant or "", "search": json.dumps(row.search) if row.search else "",
+            "seeds": " ".join(map(str, row.seeds)),
+        }
+        for m in metrics:
+            mean, std = row.stats.get(m, (None, None))
+            record[f"{m}_mean"], record[f"{m}_std"] = mean, std
+        record["dev_mean"] = sum(row.dev) / len(row.dev) if row.dev else None
+        record.update({col: row.costs[col] for col in COST_COLUMNS})
+        record["trainable_percent"] = row.trainable_percent
+        record["best"] = ";".join(sorted(row.best))
+        out.append(record)
+    return out

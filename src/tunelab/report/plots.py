@@ -1,0 +1,143 @@
+"""Report plots (matplotlib, PNG bytes): quality vs trainable parameters with the Pareto front,
+quality vs K per strategy, and the spread over seeds.
+
+Strategies that train nothing (prompting) have 0 trainable parameters, which a log axis cannot
+show: they are drawn at x = 1 and the axis label says so.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+from tunelab.report.leaderboard import Row, higher_is_better, is_fraction, row_label
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, works headless
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if is_fraction(metric) else 1.0
+
+
+def _axis_label(metric: str) -> str:
+    return f"{metric} (%)" if is_fraction(metric) else metric
+
+
+def pareto_front(points: list[tuple[float, float]], higher: bool = True) -> list[int]:
+    """Indices of the points no other point beats on both axes (fewer params and a better metric),
+    ordered by x. Equal x: only the best metric can be on the front."""
+    sign = 1 if higher else -1
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -sign * points[i][1]))
+    front, best = [], None
+    for i in order:
+        y = sign * points[i][1]
+        if best is None or y > best:
+            front.append(i)
+            best = y
+    return front
+
+
+def plot_pareto(rows: list[Row], metric: str) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    by_k = defaultdict(list)
+    for row in rows:
+        if row.mean(metric) is not None and row.costs.get("trainable_params") is not None:
+            by_k[row.k_shot].append(row)
+    scale, zero_drawn = _scale(metric), False
+    for (k, members), color in zip(sorted(by_k.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)), _colors()):
+        xs = [max(r.costs["trainable_params"], 1.0) for r in members]
+        zero_drawn |= any(r.costs["trainable_params"] == 0 for r in members)
+        ys = [r.mean(metric) * scale for r in members]
+        errs = [r.stats[metric][1] * scale for r in members]
+        ax.errorbar(xs, ys, yerr=errs, fmt="o", color=color, capsize=3, label=f"K={'all' if k is None else k}")
+        for x, y, r in zip(xs, ys, members):
+            ax.annotate(row_label(r), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        front = pareto_front(list(zip(xs, ys)), higher_is_better(metric))
+        # The front as a staircase carried on to the largest x, its members ringed.
+        fx, fy = [xs[i] for i in front] + [max(xs)], [ys[i] for i in front] + [ys[front[-1]]]
+        ax.step(fx, fy, where="post", color=color, alpha=0.5, linestyle="--",
+                label=f"Pareto front (K={'all' if k is None else k})")
+        ax.scatter(fx[:-1], fy[:-1], s=160, facecolors="none", edgecolors=color, linewidths=1.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale" + ("; 0 drawn at 1" if zero_drawn else "") + ")")
+    ax.set_ylabel(_axis_label(metric))
+    ax.set_title(f"{metric} vs trainable parameters (mean ± std over seeds)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def plot_metric_vs_k(rows: list[Row], metric: str) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    series = defaultdict(list)
+    for row in rows:
+        if row.mean(metric) is not None:
+            series[row_label(row)].append(row)
+    ks = sorted({r.k_shot for r in rows if r.k_shot is not None})
+    position = {k: i for i, k in enumerate(ks)}
+    position[None] = len(ks)
+    scale = _scale(metric)
+    for (label, members), color in zip(series.items(), _colors()):
+        members.sort(key=lambda r: position[r.k_shot])
+        ax.errorbar([position[r.k_shot] for r in members], [r.mean(metric) * scale for r in members],
+                    yerr=[r.stats[metric][1] * scale for r in members], marker="o", capsize=3, label=label, color=color)
+    ticks = ks + ([None] if any(r.k_shot is None for r in rows) else [])
+    ax.set_xticks([position[k] for k in ticks], ["all" if k is None else str(k) for k in ticks])
+    ax.set_xlabel("K (training examples per class)")
+    ax.set_ylabel(_axis_label(metric))
+    ax.set_title(f"{metric} vs K (mean ± std over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return _png(fig)
+
+
+def plot_seed_spread(rows: list[Row], metric: str) -> bytes:
+    plt = _pyplot()
+    shown = [r for r in rows if r.values.get(metric)]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(shown) + 1.4))
+    scale = _scale(metric)
+    for y, row in enumerate(shown):
+        values = [v * scale for v in row.values[metric]]
+        ax.scatter(values, [y] * len(values), color="tab:blue", alpha=0.7, zorder=3)
+        ax.plot([min(values), max(values)], [y, y], color="tab:blue", alpha=0.4)
+        ax.scatter([row.mean(metric) * scale], [y], marker="|", s=300, color="black", zorder=4)
+    ax.set_yticks(range(len(shown)), [f"{row_label(r)} (K={'all' if r.k_shot is None else r.k_shot})" for r in shown])
+    ax.invert_yaxis()
+    ax.set_xlabel(_axis_label(metric) + " per seed (| = mean)")
+    ax.set_title(f"spread of {metric} over seeds")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def _colors():
+    import itertools
+
+    return itertools.cycle(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+                            "tab:pink", "tab:gray", "tab:olive", "tab:cyan"])
+
+
+def all_plots(rows: list[Row], metric: str) -> dict[str, bytes]:
+    """file name → PNG bytes; empty when nothing finished."""
+    if not any(r.mean(metric) is not None for r in rows):
+        return {}
+    return {
+        "pareto.png": plot_pareto(rows, metric),
+        "metric_vs_k.png": plot_metric_vs_k(rows, metric),
+        "seed_spread.png": plot_seed_spread(rows, metric),
+    }

@@ -1,0 +1,147 @@
+"""Run one sweep cell, in this process or in a child process, and record how it ended.
+
+On disk, under the sweep directory `runs/<experiment>/`:
+
+    <cell-id>/               a finished cell: an ordinary run directory plus `cell.json`, renamed
+                             into place by `run.execute` only once complete (so it is atomic)
+    .<cell-id>.partial/      a cell being written, or one that was killed: never read, removed on retry
+    <cell-id>.failed.json    the last failure of a cell (error type, message, traceback tail)
+    logs/<cell-id>.log       everything the cell printed (training logs, warnings)
+
+A cell counts as finished only when `<cell-id>/metrics.json` and `<cell-id>/cell.json` exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from tunelab.config import validate_experiment
+from tunelab.run import METRICS_FILE, Prepared, execute, prepare, score
+
+CELL_FILE = "cell.json"
+FAILED_SUFFIX = ".failed.json"
+
+
+def cell_dir(root: Path, cell_id: str) -> Path:
+    return Path(root) / cell_id
+
+
+def failed_path(root: Path, cell_id: str) -> Path:
+    return Path(root) / f"{cell_id}{FAILED_SUFFIX}"
+
+
+def log_path(root: Path, cell_id: str) -> Path:
+    return Path(root) / "logs" / f"{cell_id}.log"
+
+
+def is_finished(root: Path, cell_id: str) -> bool:
+    directory = cell_dir(root, cell_id)
+    return (directory / METRICS_FILE).is_file() and (directory / CELL_FILE).is_file()
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write to a temporary name, then rename: a reader sees the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class CellStrategy:
+    """Wraps a cell's strategy: after `fit`, makes sure a dev score exists and stamps `cell.json`.
+
+    Hyper-parameter search picks by the dev metric; strategies that do not train (zero-shot) report
+    none, so the sweep scores the dev split itself. `cell.json` is written into the staging
+    directory, so it appears together with the rest of the run, atomically.
+    """
+
+    def __init__(self, inner, meta: dict, config):
+        self.inner, self.meta, self.config = inner, meta, config
+
+    def fit(self, splits, run_dir: Path):
+        predictor, costs = self.inner.fit(splits, run_dir)
+        metric = self.config.train.metric_for_best or self.config.metrics[0]
+        if splits.dev and metric not in (costs.get("best_dev") or {}):
+            costs["best_dev"] = score(self.config, splits.dev, predictor.predict(splits.dev))
+            costs["dev_scored_by"] = "sweep"
+        costs.setdefault("num_dev", len(splits.dev))
+        write_json_atomic(Path(run_dir) / CELL_FILE, self.meta)
+        return predictor, costs
+
+
+def run_cell(meta: dict, root: Path, source: str) -> dict:
+    """Prepare and execute one cell into `root/<id>` (atomic); returns its metrics; raises on failure."""
+    config = validate_experiment(meta["config"], source=f"{source} (sweep cell {meta['id']})")
+    config._source = f"{source} (sweep cell {meta['id']})"
+    prepared = prepare(config)
+    wrapped = Prepared(prepared.config, CellStrategy(prepared.strategy, meta, prepared.config), prepared.splits)
+    return execute(wrapped, cell_dir(root, meta["id"]))
+
+
+def record_failure(root: Path, meta: dict, error_type: str, message: str, tb: str = "") -> None:
+    summary = {k: meta.get(k) for k in ("id", "group", "strategy", "method", "family", "k_shot", "seed", "variant", "search")}
+    summary.update(
+        error_type=error_type, message=message, traceback=tb[-4000:],
+        log=str(log_path(root, meta["id"]).relative_to(root)), time=datetime.now().isoformat(timespec="seconds"),
+    )
+    write_json_atomic(failed_path(root, meta["id"]), summary)
+
+
+def clear_failure(root: Path, cell_id: str) -> None:
+    failed_path(root, cell_id).unlink(missing_ok=True)
+
+
+def run_cell_here(meta: dict, root: Path, source: str) -> bool:
+    """In this process, output into the cell's log. True on success; a failure is recorded, not raised.
+
+    KeyboardInterrupt (and SystemExit) pass through: an interrupted sweep stops, and `execute`
+    has already removed the half-written staging directory.
+    """
+    log = log_path(root, meta["id"])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+        try:
+            run_cell(meta, root, source)
+        except Exception as err:  # noqa: BLE001 — any failure of one cell is recorded; the sweep goes on
+            tb = traceback.format_exc()
+            handle.write(tb)
+            record_failure(root, meta, type(err).__name__, str(err), tb)
+            return False
+    clear_failure(root, meta["id"])
+    return True
+
+
+def child_main(meta: dict, root: str, source: str) -> None:
+    """Entry point of a cell's own process: all output (C level too) goes to the cell's log."""
+    die_with_parent()
+    log = log_path(Path(root), meta["id"])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(fd, 1), os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        run_cell(meta, Path(root), source)
+    except Exception as err:  # noqa: BLE001
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr, flush=True)
+        record_failure(Path(root), meta, type(err).__name__, str(err), tb)
+        sys.exit(1)
+    sys.stdout.flush(), sys.stderr.flush()
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the parent dies (even by SIGKILL), so no orphan keeps training."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG

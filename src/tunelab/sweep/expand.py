@@ -1,0 +1,186 @@
+"""Expand a sweep into cells: K × seed × strategy × prompt variant × hyper-parameter combination.
+
+A cell is one ordinary run: its experiment config is the base experiment with the strategy
+entry's overrides, the cell's K, seed, prompt variant and search values applied, and it runs
+through `run.prepare` / `run.execute` like `tunelab run` would.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunelab.config import ExperimentConfig, validate_experiment, validate_settings
+from tunelab.errors import ConfigError
+from tunelab.methods import get_strategy
+from tunelab.sweep.schema import StrategyEntry, SweepConfig
+
+# Keys that change how a cell is displayed or logged, not what it computes: ignored when checking
+# that a finished cell was run with the configuration the sweep now asks for.
+COSMETIC = {("output_dir",), ("train", "progress_bar"), ("train", "log_to"), ("train", "logging_steps")}
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    strategy: str
+    """The entry's id (its name unless the entry sets `id:`)."""
+    method: str
+    """The registered strategy name."""
+    family: str
+    k_shot: int | None
+    seed: int
+    variant: str | None
+    search: dict = field(default_factory=dict)
+    """Values of this cell's hyper-parameter combination (dotted key → value); empty without search."""
+    config: dict = field(default_factory=dict)
+    """The cell's whole experiment config (JSON-able), already validated."""
+
+    @property
+    def group(self) -> str:
+        """Cells of one group differ only in seed and search values: one leaderboard row."""
+        return "-".join(p for p in (self.strategy, k_label(self.k_shot), self.variant) if p)
+
+    def meta(self) -> dict:
+        return {
+            "id": self.id, "group": self.group, "strategy": self.strategy, "method": self.method,
+            "family": self.family, "k_shot": self.k_shot, "seed": self.seed, "variant": self.variant,
+            "search": self.search, "config": self.config,
+        }
+
+
+def k_label(k: int | None) -> str:
+    return "kall" if k is None else f"k{k}"
+
+
+def expand(config: ExperimentConfig, sweep: SweepConfig) -> list[Cell]:
+    """Every cell of the sweep, in run order (K, then seed, then strategy, variant, combination)."""
+    base = config.model_dump(mode="json")
+    base.pop("sweep", None)
+    ks = sweep.k_shot if sweep.k_shot is not None else [config.data.k_shot]
+    seeds = sweep.seeds if sweep.seeds is not None else [config.train.seed]
+    plans = [entry_plan(config, sweep, index, entry) for index, entry in enumerate(sweep.strategies)]
+    cells = []
+    for k, seed in itertools.product(ks, seeds):
+        for entry, info, variants, combos in plans:
+            for variant, (combo_label, combo) in itertools.product(variants, combos):
+                raw = cell_config(base, entry, sweep.prompts.get(variant), combo, k, seed)
+                parts = [entry.label, k_label(k), variant, combo_label, f"seed{seed}"]
+                cell_id = "-".join(p for p in parts if p)
+                cells.append(Cell(cell_id, entry.label, entry.name, info.family, k, seed, variant, combo, raw))
+    for cell in cells:
+        check_cell(cell, config.source)
+    return cells
+
+
+def entry_plan(config: ExperimentConfig, sweep: SweepConfig, index: int, entry: StrategyEntry):
+    """(entry, registry info, prompt variants, search combinations) with the entry's settings checked."""
+    at = ("sweep", "strategies", index)
+    try:
+        info = get_strategy(entry.name)
+    except ConfigError as err:
+        line = config.lines.get(at + ("name",)) or config.lines.get(at)
+        raise ConfigError(f"{config.source}{f', line {line}' if line else ''}: sweep.strategies.{index}: {err}") from None
+    validate_settings(info.cls.Settings, entry.settings, at + ("settings",), config.source, config.lines)
+    return entry, info, variants_of(entry, info, sweep), combinations(entry, sweep.search_seed)
+
+
+def uses_prompt(info) -> bool:
+    """Whether a strategy reads the `prompt:` section: its class says so (`uses_prompt`), or its family is a prompt one."""
+    declared = getattr(info.cls, "uses_prompt", None)
+    return bool(declared) if declared is not None else "prompt" in info.family.lower()
+
+
+def variants_of(entry: StrategyEntry, info, sweep: SweepConfig) -> list[str | None]:
+    choice = entry.prompt_variants
+    if choice is None:
+        choice = uses_prompt(info)
+    if choice is True:
+        names = list(sweep.prompts)
+    elif choice is False:
+        names = []
+    else:
+        names = list(choice)
+    return names or [None]
+
+
+def combinations(entry: StrategyEntry, search_seed: int) -> list[tuple[str | None, dict]]:
+    """(label, {dotted key: value}) per grid point; a random subset with `search_trials`."""
+    if not entry.search:
+        return [(None, {})]
+    keys = list(entry.search)
+    grid = [dict(zip(keys, values)) for values in itertools.product(*entry.search.values())]
+    if entry.search_trials and entry.search_trials < len(grid):
+        rng = random.Random(f"{search_seed}:{entry.label}")
+        grid = [grid[i] for i in sorted(rng.sample(range(len(grid)), entry.search_trials))]
+    return [(combo_label(combo, index), combo) for index, combo in enumerate(grid)]
+
+
+def combo_label(combo: dict, index: int) -> str:
+    """`learning_rate=0.0001+epochs=5` when every value is short and plain; `hp3` otherwise."""
+    parts = []
+    for key, value in combo.items():
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        if isinstance(value, (dict, list)) or len(text) > 20 or not re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+            return f"hp{index}"
+        parts.append(f"{key.rsplit('.', 1)[-1]}={text}")
+    return "+".join(parts)
+
+
+def cell_config(base: dict, entry: StrategyEntry, variant: dict | None, combo: dict, k: int | None, seed: int) -> dict:
+    raw = copy.deepcopy(base)
+    raw["model"].update(entry.model)
+    raw["train"].update(entry.train)
+    raw["train"]["seed"] = seed
+    raw["train"]["progress_bar"] = False  # the sweep has one live display; per-cell bars would fight it
+    raw["data"]["k_shot"] = k
+    prompt = {**(raw.get("prompt") or {}), **entry.prompt, **(variant or {})}
+    raw["prompt"] = prompt or None
+    raw["strategy"] = {"name": entry.name, **entry.settings}
+    for key, value in combo.items():
+        section, _, rest = key.partition(".")
+        target = raw["strategy"] if section == "settings" else raw.setdefault(section, {}) or {}
+        set_dotted(target, rest, value)
+        if section == "prompt":
+            raw["prompt"] = target
+    return raw
+
+
+def set_dotted(node: dict, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def check_cell(cell: Cell, source: str) -> None:
+    """Validate a cell's whole config before anything runs (a bad search value names its cell)."""
+    try:
+        config = validate_experiment(cell.config, source=f"{source} (sweep cell {cell.id})")
+        info = get_strategy(config.strategy.name)
+        validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), f"{source} (sweep cell {cell.id})")
+    except ConfigError as err:
+        raise ConfigError(f"sweep cell {cell.id}{describe(cell)}: {err}") from None
+
+
+def describe(cell: Cell) -> str:
+    return f" (search {', '.join(f'{k}={v!r}' for k, v in cell.search.items())})" if cell.search else ""
+
+
+def config_changes(stored: dict, expected: dict, prefix: tuple = ()) -> list[str]:
+    """Dotted keys whose values differ between a finished cell's config and the sweep's, cosmetic keys aside."""
+    changes = []
+    for key in sorted(set(stored) | set(expected)):
+        path = prefix + (key,)
+        if path in COSMETIC:
+            continue
+        a, b = stored.get(key), expected.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, path)
+        elif a != b:
+            changes.append(f"{'.'.join(path)}: {a!r} → {b!r}")
+    return changes

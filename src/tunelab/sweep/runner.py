@@ -1,0 +1,192 @@
+"""`tunelab compare`: run every unfinished cell of a sweep, resumably, one after another.
+
+Re-running the same command skips finished cells (see cell.py for what "finished" means) and
+retries failed ones. A finished cell whose stored configuration differs from what the sweep now
+asks for is an error, so one leaderboard never mixes two configurations. One sweep at a time may
+write a sweep directory (a lock file says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from tunelab.config import ExperimentConfig
+from tunelab.errors import ConfigError, UserError
+from tunelab.run import METRICS_FILE
+from tunelab.sweep.cell import (
+    CELL_FILE, cell_dir, clear_failure, failed_path, is_finished, record_failure, run_cell_here, write_json_atomic,
+)
+from tunelab.sweep.expand import Cell, config_changes, expand
+from tunelab.sweep.progress import SweepDisplay
+from tunelab.sweep.schema import SweepConfig, parse_sweep
+
+SWEEP_FILE = "sweep.json"
+LOCK_FILE = ".lock"
+
+
+@dataclass
+class SweepOutcome:
+    root: Path
+    cells: list[Cell]
+    ran: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def sweep_root(config: ExperimentConfig, out: Path | None = None) -> Path:
+    return Path(out) if out else Path(config.output_dir) / config.name
+
+
+def plan_sweep(config: ExperimentConfig) -> tuple[SweepConfig, list[Cell]]:
+    """Validate the sweep and expand it (no model or data is touched)."""
+    sweep = parse_sweep(config)
+    return sweep, expand(config, sweep)
+
+
+def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Console | None = None) -> SweepOutcome:
+    sweep, cells = plan_sweep(config)
+    root = sweep_root(config, out)
+    root.mkdir(parents=True, exist_ok=True)
+    outcome = SweepOutcome(root, cells)
+    with sweep_lock(root), stop_on_sigterm():
+        check_unchanged(root, cells)
+        write_sweep_file(root, config, sweep, cells)
+        todo = [cell for cell in cells if not is_finished(root, cell.id)]
+        outcome.skipped = len(cells) - len(todo)
+        execute_cell = run_in_child if sweep.isolation == "process" else run_in_process
+        with SweepDisplay(len(cells), outcome.skipped, console) as display:
+            for cell in todo:
+                display.start(cell.id)
+                ok = execute_cell(cell, root, config.source)
+                outcome.ran += 1
+                if not ok:
+                    outcome.failed.append(cell.id)
+                display.finish(cell.id, ok, summarise(root, cell.id, ok))
+    return outcome
+
+
+def run_in_process(cell: Cell, root: Path, source: str) -> bool:
+    return run_cell_here(cell.meta(), root, source)
+
+
+def run_in_child(cell: Cell, root: Path, source: str) -> bool:
+    """Run the cell in a fresh process forked from a server that has the libraries imported."""
+    from tunelab.sweep.cell import child_main
+
+    context = child_context()
+    started = time.time()
+    process = context.Process(target=child_main, args=(cell.meta(), str(root), source), name=f"tunelab-{cell.id}")
+    process.start()
+    try:
+        process.join()
+    except BaseException:
+        process.terminate()
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+        raise
+    if process.exitcode == 0 and is_finished(root, cell.id):
+        clear_failure(root, cell.id)
+        return True
+    failure = failed_path(root, cell.id)
+    if not failure.is_file() or failure.stat().st_mtime < started:
+        code = process.exitcode
+        why = f"was killed by signal {-code} (out of memory?)" if code and code < 0 else f"exited with code {code}"
+        record_failure(root, cell.meta(), "ProcessError", f"the cell's process {why} without recording an error; see its log")
+    return False
+
+
+_CONTEXT = None
+
+
+def child_context():
+    """forkserver: each cell forks from a clean server process that imported torch/transformers once
+    (fast start, no fork-after-threads hazards, and each cell's peak memory is its own)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        methods = multiprocessing.get_all_start_methods()
+        _CONTEXT = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            _CONTEXT.set_forkserver_preload(["tunelab.sweep.warm"])
+    return _CONTEXT
+
+
+def summarise(root: Path, cell_id: str, ok: bool) -> str:
+    if ok:
+        metrics = json.loads((cell_dir(root, cell_id) / METRICS_FILE).read_text(encoding="utf-8"))["test"]
+        return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    failure = json.loads(failed_path(root, cell_id).read_text(encoding="utf-8"))
+    return f"failed: {failure['error_type']}: {failure['message'].splitlines()[0] if failure['message'] else ''}"
+
+
+def check_unchanged(root: Path, cells: list[Cell]) -> None:
+    problems = []
+    for cell in cells:
+        if not is_finished(root, cell.id):
+            continue
+        stored = json.loads((cell_dir(root, cell.id) / CELL_FILE).read_text(encoding="utf-8")).get("config", {})
+        changes = config_changes(stored, cell.config)
+        if changes:
+            problems.append(f"{cell.id}: {'; '.join(changes[:3])}")
+    if problems:
+        listed = "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
+        raise ConfigError(
+            f"{len(problems)} finished cell(s) in {root} were run with a different configuration:\n  {listed}\n"
+            f"Give the experiment a new `name:` (or --out), or delete those cell directories to re-run them."
+        )
+
+
+def write_sweep_file(root: Path, config: ExperimentConfig, sweep: SweepConfig, cells: list[Cell]) -> None:
+    """What the report needs besides the cells' own directories: the plan and the resolved config."""
+    write_json_atomic(root / SWEEP_FILE, {
+        "name": config.name,
+        "source": config.source,
+        "written": datetime.now().isoformat(timespec="seconds"),
+        "isolation": sweep.isolation,
+        "metric": config.train.metric_for_best or config.metrics[0],
+        "metrics": config.metrics,
+        "config": config.model_dump(mode="json"),
+        "cells": [{k: v for k, v in cell.meta().items() if k != "config"} for cell in cells],
+    })
+
+
+@contextlib.contextmanager
+def sweep_lock(root: Path):
+    handle = open(root / LOCK_FILE, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"another `tunelab compare` is running on {root}; wait for it or use another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """`kill PID` stops the sweep like Ctrl-C: the running cell is stopped and leaves nothing finished-looking."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

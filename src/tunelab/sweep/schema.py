@@ -1,0 +1,165 @@
+"""The `sweep:` section of an experiment file, as a typed schema.
+
+```yaml
+sweep:
+  k_shot: [8, 16]            # data.k_shot of each cell (null: the whole training set)
+  seeds: [1, 2, 3]           # train.seed of each cell (also picks the K-shot sample)
+  prompts:                   # prompt variants, merged over `prompt:` for prompt-based strategies
+    review: {template: "Review: {{ text }}\\nSentiment:"}
+    plain: {template: "{{ text }} It was"}
+  strategies:
+    - head                   # a bare name: default settings
+    - name: lora
+      settings: {r: 8}       # checked by the strategy's own schema
+      train: {learning_rate: 1.0e-3}     # overrides of the `train:` section for this strategy
+      search: {train.learning_rate: [1.0e-4, 1.0e-3], train.epochs: [5, 10]}
+    - {name: zero_shot, model: {name: smollm2-135m}}
+```
+
+Every mapping forbids unknown keys; an error names the key (`sweep.strategies.1.setings`) and its
+line in the file. Section overrides are checked against the section's schema the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tunelab.config import ExperimentConfig, ModelConfig, TrainConfig, validate_settings
+from tunelab.errors import ConfigError
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SEARCHABLE = ("train", "model", "prompt", "settings")
+
+
+class StrategyEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: str
+    """Registered strategy name (`tunelab strategies`)."""
+    id: str | None = None
+    """Name of this entry in cell ids and the leaderboard (default: `name`); lets one strategy appear twice."""
+    settings: dict[str, Any] = {}
+    """The strategy's own settings (what `strategy:` holds beside `name` in a single run)."""
+    model: dict[str, Any] = {}
+    """Overrides of the `model:` section for this strategy (e.g. a decoder for prompting)."""
+    train: dict[str, Any] = {}
+    """Overrides of the `train:` section for this strategy."""
+    prompt: dict[str, Any] = {}
+    """Overrides of the `prompt:` section for this strategy (prompt variants are applied after these)."""
+    prompt_variants: bool | list[str] | None = None
+    """Which of `sweep.prompts` this strategy runs: all (true), none (false), a list of names, or
+    automatic (null: all for prompt-based strategies, none for the others)."""
+    search: dict[str, list[Any]] = {}
+    """Hyper-parameter grid, dotted key → values (`train.*`, `model.*`, `prompt.*`, `settings.*`);
+    each combination is run and the one with the best dev metric (mean over seeds) is reported."""
+    search_trials: int | None = Field(None, gt=0)
+    """Random search: run this many combinations drawn from the grid instead of all of them."""
+
+    @property
+    def label(self) -> str:
+        return self.id or self.name
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str | None) -> str | None:
+        if value is not None and not SAFE_NAME.match(value):
+            raise ValueError("must be letters, digits, '_', '.' or '-' (it becomes a directory name)")
+        return value
+
+    @field_validator("search")
+    @classmethod
+    def _search_keys(cls, search: dict[str, list]) -> dict[str, list]:
+        for key, values in search.items():
+            section = key.split(".", 1)[0]
+            if section not in SEARCHABLE or "." not in key:
+                raise ValueError(f"key '{key}' must start with one of {', '.join(s + '.' for s in SEARCHABLE)}")
+            if not values:
+                raise ValueError(f"'{key}' needs at least one value")
+        return search
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    strategies: list[StrategyEntry] = Field(min_length=1)
+    """The strategies to compare: a name, or a mapping with `name` and the keys of `StrategyEntry`."""
+    k_shot: list[int | None] | None = None
+    """K examples per class for each cell; default: the experiment's `data.k_shot`."""
+    seeds: list[int] | None = None
+    """Seeds of each cell; default: the experiment's `train.seed` only."""
+    prompts: dict[str, dict[str, Any]] = {}
+    """Prompt variants by name (A/B-tested when they score the same examples)."""
+    isolation: Literal["process", "none"] = "process"
+    """`process`: each cell runs in its own process (clean peak memory, a crash cannot stop the
+    sweep); `none`: in this process (faster start-up; used by tests)."""
+    search_seed: int = 0
+    """Seed of random hyper-parameter search (which grid points are drawn)."""
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _bare_names(cls, entries: Any) -> Any:
+        if isinstance(entries, list):
+            return [{"name": e} if isinstance(e, str) else e for e in entries]
+        return entries
+
+    @field_validator("k_shot", "seeds")
+    @classmethod
+    def _unique(cls, values: list | None) -> list | None:
+        if values is not None:
+            if not values:
+                raise ValueError("needs at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"has duplicates: {values}")
+        return values
+
+    @field_validator("k_shot")
+    @classmethod
+    def _positive_k(cls, values: list | None) -> list | None:
+        if values and any(v is not None and v < 1 for v in values):
+            raise ValueError("K must be a positive number of examples per class (or null for all)")
+        return values
+
+    @field_validator("prompts")
+    @classmethod
+    def _variant_names(cls, prompts: dict) -> dict:
+        for name in prompts:
+            if not SAFE_NAME.match(name):
+                raise ValueError(f"variant name '{name}' must be letters, digits, '_', '.' or '-'")
+        return prompts
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "SweepConfig":
+        labels = [entry.label for entry in self.strategies]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"strategy entries must have distinct ids; give repeated ones an `id:` ({', '.join(repeated)})")
+        for entry in self.strategies:
+            if isinstance(entry.prompt_variants, list):
+                unknown = [v for v in entry.prompt_variants if v not in self.prompts]
+                if unknown:
+                    raise ValueError(f"strategy '{entry.label}': prompt_variants {unknown} are not in sweep.prompts")
+        return self
+
+
+def parse_sweep(config: ExperimentConfig) -> SweepConfig:
+    """Validate `config.sweep` and each entry's section overrides; errors name `sweep.…` keys and lines."""
+    if not config.sweep:
+        raise ConfigError(f"{config.source}: no `sweep:` section; `tunelab compare` needs one (see examples/demo.yaml)")
+    entries = config.sweep.get("strategies")
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        if isinstance(entry, dict):  # one entry at a time, so a misspelled key gets a "did you mean"
+            validate_settings(StrategyEntry, entry, ("sweep", "strategies", index), config.source, config.lines)
+    sweep = validate_settings(SweepConfig, config.sweep, ("sweep",), config.source, config.lines)
+    from tunelab.prompts import PromptSettings
+
+    for index, entry in enumerate(sweep.strategies):
+        at = ("sweep", "strategies", index)
+        validate_settings(ModelConfig, entry.model, at + ("model",), config.source, config.lines)
+        validate_settings(TrainConfig, entry.train, at + ("train",), config.source, config.lines)
+        validate_settings(PromptSettings, entry.prompt, at + ("prompt",), config.source, config.lines)
+    for name, variant in sweep.prompts.items():
+        validate_settings(PromptSettings, variant, ("sweep", "prompts", name), config.source, config.lines)
+    return sweep

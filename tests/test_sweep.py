@@ -1,0 +1,233 @@
+"""Sweeps on tiny random models: matrix expansion, schema errors, resume, interruption, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import experiment_yaml
+from tunelab.config import load_experiment
+from tunelab.errors import ConfigError, UserError
+from tunelab.methods.classifier import ClassifierStrategy
+from tunelab.sweep import plan_sweep, run_sweep
+from tunelab.sweep.cell import CellStrategy, is_finished
+from tunelab.sweep.runner import sweep_lock
+
+
+def sweep_yaml(tmp_path: Path, model_dir, data, sweep: dict, **sections) -> Path:
+    path = experiment_yaml(tmp_path / "exp.yaml", model_dir, data, {"name": "head"}, **sections)
+    raw = yaml.safe_load(path.read_text())
+    raw["train"].update(epochs=1, eval_strategy="no")
+    raw["output_dir"] = str(tmp_path / "runs")
+    raw["sweep"] = {"isolation": "none", **sweep}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Count (and optionally sabotage) every fit of the head-readout strategies."""
+    calls, original = [], ClassifierStrategy.fit
+    sabotage = {}
+
+    def spy(self, splits, run_dir):
+        key = (self.strategy_name, self.experiment.train.seed)
+        calls.append(key)
+        if key in sabotage:
+            raise sabotage[key]
+        return original(self, splits, run_dir)
+
+    monkeypatch.setattr(ClassifierStrategy, "fit", spy)
+    return calls, sabotage
+
+
+# --------------------------------------------------------------------------------------------- expansion
+
+
+def test_matrix_expansion(tmp_path, tiny_bert_dir, tiny_sentiment):
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {
+        "k_shot": [2, 4], "seeds": [1, 2],
+        "prompts": {"A": {"template": "{{ text }} It was"}, "B": {"template": "Review: {{ text }}"}},
+        "strategies": [
+            "head",
+            {"name": "bitfit", "train": {"learning_rate": 0.5}, "search": {"train.epochs": [1, 2]}},
+            {"name": "zero_shot", "prompt": {"verbalizer": {"negative": "bad", "positive": "good"}}},
+            {"name": "head", "id": "head_lr", "search": {"train.learning_rate": [1e-4, 1e-3, 1e-2]}, "search_trials": 2},
+        ],
+    }, prompt={"template": "base {{ text }}"})
+    _, cells = plan_sweep(load_experiment(path))
+    # per K and seed: head 1 + bitfit 2 combos + zero_shot 2 variants + head_lr 2 of 3 trials
+    assert len(cells) == 2 * 2 * (1 + 2 + 2 + 2)
+    assert len({c.id for c in cells}) == len(cells)
+    by_id = {c.id: c for c in cells}
+    assert set(by_id) >= {"head-k2-seed1", "bitfit-k4-epochs=2-seed2", "zero_shot-k2-A-seed1", "zero_shot-k4-B-seed2"}
+    bitfit = by_id["bitfit-k4-epochs=2-seed2"]
+    assert bitfit.config["train"] == {**bitfit.config["train"], "epochs": 2, "learning_rate": 0.5, "seed": 2}
+    assert bitfit.config["data"]["k_shot"] == 4 and bitfit.group == "bitfit-k4" and bitfit.search == {"train.epochs": 2}
+    zero = by_id["zero_shot-k2-A-seed1"]
+    # variant over entry over base
+    assert zero.config["prompt"] == {"template": "{{ text }} It was", "verbalizer": {"negative": "bad", "positive": "good"}}
+    assert zero.variant == "A" and zero.family == "prompting"
+    assert by_id["head-k2-seed1"].variant is None  # fine-tuning strategies ignore prompt variants
+    lrs = [c.search["train.learning_rate"] for c in cells if c.strategy == "head_lr" and c.seed == 1 and c.k_shot == 2]
+    assert len(lrs) == 2 and lrs == sorted(lrs, key=[1e-4, 1e-3, 1e-2].index)
+    # the same random draw every time (resume must find the same cells)
+    assert [c.id for c in plan_sweep(load_experiment(path))[1]] == [c.id for c in cells]
+
+
+@pytest.mark.parametrize("sweep, expected", [
+    ({"strategies": [{"name": "head", "setings": {}}]}, "unknown key 'sweep.strategies.0.setings' — did you mean 'sweep.strategies.0.settings'"),
+    ({"strategies": [{"name": "head", "train": {"learnig_rate": 1}}]}, "sweep.strategies.0.train.learnig_rate"),
+    ({"strategies": ["head"], "seed": [1]}, "unknown key 'sweep.seed' — did you mean 'sweep.seeds'"),
+    ({"strategies": ["hed"]}, "did you mean 'head'"),
+    ({"strategies": [{"name": "partial", "settings": {"bogus": 1}}]}, "sweep.strategies.0.settings.bogus"),
+    ({"strategies": [{"name": "head", "search": {"lr": [1]}}]}, "must start with one of train."),
+    ({"strategies": ["head", "head"]}, "distinct ids"),
+    ({"strategies": [{"name": "head", "prompt_variants": ["X"]}]}, "not in sweep.prompts"),
+    ({"strategies": ["head"], "seeds": [1, 1]}, "duplicates"),
+    ({"strategies": [{"name": "head", "search": {"train.learning_rate": [-1.0]}}]}, "sweep cell head-kall-learning_rate=-1-seed42"),
+])
+def test_bad_sweeps_name_the_key(tmp_path, tiny_bert_dir, tiny_sentiment, sweep, expected):
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, sweep)
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(load_experiment(path))
+    assert expected in str(err.value)
+    if "unknown key" in expected:
+        assert ", line " in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------- running
+
+
+def small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment, **extra):
+    return sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"seeds": [1, 2], "strategies": ["head", "bitfit"], **extra})
+
+
+def test_resume_skips_finished_cells(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):
+    calls, _ = fit_calls
+    path = small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)
+    first = run_sweep(load_experiment(path))
+    assert (first.ran, first.skipped, first.failed) == (4, 0, [])
+    assert sorted(calls) == [("bitfit", 1), ("bitfit", 2), ("head", 1), ("head", 2)]
+    root = first.root
+    assert all(is_finished(root, c.id) for c in first.cells)
+    cell = json.loads((root / "head-kall-seed1" / "cell.json").read_text())
+    assert cell["seed"] == 1 and cell["config"]["train"]["seed"] == 1
+
+    calls.clear()
+    again = run_sweep(load_experiment(path))
+    assert (again.ran, again.skipped, calls) == (0, 4, [])
+
+    shutil.rmtree(root / "bitfit-kall-seed2")
+    third = run_sweep(load_experiment(path))
+    assert (third.ran, third.skipped, calls) == (1, 3, [("bitfit", 2)])
+
+
+def test_interrupted_cell_is_not_mistaken_for_finished(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):
+    calls, sabotage = fit_calls
+    path = small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)
+    sabotage[("head", 2)] = KeyboardInterrupt()  # Ctrl-C in the middle of the third cell
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_experiment(path))
+    root = tmp_path / "runs" / "tiny"
+    assert is_finished(root, "head-kall-seed1") and is_finished(root, "bitfit-kall-seed1")
+    assert not (root / "head-kall-seed2").exists()
+    assert not list(root.glob(".*.partial")) and not list(root.glob("*.failed.json"))
+
+    # A kill -9 leaves a staging directory behind, complete-looking inside: it must not count.
+    staging = root / ".bitfit-kall-seed2.partial"
+    shutil.copytree(root / "bitfit-kall-seed1", staging)
+    del sabotage[("head", 2)]
+    calls.clear()
+    outcome = run_sweep(load_experiment(path))
+    assert sorted(calls) == [("bitfit", 2), ("head", 2)] and outcome.skipped == 2
+    assert not staging.exists()
+    assert json.loads((root / "bitfit-kall-seed2" / "cell.json").read_text())["seed"] == 2
+
+
+def test_broken_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):
+    calls, sabotage = fit_calls
+    sabotage[("head", 1)] = RuntimeError("deliberately broken")
+    outcome = run_sweep(load_experiment(small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)))
+    root = outcome.root
+    assert outcome.failed == ["head-kall-seed1"] and outcome.ran == 4
+    failure = json.loads((root / "head-kall-seed1.failed.json").read_text())
+    assert failure["error_type"] == "RuntimeError" and failure["message"] == "deliberately broken"
+    assert "deliberately broken" in (root / failure["log"]).read_text()
+    assert not (root / "head-kall-seed1").exists() and is_finished(root, "head-kall-seed2")
+
+    from tunelab.report import build_report
+
+    report = build_report(root)
+    html = report.html.read_text()
+    assert "head-kall-seed1" in html and "deliberately broken" in html
+    assert "deliberately broken" in report.markdown.read_text()
+
+    del sabotage[("head", 1)]  # fixed: the retry runs only the failed cell and clears its record
+    calls.clear()
+    retry = run_sweep(load_experiment(small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)))
+    assert calls == [("head", 1)] and retry.failed == []
+    assert not (root / "head-kall-seed1.failed.json").exists()
+
+
+def test_changed_configuration_is_refused(tmp_path, tiny_bert_dir, tiny_sentiment):
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"]})
+    run_sweep(load_experiment(path))
+    with pytest.raises(ConfigError, match=r"head-kall-seed42: train.learning_rate: 0.001 → 0.01"):
+        run_sweep(load_experiment(path, ["train.learning_rate=0.01"]))
+
+
+def test_one_sweep_at_a_time(tmp_path, tiny_bert_dir, tiny_sentiment):
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"]})
+    root = tmp_path / "runs" / "tiny"
+    root.mkdir(parents=True)
+    with sweep_lock(root), pytest.raises(UserError, match="another `tunelab compare` is running"):
+        run_sweep(load_experiment(path))
+
+
+def test_dev_metric_is_filled_in_for_strategies_that_report_none(tmp_path, tiny_bert_dir, tiny_sentiment):
+    """Search picks by dev: a strategy that does not train (no best_dev) gets its dev split scored."""
+    config = load_experiment(sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"]}))
+
+    class Predictor:
+        def predict(self, examples):
+            return [{"prediction": "positive"} for _ in examples]
+
+    class NoDev:
+        def fit(self, splits, run_dir):
+            return Predictor(), {"best_dev": {}}
+
+    class Splits:
+        dev = [{"text": "a", "label": "positive"}, {"text": "b", "label": "negative"}]
+
+    meta = {"id": "x", "seed": 1}
+    _, costs = CellStrategy(NoDev(), meta, config).fit(Splits(), tmp_path)
+    assert costs["best_dev"]["accuracy"] == 0.5 and costs["dev_scored_by"] == "sweep"
+    assert json.loads((tmp_path / "cell.json").read_text()) == meta
+
+
+def test_compare_cli_in_child_processes(tmp_path, tiny_bert_dir, tiny_sentiment, capsys):
+    """The default isolation: each cell in its own process; a cell failing there is recorded."""
+    from tunelab.cli import main
+
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {
+        "isolation": "process", "strategies": ["head", "zero_shot"],  # zero_shot needs a causal LM: fails
+    })
+    assert main(["compare", str(path)]) == 0
+    out = capsys.readouterr()
+    root = tmp_path / "runs" / "tiny"
+    assert f"report: {root / 'report.html'}" in out.out
+    assert is_finished(root, "head-kall-seed42")
+    failure = json.loads((root / "zero_shot-kall-seed42.failed.json").read_text())
+    assert failure["error_type"] == "ConfigError" and "causal" in failure["message"]
+    assert "1 cell(s) failed" in out.err
+    costs = json.loads((root / "head-kall-seed42" / "costs.json").read_text())
+    assert costs["peak_memory_mb"] > 0 and costs["trainable_params"] > 0
+
+    assert main(["compare", str(path), "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert "finished  head-kall-seed42" in listing and "to run    zero_shot-kall-seed42" in listing
