@@ -27,7 +27,8 @@ class ModelConfig(Section):
     device: str = "auto"
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:1`, ..."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """`auto`: bf16 on CUDA devices that support it, fp32 elsewhere (bf16 is very slow on CPUs without bf16 units)."""
+    """`auto`: bf16 on CUDA devices that support it, fp32 elsewhere (bf16 is very slow on CPUs without bf16 units).
+    Trained models keep fp32 weights under `auto` and compute in bf16 (see `train.mixed_precision`)."""
     max_length: int = Field(256, gt=0)
     """Inputs are truncated to this many tokens."""
     trust_remote_code: bool = False
@@ -96,6 +97,8 @@ class TrainConfig(Section):
     logging_steps: int = Field(10, gt=0)
     log_to: list[Literal["csv", "tensorboard"]] = ["csv", "tensorboard"]
     progress_bar: bool = True
+    mixed_precision: Literal["auto", "bf16", "no"] = "auto"
+    """`auto`: fp32 weights with bf16 autocast on CUDA devices that support bf16; plain fp32 on CPU."""
 
 
 class StrategyConfig(BaseModel):

@@ -43,6 +43,8 @@ class TrainStats:
 
 def encode_classification(tokenizer, examples: list[dict], label_names: list[str], max_length: int) -> list[dict]:
     """Tokenise without padding (the collator pads each batch to its own longest sequence)."""
+    if not examples:
+        return []  # no dev split: the tokenizer cannot encode an empty batch
     label_ids = {name: i for i, name in enumerate(label_names)}
     pairs = [e.get("text_pair") for e in examples]
     texts = [e["text"] for e in examples]
@@ -64,7 +66,7 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool):
+def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool, device: torch.device | None = None):
     from transformers import TrainingArguments
 
     processes = world_size()
@@ -94,12 +96,21 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool):
         report_to=report_to,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         disable_tqdm=not cfg.progress_bar,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=(device or torch.device("cpu")).type == "cpu",
+        bf16=use_bf16_autocast(cfg, device),
         dataloader_num_workers=0,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if processes > 1 else None,
     )
+
+
+def use_bf16_autocast(cfg: TrainConfig, device: torch.device | None) -> bool:
+    """Mixed precision: fp32 master weights, bf16 compute — on CUDA devices with bf16 support only."""
+    on_cuda = device is not None and device.type == "cuda"
+    if cfg.mixed_precision == "bf16" and not (on_cuda and torch.cuda.is_bf16_supported()):
+        raise ConfigError("train.mixed_precision=bf16 needs a CUDA device with bf16 support (bf16 is very slow on CPUs)")
+    return cfg.mixed_precision != "no" and on_cuda and torch.cuda.is_bf16_supported()
 
 
 def train_model(
@@ -116,7 +127,7 @@ def train_model(
     """Train in place; the model ends holding the best dev state (or the last state without dev)."""
     from transformers import DataCollatorWithPadding, Trainer
 
-    args = training_arguments(cfg, out_dir, has_dev=bool(dev_features))
+    args = training_arguments(cfg, out_dir, has_dev=bool(dev_features), device=next(model.parameters()).device)
     best = BestState(metric_for_best, cfg.early_stopping_patience)
     clock = EvalClock()
     callbacks = [best, clock] + ([CsvLog(out_dir / "logs.csv")] if "csv" in cfg.log_to else [])

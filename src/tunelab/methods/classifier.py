@@ -70,7 +70,7 @@ class ClassifierStrategy:
     def load_base(self) -> LoadedModel:
         cfg = self.experiment.model
         return load_model(
-            cfg.name, "classification", len(self.label_names), device=cfg.device, dtype=cfg.dtype,
+            cfg.name, "classification", len(self.label_names), device=cfg.device, dtype=training_dtype(cfg.dtype),
             trust_remote_code=cfg.trust_remote_code, label_names=self.label_names,
         )
 
@@ -106,6 +106,11 @@ class ClassifierStrategy:
         loaded = self.load_base()
         model = self.load_artifact(self.prepare(loaded), Path(run_dir))
         return ClassifierPredictor(self, model, loaded)
+
+
+def training_dtype(dtype: str) -> str:
+    """Trained weights stay fp32 under `auto`; on CUDA the Trainer computes in bf16 (mixed precision)."""
+    return "float32" if dtype == "auto" else dtype
 
 
 def train_costs(stats, model) -> dict:
