@@ -179,3 +179,175 @@ def test_pet_refuses_mask_misuse_and_shared_first_tokens(llama_dir, bert_mlm_dir
         fit(llama_dir, verbalizer={"negative": " good bad", "positive": " good"})
     with pytest.raises(ConfigError, match="has none"):
         prepare(experiment("minilm-l6", {"name": "pet"}))
+
+
+# --------------------------------------------------------------------------- generation tasks
+
+ARTICLES = [
+    ("the council approved a new park near the river on monday", "council approves riverside park"),
+    ("heavy rain flooded several roads in the city centre overnight", "rain floods city roads"),
+    ("the local team won the cup final after extra time", "local team wins cup final"),
+    ("a new library opened its doors to readers this week", "new library opens"),
+]
+
+
+@pytest.fixture(scope="module")
+def summaries(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("summaries")
+    for split, rows in (("train", ARTICLES[:2]), ("dev", ARTICLES[2:3]), ("test", ARTICLES)):
+        lines = [json.dumps({"text": text, "summary": target}) for text, target in rows]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def generation_experiment(model_dir, data: Path, strategy: dict, metrics=("rouge1", "rouge2", "rougeL", "bleu")):
+    raw = {
+        "model": {"name": str(model_dir), "max_length": 64},
+        "task": {"type": "generation", "target_field": "summary"},
+        "data": {"train": str(data / "train.jsonl"), "dev": str(data / "dev.jsonl"), "test": str(data / "test.jsonl")},
+        "strategy": strategy,
+        "prompt": {"template": "Article: {{ text }}\nSummary:"},
+        "train": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "log_to": [], "progress_bar": False},
+        "metrics": list(metrics),
+    }
+    return validate_experiment(raw)
+
+
+@pytest.mark.parametrize("strategy", [
+    {"name": "generate", "k": 1, "generation": {"max_new_tokens": 6}},
+    {"name": "sft", "generation": {"max_new_tokens": 6}},
+    {"name": "sft", "train": "lora", "delta": {"r": 2}, "generation": {"max_new_tokens": 6}},
+])
+def test_generation_metrics_flow_into_the_run_directory(llama_dir, summaries, tmp_path, strategy):
+    prepared = prepare(generation_experiment(llama_dir, summaries, strategy))
+    run_dir = tmp_path / "run"
+    execute(prepared, run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert set(metrics) == {"rouge1", "rouge2", "rougeL", "bleu"}
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == len(ARTICLES) and all(isinstance(r["prediction"], str) for r in rows)
+    _, _, predictor = load_run(run_dir)  # the reloaded run generates the same text (greedy)
+    assert [o["prediction"] for o in predictor.predict(prepared.splits.test)] == [r["prediction"] for r in rows]
+
+
+# --------------------------------------------------------------------------- cot
+
+QUESTIONS = [
+    {"text": "Can a fish climb a tree?", "label": "no", "rationale": "Fish live in water. Trees stand on land."},
+    {"text": "Is the sun hot?", "label": "yes", "rationale": "The sun is a burning star."},
+    {"text": "Do cats bark?", "label": "no", "rationale": "Cats meow. Dogs bark."},
+    {"text": "Is ice cold?", "label": "yes", "rationale": "Ice is frozen water."},
+]
+SUMS = [{"text": "What is 5 plus 7?", "label": "12"}, {"text": "What is 20 plus 22?", "label": "42"}]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def cot_experiment(model_dir, tmp_path, strategy: dict, rows=QUESTIONS, task=None, metrics=("accuracy",)):
+    data = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows)}
+    raw = {
+        "model": {"name": str(model_dir), "max_length": 256},
+        "task": task or {"type": "classification", "label_names": ["no", "yes"]},
+        "data": data,
+        "strategy": {"name": "cot", **strategy},
+        "prompt": {"template": "Q: {{ text }}\nA:"},
+        "metrics": list(metrics),
+    }
+    return validate_experiment(raw)
+
+
+class FakeGenerator:
+    """Stands in for sampling: returns scripted chains (in order) and records what it was asked."""
+
+    def __init__(self, chains: list[str]):
+        self.chains, self.calls = chains, []
+
+    def __call__(self, model, tokenizer, prompts, options=None, *, samples=1, max_prompt_tokens=None):
+        self.calls.append({"prompts": prompts, "options": options, "samples": samples})
+        script = iter(self.chains * (len(prompts) * samples))
+        return [[next(script) for _ in range(samples)] for _ in prompts]
+
+
+def run_cot(monkeypatch, tmp_path, exp, chains):
+    fake = FakeGenerator(chains)
+    monkeypatch.setattr("tunelab.methods.cot.generate", fake)
+    prepared = prepare(exp)
+    execute(prepared, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    return fake, rows, json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+
+
+def test_self_consistency_votes_over_sampled_chains(llama_dir, tmp_path, monkeypatch):
+    chains = ["Fish swim. So the answer is yes.", "They cannot. So the answer is no.", "Hmm, the answer is: yes"]
+    exp = cot_experiment(llama_dir, tmp_path, {"k": 2, "self_consistency": 3, "generation": {"temperature": 0.7}})
+    fake, rows, metrics = run_cot(monkeypatch, tmp_path, exp, chains)
+    assert fake.calls[0]["samples"] == 3 and fake.calls[0]["options"].do_sample  # sampling switched on
+    prompt = fake.calls[0]["prompts"][0]
+    assert prompt.count("So the answer is") == 2 and any(q["rationale"] in prompt for q in QUESTIONS)  # exemplars
+    for row in rows:
+        assert row["chains"] == chains and row["answers"] == ["yes", "no", "yes"]
+        assert row["prediction"] == "yes" and row["scores"] == pytest.approx({"no": 1 / 3, "yes": 2 / 3})
+    assert metrics["accuracy"] == 0.5  # two of the four gold labels are yes
+
+
+def test_unreadable_chain_falls_back_to_scoring_the_answer_words(llama_dir, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_scores(model, tokenizer, requests, **kwargs):
+        from tunelab.scoring import CandidateScore
+
+        seen.extend(r.context for r in requests)
+        return [[CandidateScore(-2.0, 1), CandidateScore(-1.0, 1)] for _ in requests]  # "yes" is likelier
+
+    monkeypatch.setattr("tunelab.methods.cot.score_requests", fake_scores)
+    exp = cot_experiment(llama_dir, tmp_path, {"k": 1})
+    _, rows, _ = run_cot(monkeypatch, tmp_path, exp, ["I cannot tell. So the answer is"])
+    assert all(row["answers"] == ["yes"] for row in rows)
+    assert all(context.endswith("I cannot tell. So the answer is") for context in seen)
+
+
+def test_zero_shot_cot_reasons_then_answers_in_a_second_step(llama_dir, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_scores(model, tokenizer, requests, **kwargs):
+        from tunelab.scoring import CandidateScore
+
+        seen.extend(r.context for r in requests)
+        return [[CandidateScore(-1.0, 1), CandidateScore(-3.0, 1)] for _ in requests]  # "no" is likelier
+
+    monkeypatch.setattr("tunelab.methods.cot.score_requests", fake_scores)
+    exp = cot_experiment(llama_dir, tmp_path, {"mode": "zero_shot"})
+    fake, rows, _ = run_cot(monkeypatch, tmp_path, exp, ["The answer is yes, obviously."])
+    assert fake.calls[0]["prompts"][0].endswith("A: Let's think step by step.")
+    assert seen[0].endswith("Let's think step by step. The answer is yes, obviously.\nTherefore, the answer is")
+    assert [row["prediction"] for row in rows] == ["no"] * 4  # scored, not extracted (the paper's two steps)
+
+
+def test_arithmetic_answers_are_numbers(llama_dir, tmp_path, monkeypatch):
+    task = {"type": "generation", "target_field": "label"}
+    exp = cot_experiment(llama_dir, tmp_path, {"mode": "zero_shot", "answer": "extract"}, SUMS, task, ["exact_match"])
+    _, rows, metrics = run_cot(monkeypatch, tmp_path, exp, ["5 plus 7 makes 12, so the answer is 12."])
+    assert [row["prediction"] for row in rows] == ["12", "12"]
+    assert metrics["exact_match"] == 0.5
+
+
+def test_few_shot_cot_needs_rationales(llama_dir, tmp_path):
+    from tunelab.errors import DataError
+
+    rows = [{k: v for k, v in q.items() if k != "rationale"} for q in QUESTIONS]
+    prepared = prepare(cot_experiment(llama_dir, tmp_path, {"k": 2}, rows))
+    with pytest.raises(DataError, match="no 'rationale' field"):
+        prepared.strategy.fit(prepared.splits, tmp_path)
+
+
+def test_cot_runs_end_to_end_with_real_generation(llama_dir, tmp_path):
+    exp = cot_experiment(llama_dir, tmp_path, {"k": 2, "generation": {"max_new_tokens": 6}})
+    prepared = prepare(exp)
+    execute(prepared, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert all(row["prediction"] in ("no", "yes") and len(row["chains"]) == 1 for row in rows)
+    _, _, predictor = load_run(tmp_path / "run")
+    assert [o["prediction"] for o in predictor.predict(prepared.splits.test)] == [r["prediction"] for r in rows]

@@ -17,7 +17,7 @@ them apart. At initialisation (single-token words, `max`) the predictions equal 
 How the model changes is a separate choice, `train:` — `full` (every weight), `lm_head` (only the
 LM head; with tied embeddings, as in SmolLM2, that matrix is also the input embedding), or any
 PEFT strategy's name (`lora`, `ia3`, `prompt_tuning`, ...) with its settings under `delta:`
-(`tunelab.methods.peft_common.apply_peft`). One template composes with each of them::
+(`tunelab.methods.lm_delta`). One template composes with each of them::
 
     strategy: {name: pet, train: lora, delta: {r: 8}}
 """
