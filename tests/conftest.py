@@ -15,6 +15,19 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on a CUDA device (skipped without one)")
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_marked_cuda(request, monkeypatch):
+    """Tests are written for the CPU (bit-exact comparisons); only `@pytest.mark.cuda` tests see a GPU."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 SHARED_DATASETS = Path(os.environ.get("TUNELAB_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 

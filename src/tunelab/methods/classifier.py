@@ -127,6 +127,7 @@ def train_costs(stats, model) -> dict:
         "world_size": stats.world_size,
         "ranks": stats.ranks,
         "peak_memory_mb": peak_memory_mb(model_device(model)),
+        "device": str(model_device(model)),
     }
 
 
