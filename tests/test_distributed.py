@@ -52,7 +52,8 @@ def test_classification_loss_is_not_scaled_by_accumulation(tmp_path, bert_tokeni
         expected = model(**batch, labels=torch.tensor([i % 2 for i in range(8)])).loss.item()
     cfg = TrainConfig(epochs=1, batch_size=4, gradient_accumulation_steps=2, learning_rate=1e-12,
                       logging_steps=1, log_to=["csv"], progress_bar=False, eval_strategy="no", group_by_length=False)
-    train_model(model, bert_tokenizer, features, [], cfg, tmp_path, score_dev=None, metric_for_best="accuracy")
+    no_dev = encode_classification(bert_tokenizer, [], ["a", "b"], max_length=32)  # a run without a dev split
+    train_model(model, bert_tokenizer, features, no_dev, cfg, tmp_path, score_dev=None, metric_for_best="accuracy")
 
     assert not loss_honours_item_count(model)
     logged = [float(row["loss"]) for row in csv.DictReader(open(tmp_path / "logs.csv")) if row.get("loss")]
