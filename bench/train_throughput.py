@@ -54,6 +54,9 @@ BLOCK_CHARS = 900  # comfortably over 128 tokens for both tokenizers, so every b
 ROWS = [
     ("smollm2-135m", "full", {}, 1e-5),
     ("smollm2-135m", "bitfit", {}, 1e-3),
+    ("smollm2-135m", "lora", {}, 1e-3),  # r=8 on q/k/v/o + gate/up/down
+    ("smollm2-135m", "adapter", {}, 1e-3),  # Pfeiffer, reduction 16
+    ("smollm2-135m", "prompt_tuning", {}, 1e-2),  # 20 virtual tokens (not counted in tokens/s)
     ("minilm-l6", "full", {}, 1e-4),
     ("minilm-l6", "bitfit", {}, 1e-3),
 ]
