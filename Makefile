@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tunelab run examples/demo_run.yaml
+	$(VENV)/bin/tunelab compare examples/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

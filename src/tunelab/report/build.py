@@ -171,9 +171,10 @@ def chosen_section(rows: list[Row]) -> Section:
         config = row.config or {}
         train, strategy = config.get("train", {}), dict(config.get("strategy", {}))
         strategy.pop("name", None)
+        trains = row.costs.get("trainable_params") != 0  # prompting without training: no optimiser settings
         body.append([
             row.group, config.get("model", {}).get("name", "?"), json.dumps(strategy) if strategy else "defaults",
-            str(train.get("learning_rate", "?")), str(train.get("epochs", "?")), str(train.get("batch_size", "?")),
+            *(str(train.get(key, "?")) if trains else "–" for key in ("learning_rate", "epochs", "batch_size")),
             ", ".join(f"{k}={v}" for k, v in row.search.items()) or "–",
         ])
     return Section("Chosen hyper-parameters", [
