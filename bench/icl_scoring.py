@@ -10,8 +10,14 @@ in bench/lm_eval_sst2_icl.yaml. Prints examples/s of each and the share of ident
 and writes the figures to bench/results/icl_scoring_n<N>.json. Target: >= 5x lm-eval's
 examples/s with >= 99.5% identical predictions.
 
-    .venv/bin/pip install -e '.[bench]'              # lm-eval==0.4.13
-    .venv/bin/python bench/icl_scoring.py --limit 200  # the full test split takes ~15 min on 2 cores
+What is timed: tunelab's `PromptEngine.predict` (render, tokenise, forward passes) against lm-eval's
+`lm.loglikelihood` (tokenise, forward passes) — engine against engine, model loading excluded;
+lm-eval's whole `simple_evaluate` (dataset, few-shot contexts, metrics) is reported beside it.
+Wall-clock and CPU seconds are both recorded: on a machine busy with other work, `--rounds R`
+alternates the two systems over R slices so that both see the same load.
+
+    .venv/bin/pip install -e '.[bench]'                          # lm-eval==0.4.13
+    .venv/bin/python bench/icl_scoring.py --limit 200 --rounds 4   # the full test split: ~15 min on 2 idle cores
 """
 
 from __future__ import annotations
@@ -42,7 +48,23 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
-def run_tunelab(model_dir: str, demos: list[dict], test: list[dict], batch_size: int) -> dict:
+class Timer:
+    """Accumulated wall-clock and CPU seconds over several timed blocks."""
+
+    def __init__(self):
+        self.seconds = self.cpu_seconds = 0.0
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._wall
+        self.cpu_seconds += time.process_time() - self._cpu
+
+
+def tunelab_scorer(model_dir: str, demos: list[dict], batch_size: int):
+    """predict(rows) -> (predictions, scores) through `PromptEngine`, as the few_shot strategy scores."""
     from transformers import AutoModelForCausalLM
 
     from tunelab.methods.prompt_engine import PromptEngine
@@ -54,44 +76,48 @@ def run_tunelab(model_dir: str, demos: list[dict], test: list[dict], batch_size:
     prompt = PromptSettings(template=TEMPLATE, use_chat_template=False).model_dump(mode="json")
     plan = PromptPlan("classification", prompt, LABELS, {label: [" " + label] for label in LABELS}, demonstrations=demos, k=len(demos))
     engine = PromptEngine(load_tokenizer(model_dir), model, max_length=8192, batch_size=batch_size)
-    started, cpu = time.perf_counter(), time.process_time()
-    outputs = engine.predict(plan, test)
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
-    return {
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-        "predictions": [o["prediction"] for o in outputs],
-        "scores": [[o["scores"][label] for label in LABELS] for o in outputs],
-        "forward_passes": engine.stats.forward_passes,
-        "tokens_processed": engine.stats.tokens_processed,
-        "padding_tokens": engine.stats.padding_tokens,
-        "prefix_tokens": engine.stats.prefix_tokens,
-    }
+
+    def predict(rows: list[dict]):
+        outputs = engine.predict(plan, rows)
+        return [o["prediction"] for o in outputs], [[o["scores"][label] for label in LABELS] for o in outputs]
+
+    return predict, engine.stats
 
 
-def run_lm_eval(model_dir: str, limit: int | None, batch_size: int, k: int) -> dict:
+def lm_eval_scorer(model_dir: str, batch_size: int, k: int, tasks_dir: str):
+    """evaluate(doc indices) -> (predictions, scores, first prompt, seconds in lm.loglikelihood)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    with tempfile.TemporaryDirectory() as tasks_dir:
-        task_yaml = (HERE / "lm_eval_sst2_icl.yaml").read_text(encoding="utf-8").replace("__DATASETS__", str(DATASETS))
-        (Path(tasks_dir) / "tunelab_sst2_icl.yaml").write_text(task_yaml, encoding="utf-8")
-        lm = HFLM(pretrained=model_dir, dtype="float32", batch_size=batch_size, device="cpu")
-        started, cpu = time.perf_counter(), time.process_time()  # dataset, contexts, tokenising, scoring; not the model load
-        out = lm_eval.simple_evaluate(model=lm, tasks=["tunelab_sst2_icl"], task_manager=TaskManager(include_path=tasks_dir),
-                                      num_fewshot=k, limit=limit, log_samples=True, random_seed=0, fewshot_random_seed=0)
-        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
-    samples = sorted(out["samples"]["tunelab_sst2_icl"], key=lambda s: s["doc_id"])
-    scores = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
-    return {
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-        "predictions": [LABELS[int(np.argmax(row))] for row in scores],
-        "scores": scores,
-        "first_prompt": samples[0]["arguments"][0][0] if samples else "",
-        "accuracy": out["results"]["tunelab_sst2_icl"].get("acc,none"),
-    }
+    task_yaml = (HERE / "lm_eval_sst2_icl.yaml").read_text(encoding="utf-8").replace("__DATASETS__", str(DATASETS))
+    (Path(tasks_dir) / "tunelab_sst2_icl.yaml").write_text(task_yaml, encoding="utf-8")
+    lm = HFLM(pretrained=model_dir, dtype="float32", batch_size=batch_size, device="cpu")
+    manager = TaskManager(include_path=tasks_dir)
+    scoring = Timer()  # lm-eval's engine alone: tokenising and forward passes, as tunelab's predict
+    loglikelihood = lm.loglikelihood
+
+    def timed_loglikelihood(*args, **kwargs):
+        with scoring:
+            return loglikelihood(*args, **kwargs)
+
+    lm.loglikelihood = timed_loglikelihood
+
+    def evaluate(indices: list[int]):
+        out = lm_eval.simple_evaluate(model=lm, tasks=["tunelab_sst2_icl"], task_manager=manager, num_fewshot=k,
+                                      samples={"tunelab_sst2_icl": indices}, log_samples=True, random_seed=0,
+                                      fewshot_random_seed=0)
+        samples = sorted(out["samples"]["tunelab_sst2_icl"], key=lambda s: s["doc_id"])
+        scores = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
+        return [LABELS[int(np.argmax(row))] for row in scores], scores, samples[0]["arguments"][0][0]
+
+    return evaluate, scoring
+
+
+def summary(n: int, timer: Timer, predictions: list[str], gold: list[str]) -> dict:
+    return {"examples_per_second": n / timer.seconds, "seconds": timer.seconds, "cpu_seconds": timer.cpu_seconds,
+            "examples_per_cpu_second": n / timer.cpu_seconds,
+            "accuracy": float(np.mean([p == g for p, g in zip(predictions, gold)]))}
 
 
 def main() -> None:
@@ -99,6 +125,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="Score only the first N test sentences.")
     parser.add_argument("--k", type=int, default=4, help="Demonstrations (the first k training sentences).")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1, help="Alternate the systems over this many slices (busy machines).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/icl_scoring_n<N>.json).")
     args = parser.parse_args()
@@ -110,44 +137,67 @@ def main() -> None:
     model_dir = str(embedded_path("smollm2-135m"))
     test = read_jsonl(DATASETS / "sst2" / "test.jsonl", args.limit)
     demos = read_jsonl(DATASETS / "sst2" / "train.jsonl", args.k)
-    n = len(test)
+    n, gold = len(test), [row["label"] for row in test]
 
-    # Other processes on the machine slow both systems; the load average and CPU seconds say how much.
+    ours_timer, theirs_total = Timer(), Timer()
+    ours, theirs = ([], []), ([], [])
     load_before = os.getloadavg()[0]
-    ours = run_tunelab(model_dir, demos, test, args.batch_size)
-    theirs = run_lm_eval(model_dir, args.limit, args.batch_size, args.k)
+    with tempfile.TemporaryDirectory() as tasks_dir:
+        predict, stats = tunelab_scorer(model_dir, demos, args.batch_size)
+        evaluate, theirs_timer = lm_eval_scorer(model_dir, args.batch_size, args.k, tasks_dir)
+        # Rounds alternate the two systems over the same slices, so that other processes on the
+        # machine slow both alike; the load average and CPU seconds say how busy it was.
+        bounds = np.linspace(0, n, args.rounds + 1).astype(int)
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            with ours_timer:
+                predictions, scores = predict(test[start:end])
+            ours[0].extend(predictions), ours[1].extend(scores)
+            with theirs_total:
+                predictions, scores, first_prompt = evaluate(list(range(start, end)))
+            theirs[0].extend(predictions), theirs[1].extend(scores)
     load_after = os.getloadavg()[0]
-    if len(theirs["predictions"]) != n:
-        raise SystemExit(f"lm-eval scored {len(theirs['predictions'])} examples, tunelab {n}")
+    if len(theirs[0]) != n:
+        raise SystemExit(f"lm-eval scored {len(theirs[0])} examples, tunelab {n}")
 
-    gold = [row["label"] for row in test]
-    same = float(np.mean([a == b for a, b in zip(ours["predictions"], theirs["predictions"])]))
-    diff = float(np.abs(np.array(ours["scores"]) - np.array(theirs["scores"])).max())
+    same = float(np.mean([a == b for a, b in zip(ours[0], theirs[0])]))
+    diff = float(np.abs(np.array(ours[1]) - np.array(theirs[1])).max())
+    lm_eval_result = summary(n, theirs_timer, theirs[0], gold)
+    lm_eval_result.update(total_seconds=theirs_total.seconds, total_examples_per_second=n / theirs_total.seconds,
+                          version=lm_eval_version())
     result = {
         "task": "sst2 test", "examples": n, "k": args.k, "model": "smollm2-135m (fp32)", "batch_size": args.batch_size,
-        "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "load_average_1min": [load_before, load_after],
-        "tunelab": {"examples_per_second": n / ours["seconds"], "seconds": ours["seconds"], "cpu_seconds": ours["cpu_seconds"],
-                    "accuracy": float(np.mean([p == g for p, g in zip(ours["predictions"], gold)])),
-                    **{key: ours[key] for key in ("forward_passes", "tokens_processed", "padding_tokens", "prefix_tokens")}},
-        "lm_eval": {"examples_per_second": n / theirs["seconds"], "seconds": theirs["seconds"], "cpu_seconds": theirs["cpu_seconds"],
-                    "accuracy": float(np.mean([p == g for p, g in zip(theirs["predictions"], gold)])), "version": "0.4.13"},
-        "speedup": theirs["seconds"] / ours["seconds"],
-        "speedup_cpu_time": theirs["cpu_seconds"] / ours["cpu_seconds"],
+        "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(), "load_average_1min": [load_before, load_after],
+        "tunelab": {**summary(n, ours_timer, ours[0], gold), "forward_passes": stats.forward_passes,
+                    "tokens_processed": stats.tokens_processed, "padding_tokens": stats.padding_tokens,
+                    "prefix_tokens": stats.prefix_tokens},
+        "lm_eval": lm_eval_result,
+        "speedup": theirs_timer.seconds / ours_timer.seconds,
+        "speedup_cpu_time": theirs_timer.cpu_seconds / ours_timer.cpu_seconds,
+        "speedup_vs_lm_eval_total": theirs_total.seconds / ours_timer.seconds,
         "identical_predictions": same,
         "max_abs_logprob_difference": diff,
-        "lm_eval_first_prompt": theirs["first_prompt"],
+        "lm_eval_first_prompt": first_prompt,
     }
     out = args.out or HERE / "results" / f"icl_scoring_n{n}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"SST-2 test, {n} examples, {args.k}-shot, smollm2-135m fp32, {torch.get_num_threads()} threads")
-    print(f"  tunelab : {result['tunelab']['examples_per_second']:7.2f} examples/s  accuracy {result['tunelab']['accuracy']:.4f}")
-    print(f"  lm-eval : {result['lm_eval']['examples_per_second']:7.2f} examples/s  accuracy {result['lm_eval']['accuracy']:.4f}")
-    print(f"  speed-up {result['speedup']:.1f}x wall-clock ({result['speedup_cpu_time']:.1f}x in CPU time; load average "
-          f"{load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores)")
+    print(f"SST-2 test, {n} examples, {args.k}-shot, smollm2-135m fp32, {torch.get_num_threads()} threads, batch {args.batch_size}")
+    for name, r in (("tunelab", result["tunelab"]), ("lm-eval", result["lm_eval"])):
+        print(f"  {name:8}: {r['examples_per_second']:7.2f} examples/s ({r['examples_per_cpu_second']:.2f} per CPU second)  "
+              f"accuracy {r['accuracy']:.4f}")
+    print(f"  lm-eval including task building: {result['lm_eval']['total_examples_per_second']:.2f} examples/s")
+    print(f"  speed-up {result['speedup']:.1f}x wall-clock, {result['speedup_cpu_time']:.1f}x in CPU time, "
+          f"{result['speedup_vs_lm_eval_total']:.1f}x against lm-eval's whole run (load average {load_before:.1f} -> "
+          f"{load_after:.1f} on {os.cpu_count()} cores)")
     print(f"  identical predictions {100 * same:.2f}%, max |Δ log-prob| {diff:.2e}")
     print(f"  written to {out}")
+
+
+def lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")
 
 
 if __name__ == "__main__":
