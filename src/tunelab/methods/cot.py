@@ -115,11 +115,15 @@ class CotStrategy(GenerativeBase):
                               "(or use strategy.mode=zero_shot)")
         method = s.selection if exp.task.type != "generation" else "random"
         chosen = select_demonstrations(splits.train, s.k, method, seed=exp.train.seed)
-        cot_demonstrations(chosen, rationale_key=s.rationale_field, answer_fn=lambda e: e["label"])  # DataError if none
+        answer = lambda e: e.get("target", e.get("label"))  # noqa: E731
+        cot_demonstrations(chosen, rationale_key=s.rationale_field, answer_fn=answer)  # DataError without rationales
         return chosen
 
     def preview_plan(self, splits):
         return self.plan(self.exemplars(splits))
+
+    def renderer(self, plan) -> CotRenderer:
+        return CotRenderer(self, plan)
 
     def fit(self, splits, run_dir: Path):
         self.check_data(splits, needs_train=self.settings.mode == "few_shot")
@@ -128,11 +132,11 @@ class CotStrategy(GenerativeBase):
         lm = self.load_base().model.requires_grad_(False)
         costs = {**parameter_costs(lm), "train_seconds": 0.0, "demonstrations": len(plan.demonstrations),
                  "search_seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(next(lm.parameters()).device)}
-        return CotPredictor(self, CotRenderer(self, plan), lm), costs
+        return CotPredictor(self, self.renderer(plan), lm), costs
 
     def load(self, run_dir: Path):
         lm = self.load_base().model.requires_grad_(False)
-        return CotPredictor(self, CotRenderer(self, load_plan(run_dir)), lm)
+        return CotPredictor(self, self.renderer(load_plan(run_dir)), lm)
 
 
 class CotRenderer(Renderer):

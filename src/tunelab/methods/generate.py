@@ -185,7 +185,7 @@ class GenerateStrategy(GenerativeBase):
 
 
 @register("sft", "Supervised fine-tuning on prompt → target pairs, loss on target tokens only; then generate",
-          family="prompting")
+          family="fine-tuning")
 class SftStrategy(GenerativeBase):
     Settings = SftSettings
 
