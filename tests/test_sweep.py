@@ -231,3 +231,32 @@ def test_compare_cli_in_child_processes(tmp_path, tiny_bert_dir, tiny_sentiment,
     assert main(["compare", str(path), "--dry-run"]) == 0
     listing = capsys.readouterr().out
     assert "finished  head-kall-seed42" in listing and "to run    zero_shot-kall-seed42" in listing
+
+
+def _sleep_until_stopped(lifeline, marker: str) -> None:
+    from tunelab.sweep.cell import _interrupt, die_with_parent
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    die_with_parent(lifeline)
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        Path(marker).write_text("stopped cleanly")
+
+
+def test_a_cell_process_stops_when_the_sweep_process_dies(tmp_path):
+    """The lifeline: when the sweep's end of the pipe closes (its death, even by SIGKILL), the cell
+    process gets KeyboardInterrupt (so `execute` cleans its staging directory) instead of training on."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    lifeline, keep_alive = context.Pipe(duplex=False)
+    marker = tmp_path / "stopped"
+    child = context.Process(target=_sleep_until_stopped, args=(lifeline, str(marker)))
+    child.start()
+    lifeline.close()
+    keep_alive.close()  # what the kernel does when the sweep process dies
+    child.join(30)
+    assert not child.is_alive() and marker.read_text() == "stopped cleanly"

@@ -188,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     import click
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C (and `kill`, in compare) into a returned exit code 130
+            typer.echo("interrupted", err=True)
+            return 130
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         return USER_ERROR

@@ -119,9 +119,15 @@ def run_cell_here(meta: dict, root: Path, source: str) -> bool:
     return True
 
 
-def child_main(meta: dict, root: str, source: str) -> None:
-    """Entry point of a cell's own process: all output (C level too) goes to the cell's log."""
-    die_with_parent()
+def child_main(meta: dict, root: str, source: str, lifeline=None) -> None:
+    """Entry point of a cell's own process: all output (C level too) goes to the cell's log.
+
+    SIGTERM (the sweep stopping, or dying) raises KeyboardInterrupt, so `execute` removes the
+    half-written staging directory and the process exits cleanly.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    if lifeline is not None:
+        die_with_parent(lifeline)
     log = log_path(Path(root), meta["id"])
     log.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -138,10 +144,24 @@ def child_main(meta: dict, root: str, source: str) -> None:
     sys.stdout.flush(), sys.stderr.flush()
 
 
-def die_with_parent() -> None:
-    """Linux: get SIGTERM when the parent dies (even by SIGKILL), so no orphan keeps training."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+def die_with_parent(lifeline) -> None:
+    """Stop this cell when the sweep process dies, even by SIGKILL, so no orphan trains on.
+
+    `lifeline` is the read end of a pipe whose only write end the sweep process holds: its death
+    closes the pipe and the read returns EOF. (The fork server cannot serve as the signal: every
+    cell process holds its keep-alive pipe, so it outlives the sweep while a cell runs.)
+    """
+    import threading
+
+    def watch() -> None:
+        try:
+            lifeline.recv()
+        except (EOFError, OSError):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)  # → KeyboardInterrupt in the main thread: clean stop
+
+    threading.Thread(target=watch, name="tunelab-lifeline", daemon=True).start()

@@ -85,8 +85,10 @@ def run_in_child(cell: Cell, root: Path, source: str) -> bool:
 
     context = child_context()
     started = time.time()
-    process = context.Process(target=child_main, args=(cell.meta(), str(root), source), name=f"tunelab-{cell.id}")
+    lifeline, keep_alive = context.Pipe(duplex=False)  # the child exits when keep_alive closes (our death)
+    process = context.Process(target=child_main, args=(cell.meta(), str(root), source, lifeline), name=f"tunelab-{cell.id}")
     process.start()
+    lifeline.close()
     try:
         process.join()
     except BaseException:
@@ -95,6 +97,8 @@ def run_in_child(cell: Cell, root: Path, source: str) -> bool:
         if process.is_alive():
             process.kill()
         raise
+    finally:
+        keep_alive.close()
     if process.exitcode == 0 and is_finished(root, cell.id):
         clear_failure(root, cell.id)
         return True
