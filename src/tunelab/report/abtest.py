@@ -52,7 +52,8 @@ class ABResult:
 
 
 def reference(row: dict) -> str:
-    return row.get("target") if row.get("target") is not None and "label" not in row else row.get("label")
+    """The gold answer of a stored prediction row: its label, or its target text (generation)."""
+    return row["label"] if "label" in row else row.get("target")
 
 
 def example_key(row: dict) -> str:

@@ -25,12 +25,6 @@ class CellResult:
     num_test: int
     directory: Path
 
-    def __getattr__(self, key):  # cell.strategy, cell.k_shot, ... read the meta
-        meta = self.__dict__.get("meta", {})
-        if key in meta:
-            return meta[key]
-        raise AttributeError(key)
-
     def predictions(self) -> list[dict]:
         path = self.directory / PREDICTIONS_FILE
         with open(path, encoding="utf-8") as handle:
