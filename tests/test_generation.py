@@ -44,6 +44,7 @@ def test_cut_at_stop_cuts_before_the_earliest_stop():
     assert cut_at_stop("a Q: b\n\n", ["\n\n", "Q:"]) == "a "
     assert cut_at_stop("no stop here", ["###"]) == "no stop here"
     assert cut_at_stop("text", []) == "text"
+    assert cut_at_stop("\n\nreasoning\n\nQ: next", ["\n\n"]) == "\n\nreasoning"  # leading blank lines stay
 
 
 def test_greedy_generation_is_deterministic(sharp_lm, bert_tokenizer):
@@ -134,7 +135,7 @@ def test_sft_trains_and_restores_the_best_dev_epoch(bert_tokenizer, tmp_path):
     model = LlamaForCausalLM(tiny_llama_config())
     pairs = [("Question: colour of the sky?\nAnswer:", " blue"), ("Question: capital of france?\nAnswer:", " paris")]
     before = answer_logprob(model, bert_tokenizer, pairs)
-    cfg = TrainConfig(learning_rate=1e-2, epochs=12, batch_size=2, log_to=[], progress_bar=False, group_by_length=False,
+    cfg = TrainConfig(learning_rate=2e-2, epochs=5, batch_size=2, log_to=[], progress_bar=False, group_by_length=False,
                       lr_scheduler="constant")
     stats = train_sft(model, bert_tokenizer, pairs, pairs, cfg, max_length=64, out_dir=tmp_path)
     assert stats.best_dev["answer_logprob"] > before + 1.0

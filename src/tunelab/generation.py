@@ -48,7 +48,7 @@ class GenerationOptions(BaseModel):
     top_k: int = Field(0, ge=0)
     """Keep only the k most likely tokens when sampling; 0 turns it off."""
     stop: list[str] = []
-    """Stop strings: generation of a row ends once it produced one; the text is cut before it."""
+    """Stop strings: a row ends once it produced one after some non-space text; the text is cut before it."""
     seed: int | None = None
     """Seed of the sampler; default: the experiment's train.seed."""
     batch_size: int = Field(8, gt=0)
@@ -64,8 +64,13 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
 
 
 def cut_at_stop(text: str, stops: list[str] | tuple[str, ...]) -> str:
-    """`text` up to (not including) the earliest occurrence of any stop string."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    """`text` up to (not including) the earliest stop string after its first non-space character.
+
+    Stops inside leading whitespace do not count, so a continuation that opens with a blank line
+    (a model's habit after "Let's think step by step.") is not cut to nothing.
+    """
+    start = len(text) - len(text.lstrip())
+    cut = min((i for i in (text.find(s, start) for s in stops if s) if i >= 0), default=len(text))
     return text[:cut]
 
 
@@ -106,7 +111,7 @@ def _stop_criterion(tokenizer, start: int, stops: list[str]):
 
         def __call__(self, input_ids, scores, **kwargs):  # input_ids: (B, start + new)
             texts = tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
-            return torch.tensor([any(s in t for s in stops) for t in texts], device=input_ids.device)
+            return torch.tensor([cut_at_stop(t, stops) != t for t in texts], device=input_ids.device)
 
     return StopStrings()
 
