@@ -260,3 +260,28 @@ def test_a_cell_process_stops_when_the_sweep_process_dies(tmp_path):
     keep_alive.close()  # what the kernel does when the sweep process dies
     child.join(30)
     assert not child.is_alive() and marker.read_text() == "stopped cleanly"
+
+
+def test_search_and_prompt_variants_end_to_end(tmp_path, tiny_bert_dir, tiny_llama_dir, tiny_sentiment):
+    """Real (tiny) cells through to the report: the search row is chosen on dev, prompt variants are A/B-tested."""
+    from tunelab.report import build_report
+
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {
+        "k_shot": [2], "seeds": [1, 2],
+        "prompts": {"A": {"template": "{{ text }} It was"}, "B": {"template": "Review: {{ text }}"}},
+        "strategies": [
+            {"name": "head", "search": {"train.learning_rate": [1e-4, 1e-1]}},
+            {"name": "zero_shot", "model": {"name": str(tiny_llama_dir)}},
+        ],
+    }, prompt={"verbalizer": {"negative": "bad", "positive": "good"}, "use_chat_template": False})
+    outcome = run_sweep(load_experiment(path))
+    assert outcome.failed == [] and outcome.ran == 8
+    zero = json.loads((outcome.root / "zero_shot-k2-A-seed1" / "costs.json").read_text())
+    assert "accuracy" in zero["best_dev"]  # every cell has a dev score (search picks by it)
+    report = build_report(outcome.root)
+    md = report.markdown.read_text()
+    ab = md.split("## Prompt A/B tests")[1].split("## ")[0]
+    assert "| zero_shot | 2 | A | B | 1 2 | 8 |" in ab  # 4 test examples × 2 seeds, paired
+    search = md.split("## Hyper-parameter search")[1].split("## ")[0]
+    assert search.count("head-k2") == 2 and search.count("chosen") >= 1
+    assert {r.group for r in report.rows} == {"head-k2", "zero_shot-k2-A", "zero_shot-k2-B"}
