@@ -95,27 +95,44 @@ def test_search_is_chosen_on_dev_never_test(tmp_path):
 
 
 def test_prompt_ab_mcnemar_and_bootstrap(tmp_path):
-    # B is right on 12 more examples per seed than A: clearly significant when pooled.
+    # B is right on 12 more examples than A, in every seed (a deterministic prompt): significant.
     a_correct = [i < 22 for i in range(40)]
     b_correct = [i < 34 for i in range(40)]
     cells = [cell("zero_shot", s, 0.55, variant="A", family="prompting", correct=a_correct) for s in (1, 2, 3)]
     cells += [cell("zero_shot", s, 0.85, variant="B", family="prompting", correct=b_correct) for s in (1, 2, 3)]
-    # C differs from A on 3 examples per seed, both ways: no winner may be named
+    # C differs from A on 3 examples, both ways: no winner may be named
     c_correct = [(0 < i < 22) or i in (30, 31) for i in range(40)]
     cells += [cell("zero_shot", s, 0.6, variant="C", family="prompting", correct=c_correct) for s in (1, 2, 3)]
     results = load_results(write_sweep(tmp_path / "s", cells))
     tests = {(t.a, t.b): t for t in prompt_ab_tests(results.cells, "accuracy", n_resamples=500)}
     assert set(tests) == {("A", "B"), ("A", "C"), ("B", "C")}
     ab = tests["A", "B"]
-    expected = mcnemar_exact(a_correct * 3, b_correct * 3)
-    assert (ab.only_a, ab.only_b, ab.n, ab.seeds) == (0, 36, 120, [1, 2, 3])
+    # Three identical seeds are the same evidence as one: the examples are the units, not example × seed.
+    expected = mcnemar_exact(a_correct, b_correct)
+    assert (ab.only_a, ab.only_b, ab.n, ab.seeds) == (0, 12, 40, [1, 2, 3])
     assert ab.p_value == pytest.approx(expected.p_value) and ab.p_value < 0.05
     assert ab.winner == "B"
     assert ab.diff == pytest.approx(22 / 40 - 34 / 40) and ab.low <= ab.diff <= ab.high < 0
     ac = tests["A", "C"]
-    assert ac.p_value >= 0.05 and ac.winner is None
+    assert (ac.only_a, ac.only_b) == (1, 2) and ac.p_value >= 0.05 and ac.winner is None
     md = build_report(results.root).markdown.read_text()
     assert "no significant difference" in md and "| B |" in md.split("## Prompt A/B tests")[1].split("##")[0]
+
+
+def test_ab_counts_per_example_over_seeds(tmp_path):
+    """An example is A's when A was right in more seeds than B; seeds that disagree partly cancel."""
+    base = [True] * 40
+    seeds_a = {1: base, 2: base, 3: [i != 0 for i in range(40)]}       # example 0: A right in 2 of 3 seeds
+    seeds_b = {1: [i != 0 for i in range(40)], 2: [i != 0 for i in range(40)], 3: base}  # B right in 1 of 3
+    seeds_b = {s: [ok and i != 1 for i, ok in enumerate(v)] for s, v in seeds_b.items()}  # example 1: B never right
+    cells = [cell("few_shot", s, 0.5, variant="A", family="prompting", correct=seeds_a[s]) for s in (1, 2, 3)]
+    cells += [cell("few_shot", s, 0.5, variant="B", family="prompting", correct=seeds_b[s]) for s in (1, 2, 3)]
+    [test] = prompt_ab_tests(load_results(write_sweep(tmp_path / "s", cells)).cells, "accuracy", n_resamples=200)
+    assert (test.only_a, test.only_b, test.n) == (2, 0, 40)
+    acc_a = (40 + 40 + 39) / 120
+    acc_b = (38 + 38 + 39) / 120
+    assert test.score_a == pytest.approx(acc_a) and test.diff == pytest.approx(acc_a - acc_b)
+    assert test.p_value == pytest.approx(0.5) and test.winner is None
 
 
 def test_ab_test_skips_variants_scored_on_different_examples(tmp_path):

@@ -281,7 +281,7 @@ def test_search_and_prompt_variants_end_to_end(tmp_path, tiny_bert_dir, tiny_lla
     report = build_report(outcome.root)
     md = report.markdown.read_text()
     ab = md.split("## Prompt A/B tests")[1].split("## ")[0]
-    assert "| zero_shot | 2 | A | B | 1 2 | 8 |" in ab  # 4 test examples × 2 seeds, paired
+    assert "| zero_shot | 2 | A | B | 1 2 | 4 |" in ab  # 4 paired test examples, 2 seeds each
     search = md.split("## Hyper-parameter search")[1].split("## ")[0]
     assert search.count("head-k2") == 2 and search.count("chosen") >= 1
     assert {r.group for r in report.rows} == {"head-k2", "zero_shot-k2-A", "zero_shot-k2-B"}

@@ -1,9 +1,12 @@
 """Prompt A/B tests: cells that differ only in their prompt variant, scored on the same examples.
 
-For each strategy, K, search combination and pair of variants (A, B), the seeds where both
-variants finished are pooled (each example is paired with itself under the other variant, within
-its seed). Exact McNemar on the discordant pairs gives p; a paired bootstrap over the pooled
-examples gives a 95% interval of metric(A) − metric(B). A winner is named only when p < 0.05.
+For each strategy, K, search combination and pair of variants (A, B), over the seeds where both
+finished, each test example is one paired unit (seeds are repeated measurements of it; pooling
+them as extra examples would count an example several times — fully so for a deterministic
+zero-shot prompt). Per example, the share of seeds each variant got right; A is better on the
+example when its share is higher. p: exact McNemar (sign) test over the examples where one variant
+is better (the classic McNemar test with one seed). Interval: paired bootstrap over examples of
+metric(A) − metric(B), each averaged over seeds. A winner is named only when p < 0.05.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class ABResult:
     b: str
     seeds: list[int]
     n: int
-    """Paired examples (pooled over seeds)."""
+    """Paired test examples."""
     metric: str
     score_a: float
     score_b: float
@@ -38,7 +41,7 @@ class ABResult:
     low: float
     high: float
     only_a: int
-    """Examples A got right and B wrong."""
+    """Examples A got right in more seeds than B (with one seed: A right, B wrong)."""
     only_b: int
     p_value: float
     skipped: str = ""
@@ -79,34 +82,50 @@ def prompt_ab_tests(cells: list[CellResult], metric: str, n_resamples: int = 200
 
 
 def compare(strategy, k, search, a, b, pairs, metric: str, n_resamples: int) -> ABResult:
-    preds_a, preds_b, refs = [], [], []
+    """The test example is the unit: seeds are repeated measurements of it, never extra examples."""
+    preds_a, preds_b, keys = [], [], None  # per seed: the n predictions of A and of B
     for seed, cell_a, cell_b in pairs:
         rows_a, rows_b = cell_a.predictions(), cell_b.predictions()
-        if [example_key(r) for r in rows_a] != [example_key(r) for r in rows_b]:
+        seed_keys = [example_key(r) for r in rows_a]
+        if seed_keys != [example_key(r) for r in rows_b] or (keys is not None and seed_keys != keys):
             return skipped(strategy, k, search, a, b, pairs, metric, f"seed {seed}: the variants scored different examples")
-        preds_a += [str(r.get("prediction")) for r in rows_a]
-        preds_b += [str(r.get("prediction")) for r in rows_b]
-        refs += [str(reference(r)) for r in rows_a]
-    correct_a = np.array([p == r for p, r in zip(preds_a, refs)])
-    correct_b = np.array([p == r for p, r in zip(preds_b, refs)])
-    test = mcnemar_exact(correct_a.tolist(), correct_b.tolist())
+        keys, refs = seed_keys, [str(reference(r)) for r in rows_a]
+        preds_a.append([str(r.get("prediction")) for r in rows_a])
+        preds_b.append([str(r.get("prediction")) for r in rows_b])
+    right_a = np.mean([[p == r for p, r in zip(row, refs)] for row in preds_a], axis=0)  # (n,) share of seeds right
+    right_b = np.mean([[p == r for p, r in zip(row, refs)] for row in preds_b], axis=0)
+    # Exact McNemar (sign) test over examples: those A gets right in more seeds than B, and vice versa.
+    # With one seed this is the classic McNemar test; identical seeds add no evidence.
+    test = mcnemar_exact((right_a > right_b).tolist(), (right_b > right_a).tolist())
     if not registered(metric):
         metric = "accuracy"  # a flattened key such as f1_<label>: test the accuracy difference instead
     if metric == "accuracy":
-        boot = paired_bootstrap(correct_a.astype(float), correct_b.astype(float), n_resamples=n_resamples)
+        boot = paired_bootstrap(right_a, right_b, n_resamples=n_resamples)
     else:
-        # Records are indices into A's predictions (0..n-1) and B's (n..2n-1): the bootstrap resamples
-        # example indices jointly, and the metric looks the strings up.
-        n = len(refs)
-        predictions, references = preds_a + preds_b, refs + refs
-        def fn(index: np.ndarray) -> float:
-            return metric_value(metric, [predictions[i] for i in index], [references[i] for i in index])
-        boot = paired_bootstrap(np.arange(n), np.arange(n, 2 * n), metric_fn=fn, n_resamples=min(n_resamples, 1000))
+        boot = paired_bootstrap(np.arange(len(refs)), np.arange(len(refs)) + len(refs),
+                                metric_fn=seed_mean_metric(metric, preds_a, preds_b, refs),
+                                n_resamples=min(n_resamples, 1000))
     return ABResult(
         strategy, k, search, a, b, [p[0] for p in pairs], len(refs), metric,
-        score_a=metric_value(metric, preds_a, refs), score_b=metric_value(metric, preds_b, refs),
+        score_a=seed_mean(metric, preds_a, refs), score_b=seed_mean(metric, preds_b, refs),
         diff=boot.diff, low=boot.low, high=boot.high, only_a=test.b, only_b=test.c, p_value=test.p_value,
     )
+
+
+def seed_mean(metric: str, predictions: list[list[str]], references: list[str]) -> float:
+    """The metric averaged over seeds, as the leaderboard reports it."""
+    return float(np.mean([metric_value(metric, row, references) for row in predictions]))
+
+
+def seed_mean_metric(metric: str, preds_a, preds_b, refs):
+    """metric_fn for the bootstrap: indices < n are A's examples, ≥ n B's; resampled jointly by example."""
+    n = len(refs)
+
+    def fn(index: np.ndarray) -> float:
+        system, examples = (preds_a, index) if index[0] < n else (preds_b, index - n)
+        return seed_mean(metric, [[row[i] for i in examples] for row in system], [refs[i] for i in examples])
+
+    return fn
 
 
 def registered(metric: str) -> bool:

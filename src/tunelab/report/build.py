@@ -121,7 +121,7 @@ def ab_section(tests: list[ABResult]) -> Section:
     if not tests:
         return Section("Prompt A/B tests", [Text("No prompt variants were compared (add `sweep.prompts` with two or more variants).")])
     headers = ["strategy", "K", "A", "B", "seeds", "examples", "metric", "A", "B", "A − B [95% CI]",
-               "only A right", "only B right", "McNemar p", "winner"]
+               "A better", "B better", "McNemar p", "winner"]
     body, best = [], []
     for t in tests:
         k = "all" if t.k_shot is None else str(t.k_shot)
@@ -137,9 +137,11 @@ def ab_section(tests: list[ABResult]) -> Section:
                      str(t.only_b), f"{t.p_value:.3g}", t.winner or "no significant difference"])
         best.append({13} if t.winner else set())
     return Section("Prompt A/B tests", [
-        Text("Variants of one strategy that differ only in the prompt, on the same test examples (seeds pooled, "
-             "each example paired with itself). p: exact McNemar test on the examples only one variant got right; "
-             "interval: paired bootstrap (2,000 resamples) of the metric difference. A winner is named only when p < 0.05."),
+        Text("Variants of one strategy that differ only in the prompt, scored on the same test examples. Each "
+             "example is one pair; A is better on it when A was right in more of the seeds than B (with one seed: "
+             "A right, B wrong). p: exact McNemar (sign) test over those examples; interval: paired bootstrap "
+             "(2,000 resamples of the examples) of the difference of the seed-averaged metric. A winner is named "
+             "only when p < 0.05."),
         Table(headers, body, best),
     ])
 
