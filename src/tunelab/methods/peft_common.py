@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from tunelab.config import location
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods.classifier import ClassifierPredictor, ClassifierStrategy
 
@@ -176,7 +177,7 @@ def skeleton(experiment, num_labels: int, head: str = "classification") -> torch
 def located(err: ConfigError, experiment) -> ConfigError:
     """Prefix a settings error with the experiment file (and the key's line when known)."""
     line = experiment.lines.get(("strategy", err.key)) if isinstance(err, SettingsError) else None
-    where = experiment.source + (f", line {line}" if line else "")
+    where = experiment.source + location(line)
     return ConfigError(f"{where}: {err}")
 
 

@@ -50,8 +50,9 @@ PROMPT_TASKS = (*CLASSIFICATION, "multiple_choice")
 
 def where(experiment, *key) -> str:
     """'file, line N: ' for a key path of the experiment file (line omitted when unknown)."""
-    line = experiment.lines.get(tuple(key))
-    return f"{experiment.source}" + (f", line {line}" if line else "") + ": "
+    from tunelab.config import location
+
+    return f"{experiment.source}{location(experiment.lines.get(tuple(key)))}: "
 
 
 def read_prompt(experiment) -> PromptSettings:

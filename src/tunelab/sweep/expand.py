@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunelab.config import ExperimentConfig, validate_experiment, validate_settings
+from tunelab.config import ExperimentConfig, location, validate_experiment, validate_settings
 from tunelab.errors import ConfigError
 from tunelab.methods import get_strategy
 from tunelab.sweep.schema import StrategyEntry, SweepConfig
@@ -84,7 +84,7 @@ def entry_plan(config: ExperimentConfig, sweep: SweepConfig, index: int, entry: 
         info = get_strategy(entry.name)
     except ConfigError as err:
         line = config.lines.get(at + ("name",)) or config.lines.get(at)
-        raise ConfigError(f"{config.source}{f', line {line}' if line else ''}: sweep.strategies.{index}: {err}") from None
+        raise ConfigError(f"{config.source}{location(line)}: sweep.strategies.{index}: {err}") from None
     validate_settings(info.cls.Settings, entry.settings, at + ("settings",), config.source, config.lines)
     return entry, info, variants_of(entry, info, sweep), combinations(entry, sweep.search_seed)
 
