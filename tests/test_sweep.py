@@ -285,3 +285,11 @@ def test_search_and_prompt_variants_end_to_end(tmp_path, tiny_bert_dir, tiny_lla
     search = md.split("## Hyper-parameter search")[1].split("## ")[0]
     assert search.count("head-k2") == 2 and search.count("chosen") >= 1
     assert {r.group for r in report.rows} == {"head-k2", "zero_shot-k2-A", "zero_shot-k2-B"}
+
+
+def test_results_only_cells_keep_no_weights(tmp_path, tiny_bert_dir, tiny_sentiment):
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"], "save_artifacts": False})
+    root = run_sweep(load_experiment(path)).root
+    directory = root / "head-kall-seed42"
+    assert is_finished(root, "head-kall-seed42") and (directory / "NO_ARTIFACT").is_file()
+    assert not list(directory.glob("*.safetensors")) and (directory / "predictions.jsonl").is_file()

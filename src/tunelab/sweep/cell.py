@@ -74,7 +74,23 @@ class CellStrategy:
             costs["dev_scored_by"] = "sweep"
         costs.setdefault("num_dev", len(splits.dev))
         write_json_atomic(Path(run_dir) / CELL_FILE, self.meta)
+        if not self.meta.get("save_artifacts", True):
+            predictor = ResultsOnly(predictor)
         return predictor, costs
+
+
+class ResultsOnly:
+    """A predictor whose artifact is not written (`sweep.save_artifacts: false`)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def predict(self, examples: list[dict]) -> list[dict]:
+        return self.inner.predict(examples)
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / "NO_ARTIFACT").write_text(
+            "sweep.save_artifacts was false: this cell kept its results but not its trained weights.\n", encoding="utf-8")
 
 
 def run_cell(meta: dict, root: Path, source: str) -> dict:

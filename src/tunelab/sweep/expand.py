@@ -39,6 +39,7 @@ class Cell:
     """Values of this cell's hyper-parameter combination (dotted key → value); empty without search."""
     config: dict = field(default_factory=dict)
     """The cell's whole experiment config (JSON-able), already validated."""
+    save_artifacts: bool = True
 
     @property
     def group(self) -> str:
@@ -49,7 +50,7 @@ class Cell:
         return {
             "id": self.id, "group": self.group, "strategy": self.strategy, "method": self.method,
             "family": self.family, "k_shot": self.k_shot, "seed": self.seed, "variant": self.variant,
-            "search": self.search, "config": self.config,
+            "search": self.search, "save_artifacts": self.save_artifacts, "config": self.config,
         }
 
 
@@ -71,7 +72,8 @@ def expand(config: ExperimentConfig, sweep: SweepConfig) -> list[Cell]:
                 raw = cell_config(base, entry, sweep.prompts.get(variant), combo, k, seed)
                 parts = [entry.label, k_label(k), variant, combo_label, f"seed{seed}"]
                 cell_id = "-".join(p for p in parts if p)
-                cells.append(Cell(cell_id, entry.label, entry.name, info.family, k, seed, variant, combo, raw))
+                cells.append(Cell(cell_id, entry.label, entry.name, info.family, k, seed, variant, combo, raw,
+                                  sweep.save_artifacts))
     for cell in cells:
         check_cell(cell, config.source)
     return cells

@@ -97,6 +97,9 @@ class SweepConfig(BaseModel):
     sweep); `none`: in this process (faster start-up; used by tests)."""
     search_seed: int = 0
     """Seed of random hyper-parameter search (which grid points are drawn)."""
+    save_artifacts: bool = True
+    """Keep each cell's trained weights (needed by `tunelab evaluate`/`predict` on a cell). false:
+    only results (metrics, predictions, costs) are kept — much less disk for big sweeps."""
 
     @field_validator("strategies", mode="before")
     @classmethod
