@@ -238,9 +238,9 @@ def _sleep_until_stopped(lifeline, marker: str) -> None:
     import signal
     import time
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    die_with_parent(lifeline)
-    try:
+    try:  # the interrupt may arrive as soon as the watcher starts: the sweep "died" at once here
+        signal.signal(signal.SIGTERM, _interrupt)
+        die_with_parent(lifeline)
         time.sleep(60)
     except KeyboardInterrupt:
         Path(marker).write_text("stopped cleanly")
