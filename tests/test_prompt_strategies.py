@@ -142,6 +142,26 @@ def test_scores_are_the_naive_loglikelihood_of_the_full_prompt(tmp_path, tiny_lm
         assert row["scores"]["positive"] == pytest.approx(naive[1].logprob_sum, abs=1e-4)
 
 
+def test_the_start_all_queries_share_is_cached_with_the_prefix(tmp_path, tiny_lm_dir, data_dir, bert_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.methods.prompt_engine import PromptEngine
+
+    config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "few_shot", "k": 2})
+    prepared = prepare(config)
+    plan, test = prepared.strategy.base_plan(prepared.splits), prepared.splits.test
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    engine = PromptEngine(bert_tokenizer, model, max_length=128)
+    rendered = engine.build(plan, test)
+    assert engine.shared_start(rendered[0].prefix, [r.query for r in rendered]) == "Review:"
+    assert engine.shared_start("", ["Review: a", "Reviewer b"]) == ""  # no shared whole word
+    with_start = engine.candidate_scores(plan, rendered)
+    assert engine.stats.prefix_cache_fallbacks == 0
+    assert engine.stats.prefix_tokens == len(bert_tokenizer(rendered[0].prefix + "Review:", add_special_tokens=False)["input_ids"]) - 1
+    engine.shared_start = lambda prefix, queries: ""
+    np.testing.assert_allclose(np.stack(engine.candidate_scores(plan, rendered)), np.stack(with_start), atol=1e-5)
+
+
 def test_few_shot_balanced_and_one_shot(tmp_path, tiny_lm_dir, data_dir):
     config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "few_shot", "k": 4, "selection": "balanced"})
     run(config, tmp_path / "four")

@@ -8,6 +8,7 @@ are scored in one `score_requests` call, so the prefix runs once.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,12 +166,32 @@ class PromptEngine:
             groups.setdefault(r.prefix, []).append(i)
         out: list[np.ndarray] = [np.zeros(0)] * len(rendered)
         for prefix, indices in groups.items():
-            requests = [ScoreRequest(rendered[i].query, rendered[i].candidates) for i in indices]
-            rows = score_requests(self.model, self.tokenizer, requests, shared_prefix=prefix,
+            start = self.shared_start(prefix, [rendered[i].query for i in indices])
+            requests = [ScoreRequest(rendered[i].query[len(start) :], rendered[i].candidates) for i in indices]
+            rows = score_requests(self.model, self.tokenizer, requests, shared_prefix=prefix + start,
                                   batch_size=self.batch_size, stats=self.stats)
             for i, row in zip(indices, rows):
                 out[i] = np.array([normalised(s, c, plan.length_norm) for s, c in zip(row, rendered[i].candidates)])
         return out
+
+    def shared_start(self, prefix: str, queries: list[str]) -> str:
+        """The start every query shares (e.g. "Review:"), to be cached with the prefix; '' if none.
+
+        Cut just before whitespace: BPE, SentencePiece and WordPiece tokenizers all start a new token
+        there, so the cut text tokenizes alike alone and inside each prompt (checked on the first
+        query; the scorer checks every request and falls back, slower but exact, if one differs).
+        Saves re-running those tokens for every example: ~10% of an SST-2 query.
+        """
+        if len(queries) < 2:
+            return ""
+        common = os.path.commonprefix(queries)
+        cuts = [i for i, char in enumerate(common) if char.isspace()]
+        start = common[: cuts[-1]].rstrip() if cuts else ""
+        if not start:
+            return ""
+        ids = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        cached = ids(prefix + start)
+        return start if ids(prefix + queries[0])[: len(cached)] == cached else ""
 
     def word_scores(self, plan: PromptPlan, examples: list[dict], words: list[str]) -> np.ndarray:
         """(N, W) normalised log-likelihoods of arbitrary answer words after each prompt (label-word search)."""
