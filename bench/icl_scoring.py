@@ -17,7 +17,12 @@ Wall-clock and CPU seconds are both recorded: on a machine busy with other work,
 alternates the two systems over R slices so that both see the same load.
 
     .venv/bin/pip install -e '.[bench]'                          # lm-eval==0.4.13
-    .venv/bin/python bench/icl_scoring.py --limit 200 --rounds 4   # the full test split: ~15 min on 2 idle cores
+    .venv/bin/python bench/icl_scoring.py --limit 400 --rounds 4 --threads 1   # a few minutes
+    .venv/bin/python bench/icl_scoring.py --rounds 8 --threads 1               # all 1,821 sentences, ~15 min
+
+One thread per process keeps the timing honest when other processes share the cores (OpenMP
+threads spin-wait for each other when oversubscribed, which slows small forward passes most).
+Each round re-runs tunelab's few-shot prefix once (~140 tokens), a small cost against tunelab.
 """
 
 from __future__ import annotations
