@@ -61,7 +61,6 @@ def make_embedder(device: str = "cpu") -> Callable[[list[str]], np.ndarray]:
     return make_embed_fn(loaded.model, loaded.tokenizer)
 
 
-
 @dataclass
 class Rendered:
     """One example's prompt as the model sees it: ``prefix + query`` then one of ``candidates``."""
