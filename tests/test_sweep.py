@@ -60,11 +60,13 @@ def test_matrix_expansion(tmp_path, tiny_bert_dir, tiny_sentiment):
         ],
     }, prompt={"template": "base {{ text }}"})
     _, cells = plan_sweep(load_experiment(path))
-    # per K and seed: head 1 + bitfit 2 combos + zero_shot 2 variants + head_lr 2 of 3 trials
-    assert len(cells) == 2 * 2 * (1 + 2 + 2 + 2)
+    # per K and seed: head 1 + bitfit 2 combos + head_lr 2 of 3 trials; zero_shot's 2 variants once per K
+    # (no seed changes a zero-shot result)
+    assert len(cells) == 2 * 2 * (1 + 2 + 2) + 2 * 2
     assert len({c.id for c in cells}) == len(cells)
     by_id = {c.id: c for c in cells}
-    assert set(by_id) >= {"head-k2-seed1", "bitfit-k4-epochs=2-seed2", "zero_shot-k2-A-seed1", "zero_shot-k4-B-seed2"}
+    assert set(by_id) >= {"head-k2-seed1", "bitfit-k4-epochs=2-seed2", "zero_shot-k2-A-seed1", "zero_shot-k4-B-seed1"}
+    assert "zero_shot-k4-B-seed2" not in by_id
     bitfit = by_id["bitfit-k4-epochs=2-seed2"]
     assert bitfit.config["train"] == {**bitfit.config["train"], "epochs": 2, "learning_rate": 0.5, "seed": 2}
     assert bitfit.config["data"]["k_shot"] == 4 and bitfit.group == "bitfit-k4" and bitfit.search == {"train.epochs": 2}
@@ -262,6 +264,34 @@ def test_a_cell_process_stops_when_the_sweep_process_dies(tmp_path):
     assert not child.is_alive() and marker.read_text() == "stopped cleanly"
 
 
+@pytest.mark.parametrize("entry, every_seed", [
+    ("zero_shot", False),
+    ({"name": "zero_shot", "settings": {"calibrate": True}}, False),
+    ({"name": "zero_shot", "settings": {"search_label_words": {}}}, True),   # words searched on the seed's train draw
+    ({"name": "zero_shot", "settings": {"templates": ["{{ text }} It was", "Review: {{ text }}"]}}, True),  # chosen on dev
+    ({"name": "few_shot", "settings": {"k": 2}}, True),
+    ({"name": "prompt_ensemble", "settings": {"templates": ["{{ text }} It was", "Review: {{ text }}"]}}, False),
+    ({"name": "prompt_ensemble", "settings": {"templates": ["{{ text }} It was", "Review: {{ text }}"], "k": 1}}, True),
+    ({"name": "cot", "settings": {"mode": "zero_shot"}}, False),
+    ({"name": "cot", "settings": {"mode": "zero_shot", "self_consistency": 3}}, True),   # sampled chains
+    ({"name": "cot", "settings": {"mode": "few_shot"}}, True),
+    ({"name": "generate", "settings": {"generation": {"do_sample": True}}}, True),
+    ({"name": "generate", "settings": {"generation": {"do_sample": True, "seed": 7}}}, False),
+    ("head", True),
+])
+def test_only_strategies_that_read_the_seed_run_every_seed(tmp_path, tiny_bert_dir, tiny_sentiment, entry, every_seed):
+    from tunelab.methods import get_strategy
+    from tunelab.sweep.expand import reads_seed
+
+    raw = {"name": entry} if isinstance(entry, str) else {"name": entry["name"], **entry.get("settings", {})}
+    assert reads_seed(get_strategy(raw["name"]), raw) is every_seed
+    if isinstance(entry, str):
+        path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"seeds": [1, 2, 3], "strategies": [entry]},
+                          prompt={"verbalizer": {"negative": "bad", "positive": "good"}})
+        seeds = [c.seed for c in plan_sweep(load_experiment(path))[1]]
+        assert seeds == ([1, 2, 3] if every_seed else [1])
+
+
 def test_search_and_prompt_variants_end_to_end(tmp_path, tiny_bert_dir, tiny_llama_dir, tiny_sentiment):
     """Real (tiny) cells through to the report: the search row is chosen on dev, prompt variants are A/B-tested."""
     from tunelab.report import build_report
@@ -275,13 +305,13 @@ def test_search_and_prompt_variants_end_to_end(tmp_path, tiny_bert_dir, tiny_lla
         ],
     }, prompt={"verbalizer": {"negative": "bad", "positive": "good"}, "use_chat_template": False})
     outcome = run_sweep(load_experiment(path))
-    assert outcome.failed == [] and outcome.ran == 8
+    assert outcome.failed == [] and outcome.ran == 6   # head 2 lr × 2 seeds; zero_shot 2 variants, once each
     zero = json.loads((outcome.root / "zero_shot-k2-A-seed1" / "costs.json").read_text())
     assert "accuracy" in zero["best_dev"]  # every cell has a dev score (search picks by it)
     report = build_report(outcome.root)
     md = report.markdown.read_text()
     ab = md.split("## Prompt A/B tests")[1].split("## ")[0]
-    assert "| zero_shot | 2 | A | B | 1 2 | 4 |" in ab  # 4 paired test examples, 2 seeds each
+    assert "| zero_shot | 2 | A | B | 1 | 4 |" in ab  # 4 paired test examples
     search = md.split("## Hyper-parameter search")[1].split("## ")[0]
     assert search.count("head-k2") == 2 and search.count("chosen") >= 1
     assert {r.group for r in report.rows} == {"head-k2", "zero_shot-k2-A", "zero_shot-k2-B"}

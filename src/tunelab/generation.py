@@ -53,6 +53,10 @@ class GenerationOptions(BaseModel):
     """Seed of the sampler; default: the experiment's train.seed."""
     batch_size: int = Field(8, gt=0)
 
+    def reads_train_seed(self, sampled: bool = False) -> bool:
+        """Whether the experiment's seed changes the text: only when sampling without a seed of its own."""
+        return (self.do_sample or sampled) and self.seed is None
+
 
 # ---------------------------------------------------------------------------------------------
 # Tokenisation

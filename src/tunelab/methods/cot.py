@@ -83,6 +83,12 @@ class CotStrategy(GenerativeBase):
     Settings = CotSettings
     tasks = ("classification", "pair_classification", "generation")
 
+    @classmethod
+    def uses_seed(cls, settings) -> bool:
+        """Few-shot exemplars come from the seed's draw; sampled chains (self-consistency) from its sampler."""
+        sampled = settings.self_consistency > 1
+        return settings.mode == "few_shot" or settings.generation.reads_train_seed(sampled)
+
     @property
     def numeric(self) -> bool:
         """Generation tasks (arithmetic_*) read a number unless a pattern says otherwise."""

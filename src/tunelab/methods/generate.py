@@ -165,6 +165,11 @@ class GenerativeBase:
 class GenerateStrategy(GenerativeBase):
     Settings = GenerateSettings
 
+    @classmethod
+    def uses_seed(cls, settings) -> bool:
+        """Zero-shot greedy decoding gives the same text for every seed: a sweep runs it once."""
+        return bool(settings.k) or settings.generation.reads_train_seed()
+
     def demonstrations(self, splits) -> list[dict]:
         return select_demonstrations(splits.train, self.settings.k, "random", seed=self.experiment.train.seed)
 

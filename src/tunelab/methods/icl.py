@@ -101,6 +101,13 @@ class InContextStrategy:
     def k(self) -> int:
         return getattr(self.settings, "k", 0)
 
+    @classmethod
+    def uses_seed(cls, settings) -> bool:
+        """Whether the seed changes the result: only through the seed's K-shot draw, which demonstrations,
+        label-word search (train) and template choice (dev) read. Otherwise a sweep runs one seed."""
+        multiple_templates = len(getattr(settings, "templates", None) or []) > 1
+        return bool(getattr(settings, "k", 0) or settings.search_label_words or multiple_templates)
+
     @property
     def selection(self) -> str:
         return getattr(self.settings, "selection", "random")

@@ -52,6 +52,11 @@ class EnsembleSettings(ZeroShotSettings):
 class PromptEnsemble(InContextStrategy):
     Settings = EnsembleSettings
 
+    @classmethod
+    def uses_seed(cls, settings) -> bool:
+        # The templates are averaged, not chosen on dev: only demonstrations read the seed's draw.
+        return bool(settings.k)
+
     def check(self) -> None:
         if self.experiment.task.type == "multiple_choice":
             raise ConfigError(f"{where(self.experiment, 'task', 'type')}prompt_ensemble averages label distributions; "

@@ -77,7 +77,8 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
         Section("Leaderboard", [
             Text("Test-split metrics as mean ± standard deviation over seeds, rows in sweep order. Bold: the best "
                  "of its column among rows with the same K. Fractions are shown ×100. Rows with a hyper-parameter "
-                 "search use the combination chosen on the dev split. Training time and evaluation speed are per cell."),
+                 "search use the combination chosen on the dev split. Training time and evaluation speed are per cell."
+                 + once_note(results, rows)),
             Table(*table(rows, metrics)) if rows else Text("No cell has finished yet."),
         ]),
         Section("Plots", [Image(name, png, name.removesuffix(".png").replace("_", " ")) for name, png in plots.items()]
@@ -167,6 +168,18 @@ def search_section(choices: list[SearchChoice], metric: str) -> Section:
     ])
 
 
+def once_note(results: SweepResults, rows: list[Row]) -> str:
+    seeds = (results.config.get("sweep") or {}).get("seeds") or []
+    if len(seeds) < 2 or all(len(row.seeds) > 1 for row in rows):
+        return ""
+    return (" A row with one seed ran once on purpose when its strategy neither trains nor samples (zero-shot "
+            "prompting, greedy decoding): every seed would give the same result.")
+
+
+def setting_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def chosen_section(rows: list[Row]) -> Section:
     body = []
     for row in rows:
@@ -176,7 +189,7 @@ def chosen_section(rows: list[Row]) -> Section:
         trains = row.costs.get("trainable_params") != 0  # prompting without training: no optimiser settings
         body.append([
             row.group, config.get("model", {}).get("name", "?"), json.dumps(strategy) if strategy else "defaults",
-            *(str(train.get(key, "?")) if trains else "–" for key in ("learning_rate", "epochs", "batch_size")),
+            *(setting_text(train.get(key, "?")) if trains else "–" for key in ("learning_rate", "epochs", "batch_size")),
             ", ".join(f"{k}={v}" for k, v in row.search.items()) or "–",
         ])
     return Section("Chosen hyper-parameters", [

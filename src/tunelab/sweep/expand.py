@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from tunelab.config import ExperimentConfig, location, validate_experiment, validate_settings
 from tunelab.errors import ConfigError
 from tunelab.methods import get_strategy
@@ -70,6 +72,8 @@ def expand(config: ExperimentConfig, sweep: SweepConfig) -> list[Cell]:
         for entry, info, variants, combos in plans:
             for variant, (combo_label, combo) in itertools.product(variants, combos):
                 raw = cell_config(base, entry, sweep.prompts.get(variant), combo, k, seed)
+                if seed != seeds[0] and not reads_seed(info, raw["strategy"]):
+                    continue  # same result for every seed: the first seed's cell stands for all
                 parts = [entry.label, k_label(k), variant, combo_label, f"seed{seed}"]
                 cell_id = "-".join(p for p in parts if p)
                 cells.append(Cell(cell_id, entry.label, entry.name, info.family, k, seed, variant, combo, raw,
@@ -89,6 +93,19 @@ def entry_plan(config: ExperimentConfig, sweep: SweepConfig, index: int, entry: 
         raise ConfigError(f"{config.source}{location(line)}: sweep.strategies.{index}: {err}") from None
     validate_settings(info.cls.Settings, entry.settings, at + ("settings",), config.source, config.lines)
     return entry, info, variants_of(entry, info, sweep), combinations(entry, sweep.search_seed)
+
+
+def reads_seed(info, strategy: dict) -> bool:
+    """Whether a cell's result depends on its seed; strategies that neither train nor sample (zero-shot
+    prompting, greedy decoding) say no through `uses_seed(settings)`, and a sweep runs them once."""
+    uses_seed = getattr(info.cls, "uses_seed", None)
+    if uses_seed is None:
+        return True
+    try:
+        settings = info.cls.Settings.model_validate({k: v for k, v in strategy.items() if k != "name"})
+    except ValidationError:
+        return True  # check_cell reports the bad setting with its location
+    return uses_seed(settings)
 
 
 def uses_prompt(info) -> bool:
