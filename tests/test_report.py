@@ -204,3 +204,24 @@ def test_report_of_a_directory_without_sweep_exits_2(tmp_path, capsys):
 
     assert main(["report", str(tmp_path)]) == 2
     assert "no sweep" in capsys.readouterr().err
+
+
+def test_terminal_leaderboard_fits_80_columns_and_explains_single_seed_rows(tmp_path):
+    """Long row labels, ± values and 9 columns: every row stays whole on one line of a default terminal."""
+    from rich.console import Console
+
+    from tunelab.report import terminal_table
+
+    cells = [cell("prompt_tuning", seed, 0.5 + 0.01 * seed, params=134_520_000, peak_memory_mb=3638.0,
+                  eval_examples_per_second=440.9) for seed in (1, 2, 3)]
+    cells += [cell("zero_shot", 1, 0.896, variant="review", params=0, family="prompting")]
+    report = build_report(write_sweep(tmp_path / "sweep", cells))
+    console = Console(width=80, record=True)
+    console.print(terminal_table(report))
+    lines = console.export_text().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    row = next(line for line in lines if line.startswith("prompt_tuning"))
+    assert "52.0±1.0" in row  # mean ± std on the row's own line
+    assert "134.52M" in row and "3,638" in row
+    assert next(line for line in lines if line.startswith("zero_shot [review]")).split()[3] == "89.6"
+    assert "ran once on purpose" in report.markdown.read_text()  # 1 of the sweep's 3 seeds, explained

@@ -215,13 +215,17 @@ def failure_section(results: SweepResults) -> Section:
 
 def terminal_table(report: Report):
     """The leaderboard as a rich Table (best cells bold green)."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table as RichTable
 
     headers, body, best = table(report.rows, report.metrics, compact=True)
-    out = RichTable(title=f"{report.results.name}: leaderboard (mean ± std over seeds; bold = best at its K)")
-    for index, header in enumerate(headers):
-        out.add_column(header, overflow="fold", no_wrap=index == 0)
+    # No vertical rules and "82.6±6.7" keep a row on one line of an 80-column terminal; headers may wrap.
+    out = RichTable(title=f"{report.results.name}: leaderboard (mean±std over seeds; bold = best at its K)",
+                    box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    body = [[c.replace(" ± ", "±") for c in cells] for cells in body]
+    for header in headers:
+        out.add_column(header, overflow="fold")
     for cells, marks in zip(body, best):
         out.add_row(*[f"[bold green]{escape(c)}[/bold green]" if i in marks else escape(c) for i, c in enumerate(cells)])
     return out

@@ -210,8 +210,9 @@ def fmt_number(value: float | None, unit: str = "") -> str:
 def table(rows: list[Row], metrics: list[str], compact: bool = False) -> tuple[list[str], list[list[str]], list[set[int]]]:
     """(headers, cells as text, per row the indices of its best cells) — one source for every format.
     compact (the terminal): no family column, no percentage, short headers."""
-    headers = ["strategy"] + ([] if compact else ["family"]) + ["K"] + [m + (" (%)" if is_fraction(m) else "") for m in metrics]
-    headers += (["seeds", "params", "train s", "eval ex/s", "peak MB"] if compact else
+    unit = "\n(%)" if compact else " (%)"  # compact: two-line headers keep the terminal table within 80 columns
+    headers = ["strategy"] + ([] if compact else ["family"]) + ["K"] + [m + (unit if is_fraction(m) else "") for m in metrics]
+    headers += (["seeds", "params", "train\ns", "eval\nex/s", "peak\nMB"] if compact else
                 ["seeds", "trainable params", "train time (s)", "eval ex/s", "peak memory (MB)"])
     keys = ["strategy"] + ([] if compact else ["family"]) + ["K"] + metrics
     keys += ["seeds", "trainable_params", "train_seconds", "eval_examples_per_second", "peak_memory_mb"]
