@@ -33,6 +33,10 @@ class ModelConfig(Section):
     """Inputs are truncated to this many tokens."""
     trust_remote_code: bool = False
     """Run code shipped with a hub model. Off unless you trust the model's authors."""
+    pooling: Literal["cls", "mean"] | None = None
+    """What a BERT-style classification head reads: `cls` (the model's [CLS] pooler) or `mean` (masked mean of the
+    token states: right for sentence-transformers models such as minilm-l6, whose pooler never trained).
+    Unset: cls, or what a saved tunelab model recorded."""
 
 
 class TaskConfig(Section):

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -176,8 +177,10 @@ def load_model(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     label_names: list[str] | None = None,
+    pooling: str | None = None,
 ) -> LoadedModel:
-    """Load `name` with the requested head. Raises ModelError with a fix when it cannot be loaded."""
+    """Load `name` with the requested head. Raises ModelError with a fix when it cannot be loaded.
+    `pooling` (classification heads): see tunelab.pooling."""
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(path, trust_remote_code)
     torch_device = resolve_device(device)
@@ -193,8 +196,21 @@ def load_model(
     )
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id  # sequence classification finds the last token by it
+    if head == "classification":
+        choose_pooling(model, path, pooling)
     model.to(torch_device)
     return LoadedModel(model, tokenizer, path, head, sorted(info.get("missing_keys", [])))
+
+
+def choose_pooling(model, path: str, requested: str | None) -> None:
+    from tunelab.pooling import apply_pooling, pooling_of, trained_for_mean_pooling
+
+    pooling = pooling_of(requested, model.config)
+    if pooling == "cls" and requested is None and trained_for_mean_pooling(path):
+        warnings.warn(f"{path} was trained for mean pooling and its [CLS] pooler was not: a classification head "
+                      "on it learns little unless the encoder trains too. Set model.pooling: mean (or cls to keep "
+                      "this and silence the warning)", stacklevel=3)
+    apply_pooling(model, pooling)
 
 
 def auto_class_for(head: Head):

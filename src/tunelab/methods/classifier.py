@@ -71,7 +71,7 @@ class ClassifierStrategy:
         cfg = self.experiment.model
         return load_model(
             cfg.name, "classification", len(self.label_names), device=cfg.device, dtype=training_dtype(cfg.dtype),
-            trust_remote_code=cfg.trust_remote_code, label_names=self.label_names,
+            trust_remote_code=cfg.trust_remote_code, label_names=self.label_names, pooling=cfg.pooling,
         )
 
     def fit(self, splits, run_dir: Path):

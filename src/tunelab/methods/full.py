@@ -25,5 +25,5 @@ class FullStrategy(ClassifierStrategy):
 
         cfg = self.experiment.model
         loaded = load_model(str(Path(run_dir) / MODEL_DIR), "classification", len(self.label_names),
-                            device=cfg.device, dtype=cfg.dtype, label_names=self.label_names)
+                            device=cfg.device, dtype=cfg.dtype, label_names=self.label_names, pooling=cfg.pooling)
         return ClassifierPredictor(self, loaded.model, loaded)

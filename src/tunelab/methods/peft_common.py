@@ -171,7 +171,12 @@ def skeleton(experiment, num_labels: int, head: str = "classification") -> torch
     if head == "classification":
         config.num_labels = max(num_labels, 2)
     with torch.device("meta"):
-        return auto_class_for(head).from_config(config, trust_remote_code=cfg.trust_remote_code)
+        model = auto_class_for(head).from_config(config, trust_remote_code=cfg.trust_remote_code)
+    if head == "classification" and cfg.pooling:
+        from tunelab.pooling import apply_pooling
+
+        apply_pooling(model, cfg.pooling)  # PEFT's check then sees the model that will train
+    return model
 
 
 def located(err: ConfigError, experiment) -> ConfigError:

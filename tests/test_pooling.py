@@ -1,0 +1,113 @@
+"""model.pooling: mean — the classification head reads the masked mean of the token states, through
+training, saving, reloading (evaluate) and PEFT; wrong uses fail clearly."""
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import experiment_yaml
+from tunelab.config import validate_experiment
+from tunelab.errors import ModelError
+from tunelab.methods import get_strategy
+from tunelab.models import load_model
+from tunelab.pooling import CONFIG_KEY, MaskedMeanPooler
+
+
+def make_strategy(model_dir: Path, name: str, pooling: str | None = "mean", **settings):
+    config = validate_experiment({"model": {"name": str(model_dir), "pooling": pooling}, "strategy": {"name": name, **settings}})
+    info = get_strategy(name)
+    return info.cls(info.cls.Settings(**settings), config, ["negative", "positive"])
+
+
+def test_masked_mean_ignores_padding():
+    pooler = MaskedMeanPooler()
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    pooler.mask = torch.tensor([[1, 1, 0]])
+    assert torch.equal(pooler(hidden), torch.tensor([[2.0, 3.0]]))
+    pooler.mask = torch.tensor([[1, 1, 0, 1, 1]])  # prefix tuning: the mask also covers 2 prefix positions, first
+    assert torch.equal(pooler(hidden), torch.tensor([[51.5, 52.0]]))
+
+
+def test_mean_pooled_head_reads_every_token_and_not_the_padding(tiny_bert_dir):
+    loaded = load_model(str(tiny_bert_dir), "classification", 2, pooling="mean")
+    model = loaded.model.eval()
+    assert getattr(model.config, CONFIG_KEY) == "mean" and isinstance(model.base_model.pooler, MaskedMeanPooler)
+    ids = torch.tensor([[101, 1200, 1300, 102, 0, 0], [101, 1500, 1600, 1700, 1800, 102]])
+    mask = (ids != 0).long()
+    with torch.inference_mode():
+        batched = model(input_ids=ids, attention_mask=mask).logits
+        alone = model(input_ids=ids[:1, :4], attention_mask=mask[:1, :4]).logits
+        hidden = model.base_model(input_ids=ids[:1, :4]).last_hidden_state
+        cls_model = load_model(str(tiny_bert_dir), "classification", 2).model.eval()
+        classifier = model.classifier.state_dict()
+        cls_model.classifier.load_state_dict(classifier)
+        via_cls = cls_model(input_ids=ids[:1, :4]).logits
+    assert torch.allclose(batched[0], alone[0], atol=1e-5)  # padding does not move the mean
+    assert torch.allclose(alone[0], model.classifier(hidden.mean(dim=1))[0], atol=1e-5)
+    assert not torch.allclose(alone, via_cls, atol=1e-3)  # and it is not the [CLS] pooler
+
+
+@pytest.mark.parametrize("name", ["head", "bitfit", "full", "lora"])
+def test_saved_mean_pooled_models_reload_with_mean_pooling(tmp_path, tiny_bert_dir, name):
+    strategy = make_strategy(tiny_bert_dir, name)
+    loaded = strategy.load_base()
+    model = strategy.prepare(loaded)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    strategy.save_artifact(model, tmp_path, loaded)
+    reloaded = strategy.load(tmp_path).model.eval()
+    ids = torch.randint(1000, 2000, (3, 7))
+    model.eval()
+    with torch.inference_mode():
+        assert torch.allclose(model(input_ids=ids).logits, reloaded(input_ids=ids).logits, atol=1e-5)
+    if name == "full":  # the whole model is saved: its config records the pooling, so a plain load finds it
+        assert json.loads((tmp_path / "model" / "config.json").read_text())[CONFIG_KEY] == "mean"
+        plain = load_model(str(tmp_path / "model"), "classification", 2).model.eval()
+        assert isinstance(plain.base_model.pooler, MaskedMeanPooler)
+
+
+def test_cli_run_evaluate_and_export_keep_mean_pooling(tmp_path, tiny_bert_dir, tiny_sentiment, capsys):
+    from tunelab.cli import main
+
+    path = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, tiny_sentiment, {"name": "lora"},
+                           model={"name": str(tiny_bert_dir), "max_length": 32, "pooling": "mean"})
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    stored = json.loads((out / "metrics.json").read_text())["test"]
+    assert main(["evaluate", str(out), "--data", tiny_sentiment["test"]]) == 0
+    capsys.readouterr()
+    assert main(["export", str(out), "--out", str(tmp_path / "merged")]) == 0
+    merged = load_model(str(tmp_path / "merged"), "classification", 2).model
+    assert isinstance(merged.base_model.pooler, MaskedMeanPooler)
+    assert stored == json.loads((out / "metrics.json").read_text())["test"]
+
+
+def test_mean_pooling_on_a_decoder_is_a_clear_error(tmp_path, tiny_llama_dir, tiny_sentiment, capsys):
+    from tunelab.cli import main
+
+    with pytest.raises(ModelError, match="BERT-style encoder"):
+        load_model(str(tiny_llama_dir), "classification", 2, pooling="mean")
+    path = experiment_yaml(tmp_path / "exp.yaml", tiny_llama_dir, tiny_sentiment, {"name": "lora"},
+                           model={"name": str(tiny_llama_dir), "max_length": 32, "pooling": "mean"})
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert "model.pooling: mean needs a BERT-style encoder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mean_pooling_checkpoint_under_cls_pooling_warns(tmp_path, tiny_bert_dir):
+    folder = tmp_path / "sentence-model"
+    shutil.copytree(tiny_bert_dir, folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    with pytest.warns(UserWarning, match="model.pooling: mean"):
+        load_model(str(folder), "classification", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        load_model(str(folder), "classification", 2, pooling="cls")  # an explicit choice is respected quietly
+        load_model(str(tiny_bert_dir), "classification", 2)
