@@ -111,3 +111,11 @@ def test_a_mean_pooling_checkpoint_under_cls_pooling_warns(tmp_path, tiny_bert_d
         warnings.simplefilter("error", UserWarning)
         load_model(str(folder), "classification", 2, pooling="cls")  # an explicit choice is respected quietly
         load_model(str(tiny_bert_dir), "classification", 2)
+
+
+def test_cli_shows_tunelab_warnings_without_source_lines():
+    from tunelab.cli import plain_warning
+
+    assert plain_warning("set model.pooling", UserWarning, "/x/src/tunelab/models.py", 9) == "warning: set model.pooling\n"
+    library = plain_warning("deprecated", FutureWarning, "/x/transformers/modeling_utils.py", 9)
+    assert "modeling_utils.py:9" in library  # other libraries' warnings keep their origin

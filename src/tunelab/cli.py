@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -27,6 +28,17 @@ def quiet_libraries() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # per-weight loading bars; training keeps its own
+    warnings.formatwarning = plain_warning
+
+
+def plain_warning(message, category, filename, lineno, line=None) -> str:
+    """tunelab's warnings speak to users (what to change), not to developers: no source file and line."""
+    if category is UserWarning and ("tunelab" in Path(filename).parts or filename.startswith("<")):
+        return f"warning: {message}\n"
+    return WARNING_FORMAT(message, category, filename, lineno, line)
+
+
+WARNING_FORMAT = warnings.formatwarning
 
 
 @app.command()
