@@ -51,6 +51,19 @@ def test_best_state_restores_best_weights_and_stops_early():
     assert best.best_metrics["accuracy"] == 0.9
 
 
+def test_a_tie_on_the_metric_goes_to_the_lower_dev_loss():
+    model = torch.nn.Linear(2, 2)
+    best = BestState("accuracy", patience=2)
+    control = _Control()
+    for weight, loss in ((1.0, 0.67), (2.0, 0.58), (3.0, 0.60), (4.0, 0.70)):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        best.on_evaluate(None, _State(), control, model=model, metrics={"eval_accuracy": 0.6875, "eval_loss": loss})
+    best.restore(model)
+    assert torch.all(model.weight == 2.0) and best.best_metrics["loss"] == 0.58
+    assert control.should_training_stop  # two evaluations after the best one without a better score or loss
+
+
 def test_early_stopping_records_best_epoch(tmp_path, tiny_bert_dir, tiny_sentiment):
     exp = experiment_yaml(
         tmp_path / "e.yaml", tiny_bert_dir, tiny_sentiment, {"name": "head"},

@@ -209,11 +209,16 @@ def _callback_base():
 
 class BestState(_callback_base()):
     """Keeps the trainable weights of the best dev evaluation in memory; stops after `patience`
-    evaluations without improvement. Cheaper than checkpointing whole models to disk each epoch."""
+    evaluations without improvement. Cheaper than checkpointing whole models to disk each epoch.
+
+    A tie on the metric goes to the lower dev loss: a K-shot dev split of 16 examples has few distinct
+    accuracies, and keeping the first of equal scores kept half-trained epoch-1 models (demo, MiniLM
+    `full`, seed 3: accuracy 0.6875 at epochs 1, 2 and 4 while the dev loss fell 0.670 → 0.576)."""
 
     def __init__(self, metric: str, patience: int | None):
         self.metric, self.patience = metric, patience
         self.best_value = -math.inf
+        self.best_loss = math.inf
         self.best_metrics: dict = {}
         self.best_epoch: float | None = None
         self.best_weights: dict | None = None
@@ -224,9 +229,9 @@ class BestState(_callback_base()):
         key = f"eval_{self.metric}"
         if not metrics or key not in metrics:
             return
-        value = metrics[key]
-        if value > self.best_value:
-            self.best_value, self.best_epoch, self.bad_evaluations = value, state.epoch, 0
+        value, loss = metrics[key], metrics.get("eval_loss", math.inf)
+        if value > self.best_value or (value == self.best_value and loss < self.best_loss):
+            self.best_value, self.best_loss, self.best_epoch, self.bad_evaluations = value, loss, state.epoch, 0
             self.best_metrics = {k.removeprefix("eval_"): v for k, v in metrics.items()}
             self.best_weights = {n: p.detach().clone() for n, p in unwrap(model).named_parameters() if p.requires_grad}
         else:
