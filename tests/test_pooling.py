@@ -86,6 +86,26 @@ def test_cli_run_evaluate_and_export_keep_mean_pooling(tmp_path, tiny_bert_dir, 
     merged = load_model(str(tmp_path / "merged"), "classification", 2).model
     assert isinstance(merged.base_model.pooler, MaskedMeanPooler)
     assert stored == json.loads((out / "metrics.json").read_text())["test"]
+    assert_plain_peft_recipe_matches(out, tiny_bert_dir)
+
+
+def assert_plain_peft_recipe_matches(run_dir: Path, base_dir: Path) -> None:
+    """README's recipe: plain transformers + apply_pooling + PeftModel.from_pretrained gives tunelab's logits."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from tunelab.pooling import apply_pooling
+    from tunelab.run import load_run
+
+    _, _, predictor = load_run(run_dir)
+    base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=2)
+    apply_pooling(base, "mean")
+    plain = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
+    ids = torch.tensor([[101, 1200, 1300, 102, 0], [101, 1500, 1600, 1700, 102]])
+    with torch.inference_mode():
+        expected = predictor.model.eval()(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        actual = plain(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    assert torch.allclose(expected, actual, atol=1e-5)
 
 
 def test_mean_pooling_on_a_decoder_is_a_clear_error(tmp_path, tiny_llama_dir, tiny_sentiment, capsys):
