@@ -10,13 +10,15 @@ from tunelab.cli import main
 from tunelab.train import BestState, encode_classification
 
 
-def test_same_seed_gives_identical_results(tmp_path, tiny_bert_dir, tiny_sentiment):
+def test_same_seed_gives_identical_results(tmp_path, tiny_bert_dir, tiny_sentiment, capsys):
     results = []
     for attempt in range(2):
         exp = experiment_yaml(tmp_path / f"e{attempt}.yaml", tiny_bert_dir, tiny_sentiment, {"name": "full"})
         assert main(["run", str(exp), "--out", str(tmp_path / f"r{attempt}")]) == 0
         results.append((tmp_path / f"r{attempt}" / "predictions.jsonl").read_text())
     assert results[0] == results[1]
+    out = capsys.readouterr().out  # without a progress bar: one readable line per dev evaluation, no raw dicts
+    assert out.count("epoch 1/2  dev: loss ") == 2 and "epoch 2/2  dev: " in out and "{'eval_" not in out
 
 
 def test_features_are_not_padded(bert_tokenizer):

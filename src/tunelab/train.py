@@ -143,6 +143,11 @@ def train_model(
         callbacks=callbacks,
     )
     trainer.model_accepts_loss_kwargs = trainer.model_accepts_loss_kwargs and loss_honours_item_count(model)
+    if not cfg.progress_bar:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints raw metric dicts; DevPrinter says the same in one line
+        trainer.add_callback(DevPrinter())
     started = time.perf_counter()
     output = trainer.train()
     elapsed = time.perf_counter() - started
@@ -247,6 +252,19 @@ class BestState(_callback_base()):
         with torch.no_grad():
             for name, value in self.best_weights.items():
                 params[name].copy_(value)
+
+
+class DevPrinter(_callback_base()):
+    """One readable line per dev evaluation, for logs and terminals without a progress bar."""
+
+    HIDDEN = {"runtime", "samples_per_second", "steps_per_second", "epoch"}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or not state.is_world_process_zero:
+            return
+        shown = {k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, (int, float))}
+        text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if k not in self.HIDDEN)
+        print(f"epoch {state.epoch or 0:g}/{args.num_train_epochs:g}  dev: {text}", flush=True)
 
 
 class EvalClock(_callback_base()):
