@@ -147,7 +147,7 @@ def strategies():
     from tunelab.methods import all_strategies
 
     for info in all_strategies():
-        typer.echo(f"{info.name:16} [{info.family}] {info.description}")
+        typer.echo(f"{info.name:16} {'[' + info.family + ']':22} {info.description}")
 
 
 @app.command()

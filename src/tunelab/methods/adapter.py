@@ -15,7 +15,8 @@ from tunelab.methods.registry import register
 ADAPTER_DIR = "adapter"
 
 
-@register("adapter", "bottleneck adapters (Houlsby or Pfeiffer) in a frozen model + the head")
+@register("adapter", "bottleneck adapters (Houlsby or Pfeiffer) in a frozen model + the head",
+          family="parameter-efficient")
 class AdapterStrategy(ClassifierStrategy):
     Settings = AdapterSettings
 

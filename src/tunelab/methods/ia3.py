@@ -38,7 +38,8 @@ class IA3Settings(BaseModel):
         return IA3Config(task_type=task_type, target_modules=list(targets), feedforward_modules=list(feedforward))
 
 
-@register("ia3", "learned rescaling vectors on keys, values and feed-forward activations + the head (PEFT IA3)")
+@register("ia3", "learned rescaling vectors on keys, values and feed-forward activations + the head (PEFT IA3)",
+          family="parameter-efficient")
 class IA3Strategy(PeftStrategy):
     Settings = IA3Settings
     mergeable = True

@@ -57,7 +57,8 @@ class LoraSettings(BaseModel):
         )
 
 
-@register("lora", "low-rank updates of chosen linear layers + the head (PEFT LoRA); export merges them")
+@register("lora", "low-rank updates of chosen linear layers + the head (PEFT LoRA); export merges them",
+          family="parameter-efficient")
 class LoraStrategy(PeftStrategy):
     Settings = LoraSettings
     mergeable = True

@@ -27,6 +27,7 @@ class PrefixTuningSettings(BaseModel):
         )
 
 
-@register("prefix_tuning", "trainable key/value prefixes at every layer via an MLP + the head (PEFT prefix tuning)")
+@register("prefix_tuning", "trainable key/value prefixes at every layer via an MLP + the head (PEFT prefix tuning)",
+          family="parameter-efficient")
 class PrefixTuningStrategy(PeftStrategy):
     Settings = PrefixTuningSettings

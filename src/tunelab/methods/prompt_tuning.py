@@ -40,6 +40,7 @@ class PromptTuningSettings(BaseModel):
         )
 
 
-@register("prompt_tuning", "trainable soft-prompt embeddings prepended to the input + the head (PEFT prompt tuning)")
+@register("prompt_tuning", "trainable soft-prompt embeddings prepended to the input + the head (PEFT prompt tuning)",
+          family="parameter-efficient")
 class PromptTuningStrategy(PeftStrategy):
     Settings = PromptTuningSettings

@@ -42,6 +42,7 @@ class PTuningSettings(BaseModel):
         )
 
 
-@register("ptuning", "virtual input tokens from a prompt encoder (MLP or LSTM) + the head (P-tuning v1, via PEFT)")
+@register("ptuning", "virtual input tokens from a prompt encoder (MLP or LSTM) + the head (P-tuning v1, via PEFT)",
+          family="parameter-efficient")
 class PTuningStrategy(PeftStrategy):
     Settings = PTuningSettings

@@ -22,6 +22,7 @@ class PTuningV2Settings(BaseModel):
         return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=self.num_virtual_tokens, prefix_projection=False)
 
 
-@register("ptuning_v2", "deep prompts at every layer, no reparameterisation, + the head (P-tuning v2, via PEFT)")
+@register("ptuning_v2", "deep prompts at every layer, no reparameterisation, + the head (P-tuning v2, via PEFT)",
+          family="parameter-efficient")
 class PTuningV2Strategy(PeftStrategy):
     Settings = PTuningV2Settings
