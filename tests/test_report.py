@@ -225,3 +225,14 @@ def test_terminal_leaderboard_fits_80_columns_and_explains_single_seed_rows(tmp_
     assert "134.52M" in row and "3,638" in row
     assert next(line for line in lines if line.startswith("zero_shot [review]")).split()[3] == "89.6"
     assert "ran once on purpose" in report.markdown.read_text()  # 1 of the sweep's 3 seeds, explained
+
+
+def test_one_k_draws_no_metric_vs_k_plot_and_removes_a_stale_one(tmp_path):
+    cells = [cell(s, seed, 0.6 + 0.01 * seed) for s in ("head", "lora") for seed in (1, 2)]
+    root = write_sweep(tmp_path / "sweep", cells)
+    (root / "plots").mkdir()
+    (root / "plots" / "metric_vs_k.png").write_bytes(b"stale")
+    report = build_report(root)
+    assert sorted(p.name for p in (root / "plots").iterdir()) == ["pareto.png", "seed_spread.png"]
+    md = report.markdown.read_text()
+    assert "metric_vs_k" not in md and "two or more K values" in md

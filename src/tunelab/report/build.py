@@ -18,7 +18,7 @@ import yaml
 from tunelab.report.abtest import ABResult, prompt_ab_tests
 from tunelab.report.document import Code, Image, Section, Table, Text, markdown_table, to_html, to_markdown
 from tunelab.report.leaderboard import Row, SearchChoice, build_leaderboard, csv_rows, is_fraction, metric_keys, table
-from tunelab.report.plots import all_plots
+from tunelab.report.plots import PLOT_FILES, all_plots
 from tunelab.report.results import SweepResults, load_results
 
 
@@ -44,6 +44,8 @@ def build_report(root: Path) -> Report:
     (root / "plots").mkdir(exist_ok=True)
     for name, png in plots.items():
         write_atomic(root / "plots" / name, png)
+    for name in set(PLOT_FILES) - set(plots):
+        (root / "plots" / name).unlink(missing_ok=True)  # an earlier report's plot no longer describes the data
     write_atomic(root / "report.md", to_markdown(title, sections).encode("utf-8"))
     write_atomic(root / "report.html", to_html(title, sections).encode("utf-8"))
     headers, body, best = table(rows, metrics)
@@ -82,6 +84,8 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
             Table(*table(rows, metrics)) if rows else Text("No cell has finished yet."),
         ]),
         Section("Plots", [Image(name, png, name.removesuffix(".png").replace("_", " ")) for name, png in plots.items()]
+                + ([Text("Metric against K is drawn when the sweep has two or more K values (sweep.k_shot).")]
+                   if plots and "metric_vs_k.png" not in plots else [])
                 or [Text("No plots: no cell has finished yet.")]),
         ab_section(tests),
         search_section(choices, results.metric),

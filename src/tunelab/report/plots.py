@@ -136,8 +136,11 @@ def all_plots(rows: list[Row], metric: str) -> dict[str, bytes]:
     """file name → PNG bytes; empty when nothing finished."""
     if not any(r.mean(metric) is not None for r in rows):
         return {}
-    return {
-        "pareto.png": plot_pareto(rows, metric),
-        "metric_vs_k.png": plot_metric_vs_k(rows, metric),
-        "seed_spread.png": plot_seed_spread(rows, metric),
-    }
+    plots = {"pareto.png": plot_pareto(rows, metric)}
+    if len({r.k_shot for r in rows}) > 1:  # with one K the curve is a single column of dots
+        plots["metric_vs_k.png"] = plot_metric_vs_k(rows, metric)
+    plots["seed_spread.png"] = plot_seed_spread(rows, metric)
+    return plots
+
+
+PLOT_FILES = ("pareto.png", "metric_vs_k.png", "seed_spread.png")
