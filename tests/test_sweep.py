@@ -176,6 +176,20 @@ def test_broken_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_bert_dir, 
     assert not (root / "head-kall-seed1.failed.json").exists()
 
 
+def test_a_k_larger_than_the_data_stops_the_sweep_before_any_cell(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls, capsys):
+    from tunelab.cli import main
+
+    calls, _ = fit_calls
+    path = small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)
+    root = run_sweep(load_experiment(path)).root
+    plan = (root / "sweep.json").read_text()
+    calls.clear()
+    assert main(["compare", str(path), "sweep.k_shot=[50]"]) == 2  # 5 training examples per class
+    err = capsys.readouterr().err
+    assert "sweep cell head-k50-seed1 (K=50, seed 1)" in err and "fewer than k_shot" in err
+    assert calls == [] and (root / "sweep.json").read_text() == plan  # the finished sweep's report still reads it
+
+
 def test_changed_configuration_is_refused(tmp_path, tiny_bert_dir, tiny_sentiment):
     path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"]})
     run_sweep(load_experiment(path))

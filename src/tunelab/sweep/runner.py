@@ -60,8 +60,9 @@ def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Consol
     outcome = SweepOutcome(root, cells)
     with sweep_lock(root), stop_on_sigterm():
         check_unchanged(root, cells)
-        write_sweep_file(root, config, sweep, cells)
         todo = [cell for cell in cells if not is_finished(root, cell.id)]
+        check_data(todo, config.source)  # before the plan is rewritten: a bad run leaves the last report's plan
+        write_sweep_file(root, config, sweep, cells)
         outcome.skipped = len(cells) - len(todo)
         execute_cell = run_in_child if sweep.isolation == "process" else run_in_process
         with SweepDisplay(len(cells), outcome.skipped, console) as display:
@@ -73,6 +74,25 @@ def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Consol
                     outcome.failed.append(cell.id)
                 display.finish(cell.id, ok, summarise(root, cell.id, ok))
     return outcome
+
+
+def check_data(cells: list[Cell], source: str) -> None:
+    """Load and K-shot sample every distinct data set-up before any cell runs: a missing file or a K
+    larger than a class stops the sweep at once (exit 2), instead of failing every cell in turn."""
+    from tunelab.config import validate_experiment
+    from tunelab.data import load_splits
+
+    seen = set()
+    for cell in cells:
+        key = json.dumps([cell.config["data"], cell.config["task"], cell.seed], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        config = validate_experiment(cell.config, source=f"{source} (sweep cell {cell.id})")
+        try:
+            load_splits(config.data, config.task, config.train.seed)
+        except UserError as err:
+            raise type(err)(f"sweep cell {cell.id} (K={cell.k_shot}, seed {cell.seed}): {err}") from None
 
 
 def run_in_process(cell: Cell, root: Path, source: str) -> bool:
