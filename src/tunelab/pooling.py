@@ -45,6 +45,8 @@ class MaskedMeanPooler(torch.nn.Module):
 def apply_pooling(model: torch.nn.Module, pooling: str) -> None:
     """Switch a sequence-classification model to `pooling` ("cls" leaves it as built)."""
     if pooling == "cls":
+        if getattr(model.config, CONFIG_KEY, None):
+            setattr(model.config, CONFIG_KEY, "cls")  # a saved mean-pooled model, read as cls on request
         return
     encoder = getattr(model, "base_model", None)
     if encoder is None or getattr(encoder, "pooler", None) is None:
