@@ -236,3 +236,13 @@ def test_one_k_draws_no_metric_vs_k_plot_and_removes_a_stale_one(tmp_path):
     assert sorted(p.name for p in (root / "plots").iterdir()) == ["pareto.png", "seed_spread.png"]
     md = report.markdown.read_text()
     assert "metric_vs_k" not in md and "two or more K values" in md
+
+
+def test_point_labels_of_close_points_do_not_overlap():
+    from tunelab.report.plots import label_offsets
+
+    anchors = [(100.0, 200.0), (104.0, 201.0), (300.0, 200.0), (102.0, 199.0)]  # three nearly on one spot
+    offsets = label_offsets(anchors, ["lora", "adapter", "full", "prompt_tuning"])
+    assert offsets[0] == (5.0, 4.0) and offsets[2] == (5.0, 4.0)  # free spots keep the default place
+    tops = sorted(anchors[i][1] + offsets[i][1] for i in (0, 1, 3))
+    assert all(b - a >= 8 * 1.25 - 1e-9 for a, b in zip(tops, tops[1:]))  # stacked a line apart

@@ -58,15 +58,14 @@ def plot_pareto(rows: list[Row], metric: str) -> bytes:
     for row in rows:
         if row.mean(metric) is not None and row.costs.get("trainable_params") is not None:
             by_k[row.k_shot].append(row)
-    scale, zero_drawn = _scale(metric), False
+    scale, zero_drawn, labels = _scale(metric), False, []
     for (k, members), color in zip(sorted(by_k.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)), _colors()):
         xs = [max(r.costs["trainable_params"], 1.0) for r in members]
         zero_drawn |= any(r.costs["trainable_params"] == 0 for r in members)
         ys = [r.mean(metric) * scale for r in members]
         errs = [r.stats[metric][1] * scale for r in members]
         ax.errorbar(xs, ys, yerr=errs, fmt="o", color=color, capsize=3, label=f"K={'all' if k is None else k}")
-        for x, y, r in zip(xs, ys, members):
-            ax.annotate(row_label(r), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        labels += [((x, y), row_label(r)) for x, y, r in zip(xs, ys, members)]
         front = pareto_front(list(zip(xs, ys)), higher_is_better(metric))
         # The front as a staircase carried on to the largest x, its members ringed.
         fx, fy = [xs[i] for i in front] + [max(xs)], [ys[i] for i in front] + [ys[front[-1]]]
@@ -79,7 +78,40 @@ def plot_pareto(rows: list[Row], metric: str) -> bytes:
     ax.set_title(f"{metric} vs trainable parameters (mean ± std over seeds)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    annotate_apart(ax, labels)
     return _png(fig)
+
+
+LABEL_POINTS = 8  # font size of point labels, in points
+DEFAULT_OFFSET = (5.0, 4.0)
+
+
+def annotate_apart(ax, labels: list[tuple[tuple[float, float], str]]) -> None:
+    """Label points beside them, moving a label down (then up) while it would cover an earlier one."""
+    ax.figure.canvas.draw()  # settles the axis limits, so data → display positions are final
+    to_points = 72.0 / ax.figure.dpi
+    anchors = [tuple(ax.transData.transform(xy) * to_points) for xy, _ in labels]
+    for (xy, text), offset in zip(labels, label_offsets(anchors, [t for _, t in labels])):
+        moved = offset != DEFAULT_OFFSET  # a thin leader line ties a moved label to its point
+        leader = {"arrowstyle": "-", "lw": 0.5, "color": "0.5", "shrinkA": 0, "shrinkB": 3} if moved else None
+        ax.annotate(text, xy, textcoords="offset points", xytext=offset, fontsize=LABEL_POINTS, arrowprops=leader)
+
+
+def label_offsets(anchors: list[tuple[float, float]], texts: list[str]) -> list[tuple[float, float]]:
+    """Offsets (points) for labels whose anchors are in points: right of and above the point unless that
+    box overlaps a placed one; then one line lower, higher, two lower, ... (at most 6 tries)."""
+    height = LABEL_POINTS * 1.25
+    placed, offsets = [], []
+    for (px, py), text in zip(anchors, texts):
+        width = 0.6 * LABEL_POINTS * len(text)
+        for step in (0, -1, 1, -2, 2, -3, 3):
+            dx, dy = DEFAULT_OFFSET[0], DEFAULT_OFFSET[1] + step * height
+            box = (px + dx, py + dy, px + dx + width, py + dy + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        offsets.append((dx, dy))
+    return offsets
 
 
 def plot_metric_vs_k(rows: list[Row], metric: str) -> bytes:
