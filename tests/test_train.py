@@ -7,7 +7,8 @@ import torch
 
 from conftest import experiment_yaml
 from tunelab.cli import main
-from tunelab.train import BestState, encode_classification
+from tunelab.callbacks import BestState
+from tunelab.train import encode_classification
 
 
 def test_same_seed_gives_identical_results(tmp_path, tiny_bert_dir, tiny_sentiment, capsys):
