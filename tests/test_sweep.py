@@ -190,6 +190,22 @@ def test_a_k_larger_than_the_data_stops_the_sweep_before_any_cell(tmp_path, tiny
     assert calls == [] and (root / "sweep.json").read_text() == plan  # the finished sweep's report still reads it
 
 
+def test_moved_data_still_counts_but_edited_data_is_refused(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):
+    calls, _ = fit_calls
+    root = run_sweep(load_experiment(small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment))).root
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    data = {split: str(shutil.copy(path, moved / Path(path).name)) for split, path in tiny_sentiment.items()}
+    calls.clear()
+    again = run_sweep(load_experiment(small_sweep(tmp_path, tiny_bert_dir, data)))  # same content, new paths
+    assert again.root == root and (again.ran, again.skipped) == (0, 4) and calls == []
+    with open(data["train"], "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"text": "great fun", "label": "positive"}) + "\n")
+    with pytest.raises(ConfigError, match=r"data.train: the file's content changed since the cell ran"):
+        run_sweep(load_experiment(small_sweep(tmp_path, tiny_bert_dir, data)))
+    assert calls == []
+
+
 def test_changed_configuration_is_refused(tmp_path, tiny_bert_dir, tiny_sentiment):
     path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"]})
     run_sweep(load_experiment(path))

@@ -42,6 +42,8 @@ class Cell:
     config: dict = field(default_factory=dict)
     """The cell's whole experiment config (JSON-able), already validated."""
     save_artifacts: bool = True
+    data_sha256: dict = field(default_factory=dict)
+    """split → sha256 of the data file, filled in by the runner (expansion reads no data)."""
 
     @property
     def group(self) -> str:
@@ -53,6 +55,7 @@ class Cell:
             "id": self.id, "group": self.group, "strategy": self.strategy, "method": self.method,
             "family": self.family, "k_shot": self.k_shot, "seed": self.seed, "variant": self.variant,
             "search": self.search, "save_artifacts": self.save_artifacts, "config": self.config,
+            "data_sha256": self.data_sha256,
         }
 
 

@@ -14,7 +14,7 @@ import json
 import multiprocessing
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from tunelab.sweep.cell import (
     CELL_FILE, cell_dir, clear_failure, failed_path, is_finished, record_failure, run_cell_here, write_json_atomic,
 )
 from tunelab.sweep.expand import Cell, config_changes, expand
+from tunelab.sweep.fingerprint import data_fingerprints, reconcile_data
 from tunelab.sweep.progress import SweepDisplay
 from tunelab.sweep.schema import SweepConfig, parse_sweep
 
@@ -55,6 +56,8 @@ def plan_sweep(config: ExperimentConfig) -> tuple[SweepConfig, list[Cell]]:
 
 def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Console | None = None) -> SweepOutcome:
     sweep, cells = plan_sweep(config)
+    prints: dict = {}
+    cells = [replace(c, data_sha256=data_fingerprints(c.config["data"], prints)) for c in cells]
     root = sweep_root(config, out)
     root.mkdir(parents=True, exist_ok=True)
     outcome = SweepOutcome(root, cells)
@@ -158,8 +161,10 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
     for cell in cells:
         if not is_finished(root, cell.id):
             continue
-        stored = json.loads((cell_dir(root, cell.id) / CELL_FILE).read_text(encoding="utf-8")).get("config", {})
-        changes = config_changes(stored, cell.config)
+        meta = json.loads((cell_dir(root, cell.id) / CELL_FILE).read_text(encoding="utf-8"))
+        stored = meta.get("config", {})
+        changes = reconcile_data(stored, meta.get("data_sha256") or {}, cell.config, cell.data_sha256)
+        changes += config_changes(stored, cell.config)
         if changes:
             problems.append(f"{cell.id}: {'; '.join(changes[:3])}")
     if problems:
