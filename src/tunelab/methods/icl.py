@@ -191,15 +191,19 @@ class InContextStrategy:
             record["dev"] = self.evaluate(plan, splits.dev)
         return plan, record
 
+    def run_trials(self, splits) -> list[tuple]:
+        """Load the LM into the engine, then `trial` every template: [(plan, record)] (data already checked)."""
+        self.engine().model = load_lm(self.experiment).model
+        base = self.base_plan(splits)
+        return [self.trial(base.with_template(t), splits) for t in self.templates()]
+
     # --- Strategy protocol ---------------------------------------------------------------------
 
     def fit(self, splits, run_dir: Path):
         self.check_data(splits)
         started = time.perf_counter()
+        trials = self.run_trials(splits)
         engine = self.engine()
-        engine.model = load_lm(self.experiment).model
-        base = self.base_plan(splits)
-        trials = [self.trial(base.with_template(t), splits) for t in self.templates()]
         metric = self.experiment.train.metric_for_best or self.experiment.metrics[0]
         best = choose_by_dev([r for _, r in trials], metric) if len(trials) > 1 else 0
         plan, record = trials[best]

@@ -71,10 +71,8 @@ class PromptEnsemble(InContextStrategy):
     def fit(self, splits, run_dir: Path):
         self.check_data(splits)
         started = time.perf_counter()
+        trials = self.run_trials(splits)
         engine = self.engine()
-        engine.model = load_lm(self.experiment).model
-        base = self.base_plan(splits)
-        trials = [self.trial(base.with_template(t), splits) for t in self.templates()]
         predictor = EnsemblePredictor(engine, [plan for plan, _ in trials])
         dev = self.evaluate_predictor(predictor, splits.dev) if splits.dev else {}
         costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": time.perf_counter() - started,
