@@ -41,6 +41,21 @@ def plain_warning(message, category, filename, lineno, line=None) -> str:
 WARNING_FORMAT = warnings.formatwarning
 
 
+def show_version(value: bool) -> None:
+    if value:
+        from tunelab import __version__
+
+        typer.echo(f"tunelab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def common(
+    version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True, help="Print tunelab's version and exit."),
+):
+    """Adapt pretrained language models and measure which strategy wins."""
+
+
 @app.command()
 def run(
     experiment: Path = typer.Argument(..., help="Experiment YAML file."),
@@ -196,9 +211,26 @@ def show_report(root: Path) -> None:
     typer.echo(f"report: {built.html}\nmarkdown: {built.markdown}\nleaderboard: {built.csv}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    import click
+def usage_error_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The click exception classes typer may raise: click's own, and (typer >= 0.29) its vendored copy.
 
+    typer 0.29 ships click as `typer._click`, whose exceptions are not subclasses of click's, so
+    catching `click.exceptions.UsageError` alone lets every usage error escape as a traceback.
+    """
+    import importlib
+
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(importlib.import_module(module))
+        except ImportError:
+            continue
+    return (tuple(m.UsageError for m in found),
+            tuple(m.Abort for m in found if hasattr(m, "Abort")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    usage_errors, aborts = usage_error_types()
     try:
         code = app(args=argv, standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C (and `kill`, in compare) into a returned exit code 130
@@ -207,16 +239,27 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         return USER_ERROR
-    except click.exceptions.UsageError as err:
-        err.show()
+    except usage_errors as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `tunelab`: the help is the answer
+            help_text = err.format_message()  # typer >= 0.29 has printed the help already; click's carries it
+            if help_text.strip():
+                typer.echo(help_text, err=True)
+        else:
+            typer.echo(usage_message(err), err=True)
         return USER_ERROR
-    except click.exceptions.Abort:
+    except aborts + (typer.Abort,):
         typer.echo("aborted", err=True)
         return 130
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
     return 0
+
+
+def usage_message(err) -> str:
+    """One line for a CLI usage error (typer's own message, its "did you mean" hint included) and where to look."""
+    command = err.ctx.command_path if getattr(err, "ctx", None) is not None else "tunelab"
+    return f"error: {err.format_message()} (see `{command} --help`)"
 
 
 if __name__ == "__main__":
