@@ -4,6 +4,7 @@ BERT and Llama models: exactly the intended parameters train, save → load repr
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -33,6 +34,33 @@ ROUNDTRIP = list({name: settings for name, settings in reversed(CASES)}.items())
 # Adapters use tanh here: in the top layer only the pooled token gets a gradient, and a 2-unit ReLU
 # bottleneck at 4 positions can be dead at random init (then its weights rightly do not move).
 MODELS = ["bert", "llama"]
+PREFIX_METHODS = ("prefix_tuning", "ptuning_v2")
+
+
+@functools.cache
+def peft_prefixes_classifier(model_name: str) -> bool:
+    """PEFT's own answer, from a real forward pass and independent of tunelab: does prefix tuning run
+    on this sequence classifier with the installed transformers? (PEFT 0.21 refuses every one on
+    transformers >= 5.24, which renamed `past_key_values` to `cache`.)"""
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import BertForSequenceClassification, LlamaForSequenceClassification
+
+    from conftest import tiny_bert_config, tiny_llama_config
+
+    build = {"bert": (BertForSequenceClassification, tiny_bert_config), "llama": (LlamaForSequenceClassification, tiny_llama_config)}
+    model_class, config = build[model_name]
+    model = get_peft_model(model_class(config()), PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=2))
+    try:
+        model(input_ids=torch.tensor([[5, 6, 7]]))
+    except ValueError:
+        return False
+    return True
+
+
+def skip_where_peft_refuses(name: str, model_name: str) -> None:
+    if name in PREFIX_METHODS and model_name in MODELS and not peft_prefixes_classifier(model_name):
+        pytest.skip(f"PEFT refuses {name} on a {model_name} classifier with this transformers "
+                    "(test_prefix_methods_are_refused_exactly_where_peft_refuses covers it)")
 TEXTS = ["good fine great", "awful", "nice good lovely and rather long too, with many words in it", "bad poor"]
 
 
@@ -110,6 +138,7 @@ def logits(model, inputs: dict) -> torch.Tensor:
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("name,settings", CASES)
 def test_training_changes_exactly_the_intended_parameters(model_dirs, model_name, name, settings):
+    skip_where_peft_refuses(name, model_name)
     strategy = make_strategy(model_dirs[model_name], name, settings)
     loaded = strategy.load_base()
     model = strategy.prepare(loaded)
@@ -122,6 +151,26 @@ def test_training_changes_exactly_the_intended_parameters(model_dirs, model_name
     train_steps(model, batch(loaded.tokenizer), torch.tensor([1, 0, 1, 0]))
     changed = {n for n, t in model.state_dict().items() if not torch.equal(before[n], t)}
     assert changed == expected
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("name", PREFIX_METHODS)
+def test_prefix_methods_are_refused_exactly_where_peft_refuses(model_dirs, data_files, tmp_path, capsys, model_name, name):
+    """Where PEFT runs prefix tuning on the classifier, tunelab trains it; where PEFT refuses it
+    (transformers >= 5.24), `tunelab run` exits 2 with PEFT's reason before any weights load."""
+    from tunelab.cli import main
+
+    path = tmp_path / "exp.yaml"
+    settings = {"num_virtual_tokens": 4}
+    path.write_text(yaml.safe_dump(experiment(model_dirs[model_name], name, settings, data_files)))
+    capsys.readouterr()
+    code = main(["run", str(path), "--out", str(tmp_path / "run")])
+    if peft_prefixes_classifier(model_name):
+        assert code == 0 and (tmp_path / "run" / ADAPTER_DIR / "adapter_config.json").is_file()
+    else:
+        err = capsys.readouterr().err
+        assert code == 2 and "Model does not support past key values" in err and "does not support the method" in err
+        assert "Traceback" not in err and not list(tmp_path.glob("*run*"))
 
 
 @pytest.mark.parametrize("model_name,targets", [
@@ -137,6 +186,7 @@ def test_lora_default_targets_per_architecture(model_dirs, model_name, targets):
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("name,settings", [c for c in CASES if c[0] != "adapter"])
 def test_trainable_counts_agree_with_peft(model_dirs, model_name, name, settings):
+    skip_where_peft_refuses(name, model_name)
     strategy = make_strategy(model_dirs[model_name], name, settings)
     model = strategy.prepare(strategy.load_base())
     trainable, total = model.get_nb_trainable_parameters()
@@ -167,6 +217,8 @@ def finished_runs(model_dirs, data_files, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("runs")
     for name, settings in ROUNDTRIP:
         for model_name in MODELS:
+            if name in PREFIX_METHODS and not peft_prefixes_classifier(model_name):
+                continue
             path = root / f"{name}-{model_name}.yaml"
             path.write_text(yaml.safe_dump(experiment(model_dirs[model_name], name, settings, data_files)))
             run_dir = root / f"{name}-{model_name}"
@@ -178,6 +230,7 @@ def finished_runs(model_dirs, data_files, tmp_path_factory) -> dict:
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("name", [name for name, _ in ROUNDTRIP])
 def test_save_load_reproduces_outputs(finished_runs, model_dirs, name, model_name):
+    skip_where_peft_refuses(name, model_name)
     from tunelab.run import load_run
 
     run_dir = finished_runs[name, model_name]
@@ -199,6 +252,7 @@ def test_save_load_reproduces_outputs(finished_runs, model_dirs, name, model_nam
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("name", PEFT_STRATEGIES)
 def test_plain_peft_loads_the_adapter_directory(finished_runs, model_dirs, name, model_name):
+    skip_where_peft_refuses(name, model_name)
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
@@ -263,6 +317,7 @@ BAD = [
 
 @pytest.mark.parametrize("model_name,name,settings,message", BAD)
 def test_bad_settings_fail_in_check_before_any_weights_load(model_dirs, model_name, name, settings, message):
+    skip_where_peft_refuses(name, model_name)
     strategy = make_strategy(model_dirs[model_name], name, settings)
     with pytest.raises(ConfigError, match=message):
         strategy.check()

@@ -29,6 +29,7 @@ Shapes: B batch rows, T new tokens, K cached tokens, V vocab, h kv heads, d head
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -159,6 +160,19 @@ def _cache_tensors(cache) -> KV:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def cache_keyword(model) -> str:
+    """The forward's name for the KV cache: transformers >= 5.24 calls it `cache` (`past_key_values`
+    is deprecated there, removed in 5.40); earlier releases only know `past_key_values`.
+    A PEFT wrapper forwards unknown keywords, so its base model's signature decides."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def returned_cache(out):
+    """The cache a forward returned, under either release's field name."""
+    return out["cache"] if "cache" in out.keys() else out.past_key_values
+
+
 def _forward(model, ids, mask, positions, kv: KV | None, keep: torch.Tensor, stats: ScoringStats):
     """One pass over new tokens after an optional cache.
 
@@ -168,11 +182,12 @@ def _forward(model, ids, mask, positions, kv: KV | None, keep: torch.Tensor, sta
     runs only on the kept positions (transformers' 2-D boolean `logits_to_keep`), so no (B, T, V)
     tensor is ever built.
     """
+    cache = _make_cache(model, kv) if kv is not None else DynamicCache(config=model.config)
     out = model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=_make_cache(model, kv) if kv is not None else DynamicCache(config=model.config),
+        **{cache_keyword(model): cache},
         use_cache=True,
         logits_to_keep=keep,
     )
@@ -183,7 +198,7 @@ def _forward(model, ids, mask, positions, kv: KV | None, keep: torch.Tensor, sta
     stats.forward_passes += 1
     stats.tokens_processed += real
     stats.padding_tokens += ids.numel() - real
-    return torch.log_softmax(logits.float(), dim=-1), _cache_tensors(out.past_key_values)
+    return torch.log_softmax(logits.float(), dim=-1), _cache_tensors(returned_cache(out))
 
 
 # --------------------------------------------------------------------------- fast path

@@ -66,20 +66,54 @@ def apply_peft(model: torch.nn.Module, settings, task_type: str = "SEQ_CLS", *, 
 
 
 def check_supported(model: torch.nn.Module, config) -> None:
-    """Prefix methods feed keys/values through `past_key_values`, prompt methods feed `inputs_embeds`."""
+    """Refuse, before training, what PEFT would refuse (or silently mis-wire) on this architecture.
+
+    Prompt methods feed `inputs_embeds`. Prefix methods feed keys/values: PEFT passes them as
+    `past_key_values`, which transformers >= 5.24 renamed `cache` (still accepting the old keyword).
+    A causal LM takes them either way; for the other task types PEFT looks for a parameter literally
+    named `past_key_values` on the model or its backbone, and refuses the model when there is none.
+    """
     from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
-    needs = {PrefixTuningConfig: "past_key_values", PromptTuningConfig: "inputs_embeds", PromptEncoderConfig: "inputs_embeds"}
-    argument = next((arg for kind, arg in needs.items() if isinstance(config, kind)), None)
+    if isinstance(config, (PromptTuningConfig, PromptEncoderConfig)):
+        if "inputs_embeds" not in forward_parameters(model):
+            raise unsupported(model, config, "its forward does not take `inputs_embeds`")
+    elif isinstance(config, PrefixTuningConfig):
+        check_prefix_supported(model, config)
+
+
+def check_prefix_supported(model: torch.nn.Module, config) -> None:
+    """PEFT's own rule (PeftModelForSequenceClassification.forward & co.), checked up front."""
+    if str(config.task_type) in ("CAUSAL_LM", "TaskType.CAUSAL_LM"):
+        if not {"past_key_values", "cache"} & forward_parameters(model):
+            raise unsupported(model, config, "its forward takes neither `past_key_values` nor `cache`")
+        return
     # PEFT passes prefixes to the backbone (e.g. `bert`) when the head model's forward lacks them.
-    candidates = [model] + ([child for _, child in model.named_children()] if argument == "past_key_values" else [])
-    if argument and not any(argument in inspect.signature(m.forward).parameters for m in candidates):
-        model_type = getattr(model.config, "model_type", "?")
-        raise ConfigError(
-            f"{type(model).__name__} (model_type={model_type!r}) does not take `{argument}`, which "
-            f"{type(config).__name__.removesuffix('Config')} needs: this architecture does not support the method; "
-            f"use lora, ia3 or adapter instead"
-        )
+    candidates = [model] + [child for _, child in model.named_children()]
+    if any("past_key_values" in forward_parameters(m) for m in candidates):
+        return
+    renamed = any("cache" in forward_parameters(m) for m in candidates)
+    import peft
+    import transformers
+
+    why = ("PEFT refuses it: \"Model does not support past key values which are required for prefix tuning.\""
+           + (f" (transformers {transformers.__version__} renamed the argument to `cache`, which PEFT "
+              f"{peft.__version__} does not pass to a {config.task_type} model)" if renamed else ""))
+    raise unsupported(model, config, why, hint="or use the prefix through a language-model read-out (pet)")
+
+
+def forward_parameters(module: torch.nn.Module) -> set[str]:
+    forward = getattr(module, "forward", None)
+    return set(inspect.signature(forward).parameters) if callable(forward) else set()
+
+
+def unsupported(model: torch.nn.Module, config, why: str, hint: str = "") -> ConfigError:
+    method = type(config).__name__.removesuffix("Config")
+    model_type = getattr(model.config, "model_type", "?")
+    return ConfigError(
+        f"{type(model).__name__} (model_type={model_type!r}) does not support the method {method}: {why}. "
+        f"Use lora, ia3 or adapter instead{', ' + hint if hint else ''}"
+    )
 
 
 def check_positions(model_config, config, max_length: int | None) -> None:
@@ -219,9 +253,9 @@ class PeftStrategy(ClassifierStrategy):
     def load(self, run_dir: Path):
         from peft import PeftModel
 
-        adapter_dir = Path(run_dir) / ADAPTER_DIR
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise UserError(f"{run_dir} holds no PEFT adapter directory ({adapter_dir}/adapter_config.json missing)")
+        from tunelab.artifacts import require_artifact
+
+        adapter_dir = require_artifact(run_dir, f"{ADAPTER_DIR}/adapter_config.json").parent
         loaded = self.load_base()
         model = PeftModel.from_pretrained(loaded.model, adapter_dir)
         fit_padding(loaded.tokenizer, model)
