@@ -1,12 +1,13 @@
-# Two set-up commands: `make demo` (the main job) and `make test`. Both bootstrap .venv.
+# Two set-up commands: `make demo` (the main job) and `make test`. Both build .venv from the lock.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tunelab-installed
+LOCK_INPUTS := pyproject.toml scripts/bootstrap.sh $(wildcard requirements/lock-py*.txt) requirements/models.txt
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-latest lock install bench clean
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): $(LOCK_INPUTS)
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
 	touch $(STAMP)
 
@@ -18,8 +19,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# The newest versions pyproject.toml's ranges allow, in .venv-latest, and the suite on them.
+test-latest:
+	PYTHON=$(PYTHON) bash scripts/test_latest.sh
+
+# Re-resolve requirements/lock-py*.txt and requirements/models.txt (then: make test).
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh
+
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-latest .venv-tools runs .pytest_cache
