@@ -8,6 +8,7 @@ settings live under `strategy:` beside `name:` and are validated by the strategy
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,11 +22,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
+DEVICE_FORM = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (e.g. cuda:1), mps"
+SEED_MAX = 2**32 - 1  # numpy's seeding accepts 0 .. 2**32-1 only
+NOT_IN_NAMES = ("/", "\\", "\0")  # path separators (and NUL): `name:` is one folder, not a path
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class ModelConfig(Section):
     name: str = "minilm-l6"
     """Embedded name (`tunelab models`), Hugging Face hub id, or local directory."""
     device: str = "auto"
-    """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:1`, ..."""
+    """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:1`, ..., `mps`."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """`auto`: bf16 on CUDA devices that support it, fp32 elsewhere (bf16 is very slow on CPUs without bf16 units).
     Trained models keep fp32 weights under `auto` and compute in bf16 (see `train.mixed_precision`)."""
@@ -37,6 +45,14 @@ class ModelConfig(Section):
     """What a BERT-style classification head reads: `cls` (the model's [CLS] pooler) or `mean` (masked mean of the
     token states: right for sentence-transformers models such as minilm-l6, whose pooler never trained).
     Unset: cls, or what a saved tunelab model recorded."""
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, device: str) -> str:
+        # Checked here, not by torch: torch's own error is a traceback raised only after the model loaded.
+        if not DEVICE_FORM.fullmatch(device):
+            raise ValueError(f"is not a device tunelab knows; use one of {DEVICE_FORMS}")
+        return device
 
 
 class TaskConfig(Section):
@@ -78,7 +94,8 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=SEED_MAX)
+    """Seed of initialisation, data order and K-shot sampling: 0 to 2**32-1."""
     learning_rate: float = Field(5e-5, gt=0)
     epochs: float = Field(3.0, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -117,6 +134,7 @@ class StrategyConfig(BaseModel):
 
 class ExperimentConfig(Section):
     name: str = "experiment"
+    """Folder under `output_dir` that holds this experiment's runs: a plain folder name, no path."""
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
@@ -133,9 +151,24 @@ class ExperimentConfig(Section):
     _source: str = PrivateAttr("<config>")
     _lines: dict = PrivateAttr(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, name: str) -> str:
+        # A path here would write runs outside output_dir ('../x', '/abs') or into output_dir itself ('.', '').
+        if name.strip() in ("", ".", "..") or any(c in name for c in NOT_IN_NAMES):
+            raise ValueError(
+                "must be a plain folder name (it names the folder under output_dir that holds the runs): "
+                "not empty, '.' or '..', and without '/' or '\\'; e.g. sst2-minilm. Use output_dir to choose where runs go"
+            )
+        return name
+
     @property
     def source(self) -> str:
         return self._source
+
+    def locate(self, *key) -> str:
+        """Where `key` (e.g. 'model', 'max_length') was set: `file, line 7`, a command-line override, or the file."""
+        return where(self._source, line_of(self._lines, key))
 
     @property
     def lines(self) -> dict:
@@ -151,21 +184,43 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text) or {}
-        lines = key_lines(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    raw, lines = parse_yaml(read_config_text(path), str(path))
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, task:, ...)")
     for item in overrides:
         path_of_key = apply_override(raw, item)
+        for stale in [key for key in lines if key[: len(path_of_key)] == path_of_key]:
+            del lines[stale]  # the override replaced what the file said there
         lines[path_of_key] = f"command-line override {item!r}"
     config = validate_experiment(raw, source=str(path), lines=lines)
     config._source, config._lines = str(path), lines
     resolve_relative_paths(config, path.parent)
     return config
+
+
+def read_config_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}, line {line}: the file is not valid UTF-8 (byte {err.object[err.start]:#04x}: {err.reason}); "
+            f"re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`, or your editor's 'save with encoding')"
+        ) from None
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
+    """(data, key path → line) of a user's YAML text; errors name `source`.
+
+    A key given twice in one mapping is an error: PyYAML keeps the last value without a word, so
+    the user's other value would be ignored silently.
+    """
+    try:
+        lines = key_lines(text, source)
+        return yaml.safe_load(text), lines
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: invalid YAML: {err}") from None
 
 
 def validate_experiment(raw: dict, source: str = "<config>", lines: dict | None = None) -> ExperimentConfig:
@@ -188,6 +243,7 @@ def apply_override(raw: dict, item: str) -> tuple:
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
         node = child
     try:
+        key_lines(value, f"command-line override {item!r}", tuple(parts))  # a key twice in {...}: an error, as in a file
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         node[parts[-1]] = value
@@ -204,18 +260,28 @@ def resolve_relative_paths(config: ExperimentConfig, base: Path) -> None:
                 setattr(config.data, split, str(candidate))
 
 
-def key_lines(text: str) -> dict[tuple, int]:
-    """Map each key path (as a tuple) to its 1-based line in the YAML text."""
+def key_lines(text: str, source: str = "<yaml>", within: tuple = ()) -> dict[tuple, int]:
+    """Map each key path (as a tuple) and each list item to its 1-based line in the YAML text.
+    Raises ConfigError for a key given twice in one mapping. `within`: the key an override's value
+    sets (its lines are not the user's: the override is one argument)."""
     lines: dict[tuple, int] = {}
 
     def walk(node, prefix: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple, int] = {}
             for key_node, value_node in node.value:
                 path = prefix + (key_node.value,)
-                lines[path] = key_node.start_mark.line + 1
+                line = key_node.start_mark.line + 1
+                if key_node.tag != MERGE_TAG:  # `<<: *base` merges are meant to repeat keys
+                    identity = (key_node.tag, key_node.value)
+                    if identity in seen:
+                        raise duplicate_key(source, within + path, None if within else (seen[identity], line))
+                    seen[identity] = line
+                lines[path] = line
                 walk(value_node, path)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
+                lines[prefix + (index,)] = item.start_mark.line + 1
                 walk(item, prefix + (index,))
 
     root = yaml.compose(text)
@@ -232,16 +298,49 @@ def format_validation_error(
     for problem in err.errors():
         inner = tuple(p for p in problem["loc"] if not str(p).startswith("function-"))
         loc = prefix + inner
-        where = source + location(lines.get(loc))
+        place = where(source, line_of(lines, loc))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if problem["type"] == "extra_forbidden":
             hint = closest_key(schema, inner)
             if hint and prefix:
                 hint = ".".join(map(str, prefix)) + "." + hint
-            messages.append(f"{where}: unknown key '{key}'" + (f" — did you mean '{hint}'?" if hint else ""))
+            messages.append(f"{place}: unknown key '{key}'" + (f" — did you mean '{hint}'?" if hint else ""))
         else:
-            messages.append(f"{where}: '{key}': {problem['msg']} (got {problem.get('input')!r})")
+            messages.append(f"{place}: '{key}': {problem['msg']}{shown_input(problem.get('input'))}")
     return "invalid configuration:\n  " + "\n  ".join(messages)
+
+
+def duplicate_key(source: str, path: tuple, lines: tuple[int, int] | None) -> ConfigError:
+    key = ".".join(str(p) for p in path)
+    place, which = source, ""
+    if lines:
+        place = f"{source}, line {lines[1]}"
+        which = f" (lines {lines[0]} and {lines[1]})" if lines[0] != lines[1] else f" (both on line {lines[0]})"
+    return ConfigError(
+        f"{place}: key '{key}' is given twice in the same mapping{which}; YAML would silently keep only "
+        f"the last value. Remove one of them"
+    )
+
+
+def shown_input(value: Any) -> str:
+    """` (got 7)` for a value; nothing for a whole mapping (a section-wide rule: the dump would bury the message)."""
+    if isinstance(value, dict):
+        return ""
+    text = repr(value)
+    return f" (got {text if len(text) <= 80 else text[:77] + '...'})"
+
+
+def line_of(lines: dict, loc: tuple) -> int | str | None:
+    """The line of `loc`, else of its nearest enclosing key (e.g. a section given whole by an override)."""
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def where(source: str, line: int | str | None) -> str:
+    """`file, line 7`; for a value given on the command line, that override alone (the file is not to blame)."""
+    return line if isinstance(line, str) else source + location(line)
 
 
 def location(line: int | str | None) -> str:
