@@ -11,12 +11,13 @@ import copy
 import itertools
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from tunelab.config import ExperimentConfig, location, validate_experiment, validate_settings
+from tunelab.config import ExperimentConfig, line_of, validate_experiment, validate_settings, where
 from tunelab.errors import ConfigError
 from tunelab.methods import get_strategy
 from tunelab.sweep.schema import StrategyEntry, SweepConfig
@@ -81,6 +82,7 @@ def expand(config: ExperimentConfig, sweep: SweepConfig) -> list[Cell]:
                 cell_id = "-".join(p for p in parts if p)
                 cells.append(Cell(cell_id, entry.label, entry.name, info.family, k, seed, variant, combo, raw,
                                   sweep.save_artifacts))
+    check_distinct_cells(config, sweep, cells)
     for cell in cells:
         check_cell(cell, config.source)
     return cells
@@ -92,10 +94,25 @@ def entry_plan(config: ExperimentConfig, sweep: SweepConfig, index: int, entry: 
     try:
         info = get_strategy(entry.name)
     except ConfigError as err:
-        line = config.lines.get(at + ("name",)) or config.lines.get(at)
-        raise ConfigError(f"{config.source}{location(line)}: sweep.strategies.{index}: {err}") from None
+        line = config.lines.get(at + ("name",)) or line_of(config.lines, at)
+        raise ConfigError(f"{where(config.source, line)}: sweep.strategies.{index}: {err}") from None
     validate_settings(info.cls.Settings, entry.settings, at + ("settings",), config.source, config.lines)
     return entry, info, variants_of(entry, info, sweep), combinations(entry, sweep.search_seed)
+
+
+def check_distinct_cells(config: ExperimentConfig, sweep: SweepConfig, cells: list[Cell]) -> None:
+    """Two cells with one id would share a folder (the second would count as finished). Entry ids are
+    distinct (parse_sweep), so a repeat comes from search values that print alike, e.g. [0.001, 1.0e-3]."""
+    repeated = [cell_id for cell_id, count in Counter(c.id for c in cells).items() if count > 1]
+    if not repeated:
+        return
+    index = [entry.label for entry in sweep.strategies].index(next(c.strategy for c in cells if c.id == repeated[0]))
+    key = ("sweep", "strategies", index) + (("search",) if sweep.strategies[index].search else ())
+    raise ConfigError(
+        f"{where(config.source, line_of(config.lines, key))}: {'.'.join(map(str, key))} makes cells with the same id "
+        f"more than once ({', '.join(repeated[:3])}{', ...' if len(repeated) > 3 else ''}); make its values distinct "
+        f"(a value listed twice, or two spellings of one number) or split the entry into entries with their own `id:`"
+    )
 
 
 def reads_seed(info, strategy: dict) -> bool:

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from tunelab.config import ExperimentConfig
 from tunelab.errors import ConfigError, UserError
+from tunelab.model_checks import check_model
 from tunelab.run import METRICS_FILE
 from tunelab.sweep.cell import (
     CELL_FILE, cell_dir, clear_failure, failed_path, is_finished, record_failure, run_cell_here, write_json_atomic,
@@ -59,12 +60,16 @@ def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Consol
     prints: dict = {}
     cells = [replace(c, data_sha256=data_fingerprints(c.config["data"], prints)) for c in cells]
     root = sweep_root(config, out)
+    # Checked before the sweep directory (or its lock) is made: a sweep that cannot start leaves nothing
+    # new behind, and an earlier sweep's plan (sweep.json) stays as its report read it.
+    check_unchanged(root, cells)
+    check_data(unfinished(root, cells), config.source)
+    check_models(unfinished(root, cells), config, sweep)
     root.mkdir(parents=True, exist_ok=True)
     outcome = SweepOutcome(root, cells)
     with sweep_lock(root), stop_on_sigterm():
-        check_unchanged(root, cells)
-        todo = [cell for cell in cells if not is_finished(root, cell.id)]
-        check_data(todo, config.source)  # before the plan is rewritten: a bad run leaves the last report's plan
+        check_unchanged(root, cells)  # again under the lock: another sweep may have finished cells meanwhile
+        todo = unfinished(root, cells)
         write_sweep_file(root, config, sweep, cells)
         outcome.skipped = len(cells) - len(todo)
         execute_cell = run_in_child if sweep.isolation == "process" else run_in_process
@@ -77,6 +82,40 @@ def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Consol
                     outcome.failed.append(cell.id)
                 display.finish(cell.id, ok, summarise(root, cell.id, ok))
     return outcome
+
+
+def unfinished(root: Path, cells: list[Cell]) -> list[Cell]:
+    return [cell for cell in cells if not is_finished(root, cell.id)]
+
+
+def check_models(cells: list[Cell], config: ExperimentConfig, sweep: SweepConfig) -> None:
+    """Check every distinct model set-up against its config.json (no weights), as `run.prepare` would in
+    each cell: a model.max_length the model cannot read, or a model folder without config.json, stops
+    the sweep at once instead of failing every cell in turn."""
+    labels = [entry.label for entry in sweep.strategies]
+    seen = set()
+    for cell in cells:
+        key = json.dumps(cell.config["model"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_model(cell_experiment(config, cell, labels.index(cell.strategy)))
+        except UserError as err:
+            raise type(err)(f"sweep cell {cell.id}: {err}") from None
+
+
+def cell_experiment(config: ExperimentConfig, cell: Cell, index: int) -> ExperimentConfig:
+    """The cell's validated config, its `model.*` keys located where the file sets them: the strategy
+    entry's `model:` override, else the experiment's `model:` section."""
+    from tunelab.config import validate_experiment
+
+    experiment = validate_experiment(cell.config, source=config.source)
+    entry = ("sweep", "strategies", index, "model")
+    lines = {key: line for key, line in config.lines.items() if key[:1] == ("model",)}
+    lines.update({("model",) + key[len(entry):]: line for key, line in config.lines.items() if key[: len(entry)] == entry})
+    experiment._source, experiment._lines = config.source, lines
+    return experiment
 
 
 def check_data(cells: list[Cell], source: str) -> None:

@@ -23,11 +23,11 @@ line in the file. Section overrides are checked against the section's schema the
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tunelab.config import ExperimentConfig, ModelConfig, TrainConfig, validate_settings
+from tunelab.config import SEED_MAX, ExperimentConfig, ModelConfig, TrainConfig, line_of, validate_settings, where
 from tunelab.errors import ConfigError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -88,8 +88,8 @@ class SweepConfig(BaseModel):
     """The strategies to compare: a name, or a mapping with `name` and the keys of `StrategyEntry`."""
     k_shot: list[int | None] | None = None
     """K examples per class for each cell; default: the experiment's `data.k_shot`."""
-    seeds: list[int] | None = None
-    """Seeds of each cell; default: the experiment's `train.seed` only."""
+    seeds: list[Annotated[int, Field(ge=0, le=SEED_MAX)]] | None = None
+    """Seeds of each cell (0 to 2**32-1); default: the experiment's `train.seed` only."""
     prompts: dict[str, dict[str, Any]] = {}
     """Prompt variants by name (A/B-tested when they score the same examples)."""
     isolation: Literal["process", "none"] = "process"
@@ -147,6 +147,27 @@ class SweepConfig(BaseModel):
         return self
 
 
+def check_distinct_ids(config: ExperimentConfig, entries: list) -> None:
+    """Two strategy entries with one id would write the same cells: one line naming the id and both entries."""
+    first_of: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        label = entry if isinstance(entry, str) else (entry.get("id") or entry.get("name")) if isinstance(entry, dict) else None
+        if not isinstance(label, str):
+            continue  # the schema reports a malformed entry
+        if label not in first_of:
+            first_of[label] = index
+            continue
+        first = first_of[label]
+        first_line = line_of(config.lines, ("sweep", "strategies", first))
+        at_line = f" (line {first_line})" if isinstance(first_line, int) else ""
+        name = entry if isinstance(entry, str) else entry.get("name")
+        raise ConfigError(
+            f"{where(config.source, line_of(config.lines, ('sweep', 'strategies', index)))}: sweep.strategies.{index} "
+            f"has the id '{label}' of sweep.strategies.{first}{at_line}; entries need distinct ids, or both would write "
+            f"the same cells. Give one of them its own `id:` (e.g. `- {{name: {name}, id: {label}_2}}`) or remove the duplicate"
+        )
+
+
 def parse_sweep(config: ExperimentConfig) -> SweepConfig:
     """Validate `config.sweep` and each entry's section overrides; errors name `sweep.…` keys and lines."""
     if not config.sweep:
@@ -155,6 +176,7 @@ def parse_sweep(config: ExperimentConfig) -> SweepConfig:
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
         if isinstance(entry, dict):  # one entry at a time, so a misspelled key gets a "did you mean"
             validate_settings(StrategyEntry, entry, ("sweep", "strategies", index), config.source, config.lines)
+    check_distinct_ids(config, entries if isinstance(entries, list) else [])
     sweep = validate_settings(SweepConfig, config.sweep, ("sweep",), config.source, config.lines)
     from tunelab.prompts import PromptSettings
 
