@@ -28,6 +28,11 @@ def cpu_unless_marked_cuda(request, monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
+def cpu_only_env(**extra: str) -> dict[str, str]:
+    """Environment for a tunelab subprocess: like the in-process tests, it must not see a GPU."""
+    return dict(os.environ, CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **extra)
+
+
 SHARED_DATASETS = Path(os.environ.get("TUNELAB_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import experiment_yaml, write_jsonl
+from conftest import cpu_only_env, experiment_yaml, write_jsonl
 from tunelab.cli import main
 
 RUN_FILES = ("config.yaml", "metrics.json", "costs.json", "predictions.jsonl", "logs.csv")
@@ -97,7 +97,8 @@ def test_user_errors_exit_2_without_traceback_or_run_dir(case, tmp_path, tiny_be
 def test_console_script_exits_2_without_traceback(tmp_path):
     exp = tmp_path / "exp.yaml"
     exp.write_text("name: x\ntrain:\n  learnig_rate: 0.1\n")
-    result = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", str(exp)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", str(exp)], capture_output=True, text=True,
+                            timeout=120, env=cpu_only_env())
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "exp.yaml, line 3: unknown key 'train.learnig_rate'" in result.stderr

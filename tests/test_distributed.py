@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import cpu_only_env
 from tunelab.demo import demo_split_path
 
 ACCURACY_TOLERANCE = 0.05
@@ -90,7 +91,7 @@ def launch(prefix: list[str], experiment: Path, out: Path) -> dict:
     """Run `tunelab run` behind a launcher prefix; return the run's metrics, costs and mean train loss."""
     # One thread per process: torchrun's own default for its ranks, also given to the single
     # process so that both sides compute alike and the 2-core machine is not oversubscribed.
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = cpu_only_env(OMP_NUM_THREADS="1")
     command = prefix + ["-m", "tunelab.cli", "run", str(experiment), "--out", str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

@@ -80,12 +80,17 @@ def test_cli_run_evaluate_and_export_keep_mean_pooling(tmp_path, tiny_bert_dir, 
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out)]) == 0
     stored = json.loads((out / "metrics.json").read_text())["test"]
-    assert main(["evaluate", str(out), "--data", tiny_sentiment["test"]]) == 0
     capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", tiny_sentiment["test"]]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(stored, abs=1e-9)
+    # Scores, not only metrics (4 test examples tie easily): predict reloads the mean-pooled model.
+    saved = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert main(["predict", str(out), "--input", tiny_sentiment["test"]]) == 0
+    again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert max(abs(a["scores"][k] - b["scores"][k]) for a, b in zip(saved, again) for k in a["scores"]) < 1e-5
     assert main(["export", str(out), "--out", str(tmp_path / "merged")]) == 0
     merged = load_model(str(tmp_path / "merged"), "classification", 2).model
     assert isinstance(merged.base_model.pooler, MaskedMeanPooler)
-    assert stored == json.loads((out / "metrics.json").read_text())["test"]
     assert_plain_peft_recipe_matches(out, tiny_bert_dir)
 
 

@@ -17,8 +17,9 @@ OTHER = "{{ text }} Overall, it was"
 def test_ensemble_averages_calibrated_template_distributions(tmp_path, tiny_lm_dir, data_dir):  # noqa: F811
     config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "prompt_ensemble", "templates": [TEMPLATE, OTHER]})
     result = run(config, tmp_path / "run")
-    assert 0.0 <= result["test"]["accuracy"] <= 1.0
     written = predictions(tmp_path / "run")
+    # the reported accuracy is the share of written predictions that match their labels
+    assert result["test"]["accuracy"] == pytest.approx(np.mean([p["prediction"] == p["label"] for p in written]))
     costs = json.loads((tmp_path / "run" / "costs.json").read_text())
     assert costs["trainable_params"] == 0 and len(costs["templates"]) == 2 and "accuracy" in costs["best_dev"]
 

@@ -107,11 +107,12 @@ def predictions(run_dir: Path) -> list[dict]:
 def test_zero_shot_end_to_end_and_reload(tmp_path, tiny_lm_dir, data_dir):
     config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "zero_shot"})
     result = run(config, tmp_path / "run")
-    assert 0.0 <= result["test"]["accuracy"] <= 1.0
+    written = predictions(tmp_path / "run")
+    # the reported accuracy is the share of written predictions that match their labels
+    assert result["test"]["accuracy"] == pytest.approx(np.mean([p["prediction"] == p["label"] for p in written]))
     plan = json.loads((tmp_path / "run" / "prompt.json").read_text())
     assert plan["prompt"]["template"] == TEMPLATE and plan["demonstrations"] == []
     assert plan["verbalizer"] == {"negative": [" bad"], "positive": [" good"]}
-    written = predictions(tmp_path / "run")
     assert all(set(p["scores"]) == {"negative", "positive"} for p in written)
     assert json.loads((tmp_path / "run" / "costs.json").read_text())["trainable_params"] == 0
     # `tunelab evaluate` / `predict` rebuild the same predictor from the run directory

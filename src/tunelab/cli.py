@@ -16,6 +16,7 @@ from typing import List, Optional
 import typer
 
 from tunelab.errors import UserError
+from tunelab.outdir import check_output_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Adapt pretrained language models and measure which strategy wins.")
 USER_ERROR = 2
@@ -68,12 +69,23 @@ def run(
     from tunelab.train import is_main_process
 
     config = load_experiment(experiment, overrides or [])
+    run_dir = out or default_run_dir(config)
+    check_output_dir(run_dir, *output_origin(out, config), may_exist=False)  # before data and weights load
     quiet_libraries()
     prepared = prepare(config)
-    run_dir = out or default_run_dir(config)
     result = execute(prepared, run_dir)
     if is_main_process():
         print_result(config.strategy.name, result, run_dir)
+
+
+def output_origin(out: Optional[Path], config) -> tuple[str, str]:
+    """Where an output directory came from (the option, or output_dir's line in the file) and how to pick another."""
+    if out is not None:
+        return f"--out {out}", "choose another --out"
+    from tunelab.config import location
+
+    where = f"{config.source}{location(config.lines.get(('output_dir',)))}"
+    return f"{where}: output_dir {config.output_dir}", "set output_dir to a writable folder or pass --out"
 
 
 def print_result(strategy: str, result: dict, run_dir: Path) -> None:
@@ -103,8 +115,8 @@ def predict(
     from tunelab.predict import predict_lines
 
     quiet_libraries()
-    lines = sys.stdin.read().splitlines() if input == "-" else read_input_file(input)
-    for row in predict_lines(run_dir, lines, source=input):
+    lines = read_stdin_lines() if input == "-" else read_input_file(input)
+    for row in predict_lines(run_dir, lines, source="standard input" if input == "-" else input):
         typer.echo(json.dumps(row, ensure_ascii=False))
 
 
@@ -129,9 +141,33 @@ def prompt(
 
 
 def read_input_file(path: str) -> list[str]:
-    if not Path(path).is_file():
-        raise UserError(f"input file not found: {path}")
-    return Path(path).read_text(encoding="utf-8").splitlines()
+    """The lines of `--input PATH`; a missing, unreadable or non-UTF-8 file is a one-line error."""
+    from tunelab.errors import DataError
+
+    file = Path(path)
+    if file.is_dir():
+        raise DataError(f"--input {path} is a directory; pass a file of examples (JSON lines or text lines) or '-' for stdin")
+    if not file.exists():
+        raise DataError(f"input file not found: {path} (--input); check the path")
+    try:
+        data = file.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the input file {path} ({err.strerror or err}); check its permissions "
+                        f"or pass another --input") from None
+    return input_lines(data, path, "re-save the file as UTF-8")
+
+
+def read_stdin_lines() -> list[str]:
+    """Standard input read as bytes, so text that is not UTF-8 can name its line (text mode would just fail)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
+    return input_lines(data, "standard input", "re-encode the input as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+
+
+def input_lines(data: bytes, source: str, fix: str) -> list[str]:
+    from tunelab.data.loaders import decode_utf8, physical_lines
+
+    return physical_lines(decode_utf8(data, source, fix).removeprefix("\ufeff"))  # a BOM is no part of line 1
 
 
 @app.command()
@@ -185,6 +221,7 @@ def compare(
         for cell in plan_sweep(config)[1]:
             typer.echo(f"{'finished' if is_finished(root, cell.id) else 'to run  '}  {cell.id}")
         return
+    check_output_dir(sweep_root(config, out), *output_origin(out, config), may_exist=True)  # before any cell
     outcome = run_sweep(config, out)
     show_report(outcome.root)
     if outcome.failed:
@@ -232,7 +269,7 @@ def usage_error_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
 def main(argv: list[str] | None = None) -> int:
     usage_errors, aborts = usage_error_types()
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="tunelab")
         if code == 130:  # typer turns Ctrl-C (and `kill`, in compare) into a returned exit code 130
             typer.echo("interrupted", err=True)
             return 130

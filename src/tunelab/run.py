@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from tunelab.artifacts import check_artifact_kept, missing_artifact
 from tunelab.config import ExperimentConfig, dump_config, validate_experiment, validate_settings
 from tunelab.data import load_split, load_splits
 from tunelab.errors import ConfigError, UserError
@@ -128,19 +129,63 @@ def write_predictions(path: Path, examples: list[dict], outputs: list[dict]) -> 
 
 def load_run(run_dir: Path):
     """(config, strategy, predictor) rebuilt from a finished run directory."""
+    config, strategy = read_run(run_dir)
+    return config, strategy, load_predictor(strategy, run_dir)
+
+
+def read_run(run_dir: Path):
+    """(config, strategy) of a finished run, every check that needs no weights done (config, artifact kept)."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
+    config_file = run_dir / CONFIG_FILE
+    if not config_file.is_file():
         raise UserError(f"{run_dir} is not a finished tunelab run directory (no {CONFIG_FILE})")
-    raw = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    config = validate_experiment(raw, source=str(run_dir / CONFIG_FILE))
+    config = validate_experiment(read_run_config(run_dir), source=str(config_file))
+    check_artifact_kept(run_dir)
     info = get_strategy(config.strategy.name)
-    settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), str(run_dir / CONFIG_FILE))
-    strategy = info.cls(settings, config, config.task.label_names)
-    return config, strategy, strategy.load(run_dir)
+    settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), str(config_file))
+    return config, info.cls(settings, config, config.task.label_names)
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """The raw mapping in the run's config.yaml; a file that is no longer YAML means a damaged run directory."""
+    path = run_dir / CONFIG_FILE
+    damaged = (f"the run directory {run_dir} is damaged; restore its {CONFIG_FILE} (from a backup, or undo the edit) "
+               f"or run the experiment again")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        # where an unclosed bracket or quote opened beats where the parser gave up (often the end of the file)
+        mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+        raise ConfigError(f"{path}{line}: not valid YAML ({problem}): {damaged}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason}): {damaged}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: holds {type(raw).__name__}, not the mapping of sections tunelab writes: {damaged}")
+    return raw
+
+
+def load_predictor(strategy, run_dir: Path):
+    """The strategy's predictor; a file of the artifact gone missing is the user's to fix, not a traceback."""
+    try:
+        return strategy.load(Path(run_dir))
+    except FileNotFoundError as err:
+        # safetensors' error carries the path only in its text: "No such file or directory: <path>"
+        missing = err.filename or str(err).split(": ", 1)[-1]
+        raise missing_artifact(run_dir, missing) from None
+
+
+def predict_examples(run_dir: Path, predictor, examples: list[dict]) -> list[dict]:
+    """predictor.predict; a config problem only new examples reveal (a template failing on one) names the run's config."""
+    try:
+        return predictor.predict(examples)
+    except ConfigError as err:
+        raise ConfigError(f"{Path(run_dir) / CONFIG_FILE}: {err}") from None
 
 
 def evaluate_run(run_dir: Path, data_file: str) -> dict:
-    config, _, predictor = load_run(run_dir)
-    examples = load_split(data_file, config.task, "evaluation", config.task.label_names)
-    outputs = predictor.predict(examples)
+    config, strategy = read_run(run_dir)
+    examples = load_split(data_file, config.task, "evaluation", config.task.label_names)  # before any weights load
+    outputs = predict_examples(run_dir, load_predictor(strategy, run_dir), examples)
     return {"metrics": score(config, examples, outputs), "num_examples": len(examples)}

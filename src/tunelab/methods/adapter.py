@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunelab.adapters import AdapterSettings, inject_adapters, load_adapters, mark_only_adapters_trainable, save_adapters
+from tunelab.artifacts import require_artifact
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods.classifier import HEAD_MODULES, ClassifierPredictor, ClassifierStrategy
 from tunelab.methods.registry import register
@@ -43,9 +44,7 @@ class AdapterStrategy(ClassifierStrategy):
         save_adapters(model, directory / ADAPTER_DIR, self.settings)
 
     def load(self, run_dir: Path):
-        adapter_dir = Path(run_dir) / ADAPTER_DIR
-        if not adapter_dir.is_dir():
-            raise UserError(f"{run_dir} holds no adapter directory ({adapter_dir} missing)")
+        adapter_dir = require_artifact(run_dir, ADAPTER_DIR)
         loaded = self.load_base()
         try:
             model = load_adapters(loaded.model, adapter_dir)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from tunelab.artifacts import require_artifact
 from tunelab.costs import model_device, parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.metrics import compute_metrics
@@ -103,6 +104,7 @@ class ClassifierStrategy:
         return compute_metrics(self.experiment.metrics, predictions, references, labels=self.label_names)
 
     def load(self, run_dir: Path):
+        require_artifact(run_dir, DELTA_FILE)  # before the base weights load
         loaded = self.load_base()
         model = self.load_artifact(self.prepare(loaded), Path(run_dir))
         return ClassifierPredictor(self, model, loaded)

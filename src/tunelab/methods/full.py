@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from tunelab.artifacts import require_artifact
 from tunelab.methods.classifier import ClassifierStrategy
 from tunelab.methods.registry import register
 from tunelab.models import load_model
@@ -24,6 +25,6 @@ class FullStrategy(ClassifierStrategy):
         from tunelab.methods.classifier import ClassifierPredictor
 
         cfg = self.experiment.model
-        loaded = load_model(str(Path(run_dir) / MODEL_DIR), "classification", len(self.label_names),
+        loaded = load_model(str(require_artifact(run_dir, MODEL_DIR)), "classification", len(self.label_names),
                             device=cfg.device, dtype=cfg.dtype, label_names=self.label_names, pooling=cfg.pooling)
         return ClassifierPredictor(self, loaded.model, loaded)

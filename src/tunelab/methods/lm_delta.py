@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from tunelab.artifacts import require_artifact
 from tunelab.config import validate_settings
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods.classifier import DELTA_FILE
@@ -98,6 +99,7 @@ def save_lm(lm: torch.nn.Module, mode: str, directory: Path, loaded) -> None:
 def load_lm(run_dir: Path, load_base):
     """(loaded, lm) from a run directory; `load_base(name=None)` loads the base model or a model directory."""
     run_dir = Path(run_dir)
+    require_artifact(run_dir, f"{MODEL_DIR}/", f"{ADAPTER_DIR}/", DELTA_FILE)  # before the base weights load
     if (run_dir / MODEL_DIR).is_dir():
         loaded = load_base(str(run_dir / MODEL_DIR))
         return loaded, loaded.model

@@ -209,7 +209,7 @@ def save_plan(plan: PromptPlan, directory: Path) -> None:
 
 
 def load_plan(directory: Path) -> PromptPlan:
-    path = Path(directory) / ARTIFACT_FILE
-    if not path.is_file():
-        raise ConfigError(f"{directory} has no {ARTIFACT_FILE}: it is not the run directory of a prompt strategy")
+    from tunelab.artifacts import require_artifact
+
+    path = require_artifact(directory, ARTIFACT_FILE)
     return PromptPlan.from_json(json.loads(path.read_text(encoding="utf-8")))
