@@ -68,9 +68,10 @@ def execute(prepared: Prepared, run_dir: Path) -> dict:
     if run_dir.exists():
         raise UserError(f"run directory {run_dir} already exists; choose another --out or remove it")
     staging = run_dir.parent / f".{run_dir.name}.partial"
+    created = missing_parents(staging)  # folders mkdir makes for this run; a failed run removes them again
     if is_main_process():
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        make_staging(staging, run_dir, created)
     try:
         predictor, costs = prepared.strategy.fit(prepared.splits, staging)
         if not is_main_process():
@@ -81,7 +82,34 @@ def execute(prepared: Prepared, run_dir: Path) -> dict:
     except BaseException:
         if is_main_process():
             shutil.rmtree(staging, ignore_errors=True)
+            remove_if_empty(created)
         raise
+
+
+def missing_parents(path: Path) -> list[Path]:
+    """The ancestors of `path` that do not exist yet, nearest first."""
+    return [parent for parent in Path(path).parents if not parent.exists()]
+
+
+def make_staging(staging: Path, run_dir: Path, created: list[Path]) -> None:
+    """mkdir the staging directory; an OS refusal (read-only place, a parent that is a file) is the user's to fix."""
+    try:
+        staging.mkdir(parents=True)
+    except OSError as err:
+        remove_if_empty(created)
+        raise UserError(f"cannot create the run directory {run_dir}: {err.strerror or err} ({err.filename or staging}); "
+                        f"choose another --out (or output_dir) in a writable folder") from None
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove folders (nearest first) while they are empty, so a failed run leaves no empty parents behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue  # mkdir failed before making it
+        except OSError:
+            return  # not empty: something else lives there
 
 
 def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Path) -> dict:
