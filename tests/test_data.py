@@ -133,3 +133,125 @@ def test_label_names_inferred_from_train(tmp_path):
     rows = [{"text": "x", "label": "yes"}, {"text": "y", "label": "no"}]
     splits = load_splits(DataConfig(train=jsonl(tmp_path / "tr.jsonl", rows)), TaskConfig(), seed=0)
     assert splits.label_names == ["no", "yes"]
+
+
+# --- CSV / TSV: the csv module reads the file itself ------------------------------------------
+
+
+def test_csv_values_keep_line_breaks_and_unicode_line_separators(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text(
+        'text,label\n'
+        '"first line\nsecond line",positive\n'      # line 2-3: a quoted line break stays in the value
+        'unquoted\u0085nel,negative\n'               # line 4: U+0085 (NEL) ends no row
+        '"quoted\u2028ls",positive\n'                # line 5: U+2028 quoted
+        'plain\u2028ls and \u0085,negative\n'        # line 6: U+2028 and U+0085 unquoted
+        '\n'                                         # line 7: blank
+        '"crlf\r\ninside",positive\r\n',             # line 8-9
+        encoding="utf-8", newline="",
+    )
+    records = load_records(str(path))
+    assert [r["text"] for r in records] == [
+        "first line\nsecond line", "unquoted\u0085nel", "quoted\u2028ls", "plain\u2028ls and \u0085", "crlf\r\ninside"]
+    assert [r["_source"].rsplit(":", 1)[1] for r in records] == ["2", "4", "5", "6", "8"]
+    assert [e["label"] for e in load_split(str(path), TASK, "t", TASK.label_names)] == [
+        "positive", "negative", "positive", "negative", "positive"]
+
+
+def test_tsv_rows_start_where_their_first_value_is(tmp_path):
+    path = tmp_path / "m.tsv"
+    path.write_text('text\tlabel\n"two\nlines"\tpositive\nsep\u2028x\tnegative\nbad\tneutral\n', encoding="utf-8")
+    records = load_records(str(path))
+    assert [r["text"] for r in records] == ["two\nlines", "sep\u2028x", "bad"]
+    assert [r["_source"].rsplit(":", 1)[1] for r in records] == ["2", "4", "5"]
+    with pytest.raises(DataError, match=r"m.tsv:5: label 'neutral'"):
+        load_split(str(path), TASK, "t", TASK.label_names)
+
+
+def test_csv_row_with_too_few_values_says_so_honestly(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("label,confidence,text\npositive,0.9,fine\nnegative,0.2\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_split(str(path), TASK, "t", TASK.label_names)
+    message = str(err.value)
+    assert "short.csv:3: field 'text' is missing in this row (the row has 2 values for 3 columns" in message
+    assert "fields with a value: label, confidence)" in message and "fields present" not in message
+
+
+def test_csv_quote_that_never_closes_names_the_row_where_it_opened(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('text,label\nfine,positive\n"never closed,negative\nmore,positive\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"q.csv:3: cannot parse the row that starts on this line \(unexpected end of data\); "
+                                        r"check its quotes"):
+        load_records(str(path))
+
+
+def test_null_json_field_is_not_called_missing_while_present(tmp_path):
+    path = jsonl(tmp_path / "n.jsonl", [{"text": None, "label": "positive"}])
+    with pytest.raises(DataError, match=r"n.jsonl:1: field 'text' is null"):
+        load_split(path, TASK, "t", TASK.label_names)
+
+
+def test_csv_bytes_that_are_not_utf8_name_their_line_deep_in_the_file(tmp_path):
+    path = tmp_path / "big.csv"
+    rows = b"".join(b"row %d,positive\n" % i for i in range(5000))
+    path.write_bytes(b"text,label\n" + rows + b"caf\xe9,negative\n")
+    with pytest.raises(DataError, match=r"big.csv:5002: text is not valid UTF-8"):
+        load_records(str(path))
+
+
+def test_jsonl_line_with_a_raw_unicode_line_separator_is_one_record(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text(json.dumps({"text": "a\u2028b", "label": "positive"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [r["text"] for r in load_records(str(path))] == ["a\u2028b"]
+
+
+# --- hf:NAME:SPLIT without network -------------------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any network attempt (a name lookup or a connection) is recorded and refused."""
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise AssertionError("network attempt")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
+def test_hf_name_with_offline_mode_fails_at_once_with_a_fix(no_network):
+    with pytest.raises(DataError) as err:
+        load_records("hf:nobody/no-such-dataset:train")
+    message = str(err.value)
+    assert "hub is unreachable" in message and "HF_HUB_OFFLINE" in message and "hf:./FOLDER:train" in message
+    assert no_network == []
+
+
+def test_hf_name_with_an_unresolvable_hub_loads_offline(no_network, monkeypatch):
+    """Offline mode not set, but the hub's host does not resolve: the load itself runs in offline mode."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    import tunelab.models
+
+    monkeypatch.setattr(tunelab.models, "hub_reachable", lambda: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(DataError, match="hub is unreachable"):
+        load_records("hf:nobody/no-such-dataset:train")
+    assert no_network == []
+    assert datasets.config.HF_HUB_OFFLINE is False and huggingface_hub.constants.HF_HUB_OFFLINE is False  # restored
+
+
+def test_hf_missing_local_folder_is_named(tmp_path):
+    with pytest.raises(DataError, match="folder ./nowhere not found"):
+        load_records("hf:./nowhere:train")

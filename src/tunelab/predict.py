@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tunelab.data.loaders import SOURCE_KEY, at_line
 from tunelab.errors import DataError
 
 
@@ -17,21 +18,23 @@ def parse_line(line: str, task, where: str) -> dict:
         except json.JSONDecodeError as err:
             raise DataError(f"{where}: invalid JSON ({err.msg})") from None
         if task.text_field not in record:
-            raise DataError(f"{where}: missing field {task.text_field!r}")
+            raise DataError(f"{where}: missing field {task.text_field!r}; the run reads its text from {task.text_field!r}")
+        if not isinstance(record[task.text_field], str):
+            raise DataError(f"{where}: field {task.text_field!r} must be text, got {type(record[task.text_field]).__name__}")
         example = dict(record, text=record[task.text_field])
         if task.text_pair_field and task.text_pair_field in record:
             example["text_pair"] = record[task.text_pair_field]
-        return example
-    return {"text": line}
+        return dict(example, **{SOURCE_KEY: where})
+    return {"text": line, SOURCE_KEY: where}
 
 
-def predict_lines(run_dir: Path, lines: list[str], source: str = "-") -> list[dict]:
-    from tunelab.run import load_run
+def predict_lines(run_dir: Path, lines: list[str], source: str = "standard input") -> list[dict]:
+    from tunelab.run import load_predictor, predict_examples, read_run
 
-    config, _, predictor = load_run(run_dir)
+    config, strategy = read_run(run_dir)
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
-        raise DataError(f"{source}: no input lines")
-    examples = [parse_line(line, config.task, f"{source}:{n}") for n, line in numbered]
-    outputs = predictor.predict(examples)
+        raise DataError(f"{source}: no input lines; give one example per line (JSON or plain text)")
+    examples = [parse_line(line, config.task, at_line(source, n)) for n, line in numbered]  # before weights load
+    outputs = predict_examples(run_dir, load_predictor(strategy, run_dir), examples)
     return [{"text": e["text"], **o} for e, o in zip(examples, outputs)]

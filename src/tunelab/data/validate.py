@@ -11,7 +11,7 @@ import logging
 import warnings
 
 from tunelab.config import TaskConfig
-from tunelab.data.loaders import SOURCE_KEY
+from tunelab.data.loaders import ROW_SHAPE_KEY, SOURCE_KEY
 from tunelab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,29 @@ def normalise_one(record: dict, task: TaskConfig, label_names: list[str] | None)
 
 
 def require(record: dict, field: str, where: str):
-    if field not in record or record[field] is None:
-        fields = ", ".join(k for k in record if k != SOURCE_KEY)
-        raise DataError(f"{where}: missing field {field!r} (fields present: {fields}); set task.*_field to the right name")
+    if record.get(field) is None:
+        raise DataError(f"{where}: {why_missing(record, field)}")
     return record[field]
+
+
+def why_missing(record: dict, field: str) -> str:
+    """Why `field` has no value, in words the record cannot contradict: a short CSV row has the column
+    in its header but no value for it, a JSON record may hold null, or the name may be wrong."""
+    shape = record.get(ROW_SHAPE_KEY)
+    if shape and field in record:
+        filled = ", ".join(k for k, v in record.items() if not k.startswith("_") and v is not None) or "none"
+        return (f"field {field!r} is missing in this row ({shape}; fields with a value: {filled}); check the row "
+                f"for a missing delimiter, or quote a value that holds a line break")
+    if field in record:
+        return f"field {field!r} is null; give it a value or remove the record"
+    fields = ", ".join(k for k in record if not k.startswith("_"))
+    return f"missing field {field!r} (fields present: {fields}); set task.*_field to the right name"
+
+
+def shape_note(record: dict) -> str:
+    """' (the row has 3 values for 2 columns: ...)' for a CSV row of the wrong width, else ''."""
+    shape = record.get(ROW_SHAPE_KEY)
+    return f" ({shape}: quote values that hold the delimiter)" if shape else ""
 
 
 def text_field(record: dict, field: str, where: str) -> str:
@@ -74,7 +93,8 @@ def label_of(record: dict, task: TaskConfig, label_names: list[str] | None, wher
             raise DataError(f"{where}: label index {value} is outside the label set {label_names}")
         return label_names[value]
     if value not in label_names:
-        raise DataError(f"{where}: label {value!r} is not in the label set {label_names} (task.label_names)")
+        raise DataError(f"{where}: label {value!r} is not in the label set {label_names} (task.label_names)"
+                        + shape_note(record))
     return value
 
 
