@@ -96,7 +96,7 @@ def check_fields(experiment, prompt: PromptSettings, templates: list[str | None]
     fields = set.intersection(*(set(ex) for ex in examples))
     for template in templates:
         try:
-            prompt.model_copy(update={"template": template}).check_fields(fields)
+            prompt.model_copy(update={"template": template}).check_fields(fields, examples[0])  # renders it once too
         except ConfigError as err:
             key = ("strategy", "templates") if template is not None and template != prompt.template else ("prompt", "template")
             raise ConfigError(f"{where(experiment, *key)}{err}") from None

@@ -96,11 +96,15 @@ class PromptSettings(BaseModel):
     def _one_turn_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    def check_fields(self, fields: Iterable[str]) -> None:
-        """Fail early (before any model work) when a template uses a field the data lacks."""
+    def check_fields(self, fields: Iterable[str], example: Mapping[str, Any] | None = None) -> None:
+        """Fail early (before any model work) when a template uses a field the data lacks, or (given one
+        example) fails to render on it: `{{ text + 1 }}` is valid Jinja that only rendering refutes."""
         fields = set(fields)
         validate_fields(resolve_template(self, fields), fields, key="prompt.template")
         validate_fields(self.demonstration_template, fields | {"prompt", "answer"}, key="prompt.demonstration_template")
+        if example is not None:
+            answer = example.get("label", example.get("target", ""))
+            render_demonstration(self, example, "" if answer is None else str(answer))  # renders the template too
 
 
 def _syntax_error(err: jinja2.TemplateSyntaxError, key: str, source: str) -> ConfigError:
@@ -138,13 +142,44 @@ def validate_fields(template: str, available_fields: Iterable[str], *, key: str 
 
 
 def render(source: str, variables: Mapping[str, Any], *, key: str = "template") -> str:
-    """Render a user template in the sandbox; unsafe access or a missing field -> ConfigError."""
+    """Render a user template in the sandbox. Any failure is the template's (or the example's), so it
+    becomes a ConfigError naming `key`, the template line, the example's source line and a fix."""
     try:
         return compile_template(source, key).render(**variables)
-    except SecurityError as err:
-        raise ConfigError(f"{key}: the template tried an unsafe operation, blocked by the sandbox: {err}") from None
-    except jinja2.UndefinedError as err:
-        raise ConfigError(f"{key}: {err}; available fields: {sorted(variables)}") from None
+    except Exception as err:  # user code: TypeError, OverflowError, SecurityError, UndefinedError, ...
+        raise render_error(err, source, variables, key) from None
+
+
+def render_error(err: Exception, source: str, variables: Mapping[str, Any], key: str) -> ConfigError:
+    where = key + template_line(err, source) + (f" on the example at {variables['_source']}" if "_source" in variables else "")
+    fields = sorted(k for k in variables if not str(k).startswith("_"))
+    if isinstance(err, jinja2.UndefinedError):
+        return ConfigError(f"{where}: {err}; available fields: {fields}")
+    if isinstance(err, SecurityError):
+        return ConfigError(f"{where}: the template tried an unsafe operation, blocked by the sandbox: {said(err)}; "
+                           f"remove it (templates may read fields and use filters, not call methods or change values)")
+    if isinstance(err, OverflowError):
+        return ConfigError(f"{where}: the sandbox refused the template: {said(err)}; use smaller ranges and loops")
+    return ConfigError(f"{where}: the template failed while rendering ({type(err).__name__}: {said(err)}); fix the expression, "
+                       f"e.g. convert a field before arithmetic ({{{{ text|length + 1 }}}}, {{{{ score|float * 2 }}}}) "
+                       f"or join text with ~ ({{{{ text ~ '!' }}}}); fields: {fields}")
+
+
+def said(err: Exception) -> str:
+    """The exception's text without its final period (it goes mid-sentence)."""
+    return str(err).strip().rstrip(".")
+
+
+def template_line(err: Exception, source: str) -> str:
+    """' (template line N)' for a multi-line template: the last traceback frame Jinja mapped to the template."""
+    if "\n" not in source.strip():
+        return ""
+    line, tb = None, err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (template line {line})" if line else ""
 
 
 def resolve_template(settings: PromptSettings, fields: Iterable[str]) -> str:
