@@ -156,7 +156,9 @@ def test_untrained_pet_scores_equal_zero_shot(llama_dir, tmp_path):
 
 
 @pytest.mark.parametrize("strategy, prompt, message", [
-    ({"name": "pet", "train": "bitfit"}, {}, "must be full, lm_head or a PEFT method"),
+    ({"name": "pet", "train": "head"}, {}, "pairs only with a classification-head read-out; with 'pet' use train: adapter, bitfit, full, .*lm_head.*partial.*lora"),
+    ({"name": "pet", "train": "bitfit"}, {}, "has no bias terms.*add_biases: true"),
+    ({"name": "pet", "train": "partial", "delta": {"freeze_layers": 9}}, {}, "strategy.delta.freeze_layers is 9"),
     ({"name": "pet", "train": "lora", "delta": {"rank": 4}}, {}, "strategy.delta.rank"),
     ({"name": "pet", "train": "full", "delta": {"r": 4}}, {}, "takes no settings"),
     ({"name": "pet"}, {"verbalizer": {"negative": " bad", "neutral": " ok"}}, "not a label of the task"),

@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from tunelab.settings import StrictSettings
 
 FORMAT = "tunelab-bottleneck-adapters"
 FORMAT_VERSION = 1
@@ -55,10 +57,8 @@ LAYOUTS: dict[str, tuple[str, str]] = {
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
-class AdapterSettings(BaseModel):
+class AdapterSettings(StrictSettings):
     """How bottleneck adapters are shaped and where they go."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     kind: Literal["houlsby", "pfeiffer"] = "pfeiffer"
     """houlsby: adapters after attention and feed-forward; pfeiffer: after feed-forward only."""

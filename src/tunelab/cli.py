@@ -194,11 +194,17 @@ def export(
 
 @app.command()
 def strategies():
-    """List the registered strategies with a one-line description."""
+    """List the registered strategies, then the model changes and the read-outs each pairs with."""
     from tunelab.methods import all_strategies
+    from tunelab.model_changes import all_model_changes
 
     for info in all_strategies():
         typer.echo(f"{info.name:16} {'[' + info.family + ']':22} {info.description}")
+    typer.echo("\nModel changes (strategy.train of classifier / pet / sft, settings under strategy.delta), with the\n"
+               "read-outs they pair with: head = a classification head (classifier and the head strategies),\n"
+               "lm = the LM's own head (pet: template + verbalizer; sft: generation):")
+    for change in all_model_changes():
+        typer.echo(f"  {change.name:14} {'[' + ', '.join(change.readouts) + ']':22} {change.description}")
 
 
 @app.command()

@@ -1,77 +1,77 @@
 """Shared machinery of the strategies that read labels out of a classification head.
 
-`head`, `full`, `partial` and `bitfit` differ only in which parameters train (`prepare`); the
-parameter-efficient strategies also change how the artifact is saved and loaded. Everything else
-— loading, tokenising, training, predicting, costs — lives here once.
+How the model changes is a model change (`tunelab.model_changes`): `head`, `full`, `partial`,
+`bitfit` and `adapter` are this read-out with the model change of the same name (`change_name`),
+their flat settings being the change's settings; `classifier` pairs the head with any change
+(`strategy.train`, `strategy.delta`). The PEFT strategies override `prepare` and the artifact I/O
+(`peft_common.PeftStrategy`). Everything else — loading, tokenising, training, predicting, costs
+— lives here once.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from tunelab.artifacts import require_artifact
 from tunelab.costs import model_device, parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.metrics import compute_metrics
+from tunelab.model_changes import Target, get_model_change
+from tunelab.model_changes.delta import DELTA_FILE  # noqa: F401 (re-exported: artifact name)
+from tunelab.model_changes.selection import HEAD_MODULES  # noqa: F401 (re-exported)
 from tunelab.models import LoadedModel, load_model
+from tunelab.settings import NoSettings
 from tunelab.train import encode_classification, train_model
-
-DELTA_FILE = "delta.safetensors"
-HEAD_MODULES = ("classifier", "score")
-
-
-class NoSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ClassifierStrategy:
-    """Base of head-readout strategies. Subclasses override `prepare` (and maybe the artifact I/O)."""
+    """Base of head-readout strategies: a model change (`change_name`) under a classification head."""
 
     Settings: type[BaseModel] = NoSettings
+    change_name: str | None = None
+    """The model change this strategy is a shorthand for; its settings are the strategy's own."""
 
     def __init__(self, settings: BaseModel, experiment, label_names: list[str] | None):
         self.settings, self.experiment, self.label_names = settings, experiment, label_names or []
 
-    # --- what subclasses change -------------------------------------------------------------
+    # --- the model change ---------------------------------------------------------------------
+
+    @property
+    def change(self):
+        return get_model_change(self.change_name).change
+
+    @property
+    def change_settings(self) -> BaseModel:
+        return self.settings
+
+    def target(self) -> Target:
+        return Target("head", self.experiment, "classification", ("strategy",), len(self.label_names))
 
     def prepare(self, loaded: LoadedModel) -> torch.nn.Module:
         """Choose the trainable parameters (or wrap the model); return the model to train."""
-        raise NotImplementedError
+        return self.change.apply(loaded, self.change_settings, self.target())
 
     def save_artifact(self, model: torch.nn.Module, directory: Path, loaded: LoadedModel) -> None:
-        """Default: only what differs from the base checkpoint (trainable + newly initialised weights)."""
-        from safetensors.torch import save_file
-
-        keep = set(loaded.missing_keys) | {n for n, p in model.named_parameters() if p.requires_grad}
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in keep}
-        save_file(state, str(directory / DELTA_FILE), metadata={"format": "tunelab-delta", "base": loaded.path})
-
-    def load_artifact(self, model: torch.nn.Module, directory: Path) -> torch.nn.Module:
-        from safetensors.torch import load_file
-
-        state = load_file(str(directory / DELTA_FILE), device=str(model_device(model)))
-        unexpected = model.load_state_dict(state, strict=False).unexpected_keys
-        if unexpected:
-            raise ConfigError(f"{directory / DELTA_FILE} holds weights this model lacks: {unexpected[:5]}")
-        return model
+        self.change.save(model, Path(directory), loaded, self.change_settings)
 
     def check(self) -> None:
         if self.experiment.task.type not in ("classification", "pair_classification"):
             raise ConfigError(
                 f"strategy '{self.strategy_name}' needs a classification task, not task.type={self.experiment.task.type}"
             )
+        if self.change_name is not None:
+            self.change.check(self.change_settings, self.target())
 
     # --- shared flow --------------------------------------------------------------------------
 
-    def load_base(self) -> LoadedModel:
+    def load_base(self, name: str | None = None) -> LoadedModel:
+        """The base model (trained weights stay fp32 under `auto`), or a saved model directory `name`."""
         cfg = self.experiment.model
         return load_model(
-            cfg.name, "classification", len(self.label_names), device=cfg.device, dtype=training_dtype(cfg.dtype),
+            name or cfg.name, "classification", len(self.label_names), device=cfg.device,
+            dtype=cfg.dtype if name else training_dtype(cfg.dtype),
             trust_remote_code=cfg.trust_remote_code, label_names=self.label_names, pooling=cfg.pooling,
         )
 
@@ -104,9 +104,7 @@ class ClassifierStrategy:
         return compute_metrics(self.experiment.metrics, predictions, references, labels=self.label_names)
 
     def load(self, run_dir: Path):
-        require_artifact(run_dir, DELTA_FILE)  # before the base weights load
-        loaded = self.load_base()
-        model = self.load_artifact(self.prepare(loaded), Path(run_dir))
+        loaded, model = self.change.load(Path(run_dir), self.load_base, self.change_settings, self.target())
         return ClassifierPredictor(self, model, loaded)
 
 

@@ -4,7 +4,7 @@ exact match against the example's `target`.
 - `generate`: zero- or few-shot prompting — the template (and k training demonstrations, each
   followed by its target) → greedy or sampled continuation, cut at stop strings.
 - `sft`: supervised fine-tuning on (prompt, target) pairs with the loss on target tokens only
-  (`tunelab.generation`), then the same generation. `train:` picks what trains (`lm_delta`).
+  (`tunelab.generation`), then the same generation. `train:` picks the model change (`lm_delta`).
 
     task: {type: generation, target_field: target}
     prompt: {template: "Article: {{ text }}\\nOne-sentence summary:", use_chat_template: false}
@@ -24,7 +24,7 @@ from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.generation import GenerationOptions, generate_text, train_sft
 from tunelab.methods.classifier import train_costs
-from tunelab.methods.lm_delta import check_delta, delta_settings, is_soft_prompt, load_lm, make_trainable, save_lm
+from tunelab.methods.lm_delta import LmChange
 from tunelab.methods.prompt_engine import with_delimiter
 from tunelab.methods.prompting import (
     PromptPlan,
@@ -55,9 +55,10 @@ class SftSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     train: str = "full"
-    """What trains: `full`, `lm_head`, or a PEFT method (`lora`, `ia3`); soft prompts are not supported here."""
+    """The model change: `full`, `lm_head`, `bitfit`, `partial`, `adapter`, or a PEFT method (`lora`, `ia3`);
+    soft prompts are not supported here."""
     delta: dict = Field(default_factory=dict)
-    """Settings of the PEFT method named by `train` (e.g. `{r: 8}`)."""
+    """Settings of the model change named by `train` (e.g. `{r: 8}` for lora); checked by its own schema."""
     generation: GenerationOptions = GenerationOptions(stop=["\n\n"])
     """Decoding after training (answers end with EOS, which also stops generation)."""
 
@@ -195,15 +196,15 @@ class SftStrategy(GenerativeBase):
     Settings = SftSettings
 
     @functools.cached_property
-    def delta(self):
-        return delta_settings(self.experiment, self.settings.train, self.settings.delta, "sft")
+    def change(self) -> LmChange:
+        return LmChange.resolve(self.experiment, "sft", self.settings.train, self.settings.delta, "causal_lm")
 
     def check(self) -> None:
         super().check()
-        if is_soft_prompt(self.delta):
+        if self.change.soft_prompt:
             raise ConfigError(f"{where(self.experiment, 'strategy', 'train')}sft trains on left-padded batches, which "
-                              "soft prompts do not support; use train: full, lm_head, lora or ia3")
-        check_delta(self.experiment, self.delta, "causal_lm", "CAUSAL_LM")
+                              "soft prompts do not support; use train: full, lm_head, bitfit, partial, adapter, lora or ia3")
+        self.change.check()
 
     def pairs(self, renderer: Renderer, examples: list[dict]) -> list[tuple[str, str]]:
         pairs = []
@@ -221,13 +222,13 @@ class SftStrategy(GenerativeBase):
         train, dev = self.pairs(renderer, splits.train), self.pairs(renderer, splits.dev)
         set_seed(exp.train.seed)
         loaded = self.load_base()
-        lm = make_trainable(loaded, self.settings.train, self.delta, "CAUSAL_LM", exp.model.max_length)
+        lm = self.change.apply(loaded)
         costs = parameter_costs(lm)
         stats = train_sft(lm, loaded.tokenizer, train, dev, exp.train, context_budget(exp), run_dir)
         costs.update(train_costs(stats, lm))
-        save = lambda directory: save_lm(lm, self.settings.train, directory, loaded)  # noqa: E731
+        save = lambda directory: self.change.save(lm, directory, loaded)  # noqa: E731
         return GenerationPredictor(renderer, lm, self.settings.generation, exp.train.seed, save), costs
 
     def load(self, run_dir: Path):
-        _, lm = load_lm(run_dir, self.load_base)
+        _, lm = self.change.load(run_dir, self.load_base)
         return GenerationPredictor(self.renderer(load_plan(run_dir)), lm, self.settings.generation, self.experiment.train.seed)

@@ -14,12 +14,16 @@ Multi-token label words are represented by their FIRST token (in training and in
 two labels whose words start with the same token are refused, since the model could not tell
 them apart. At initialisation (single-token words, `max`) the predictions equal `zero_shot`'s.
 
-How the model changes is a separate choice, `train:` — `full` (every weight), `lm_head` (only the
-LM head; with tied embeddings, as in SmolLM2, that matrix is also the input embedding), or any
-PEFT strategy's name (`lora`, `ia3`, `prompt_tuning`, ...) with its settings under `delta:`
-(`tunelab.methods.lm_delta`). One template composes with each of them::
+How the model changes is a separate choice, `train:` — any model change that pairs with an LM
+read-out (`tunelab.model_changes`): `full` (every weight), `lm_head` (only the LM head; with tied
+embeddings, as in SmolLM2, that matrix is also the input embedding), `bitfit`, `partial`,
+`adapter`, any PEFT strategy's name (`lora`, `ia3`, `prompt_tuning`, ...) or a registered change of
+your own, with its settings under `delta:` (`tunelab.methods.lm_delta`). `head` makes no sense here
+(no new head to train) and exits 2 before any weight loads. One template composes with each::
 
     strategy: {name: pet, train: lora, delta: {r: 8}}
+    strategy: {name: pet, train: bitfit, delta: {add_biases: true}}   # Llama has no biases of its own
+    strategy: {name: pet, train: adapter, delta: {kind: pfeiffer, reduction_factor: 16}}
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tunelab.costs import parameter_costs
 from tunelab.errors import ConfigError
 from tunelab.methods.classifier import train_costs
-from tunelab.methods.lm_delta import check_delta, delta_settings, is_soft_prompt, load_lm, make_trainable, save_lm
+from tunelab.methods.lm_delta import LmChange
 from tunelab.methods.pet_model import PetCollator, PetModel, encode_examples, mask_token_of
 from tunelab.methods.prompt_engine import PromptEngine, preview
 from tunelab.methods.prompting import (
@@ -59,9 +63,10 @@ class PetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     train: str = "full"
-    """What trains: `full`, `lm_head`, or a PEFT strategy (`lora`, `ia3`, `prompt_tuning`, `prefix_tuning`, ...)."""
+    """The model change: `full`, `lm_head`, `bitfit`, `partial`, `adapter`, or a PEFT strategy (`lora`, `ia3`,
+    `prompt_tuning`, `prefix_tuning`, ...); `tunelab strategies` lists them all."""
     delta: dict = Field(default_factory=dict)
-    """Settings of the PEFT method named by `train` (e.g. `{r: 8}` for lora); checked by that strategy's schema."""
+    """Settings of the model change named by `train` (e.g. `{r: 8}` for lora); checked by its own schema."""
     aggregation: Literal["max", "mean", "logsumexp"] = "max"
     """How a label with several words turns their logits into one."""
     batch_size: int | None = Field(None, gt=0)
@@ -85,9 +90,9 @@ class PetStrategy:
         return lm_kind(self.experiment) == "causal_lm"
 
     @functools.cached_property
-    def delta(self):
-        """The PEFT settings object (`train` names a PEFT strategy), else None."""
-        return delta_settings(self.experiment, self.settings.train, self.settings.delta, "pet")
+    def change(self) -> LmChange:
+        """The model change named by `train`, with its settings (`delta`) checked."""
+        return LmChange.resolve(self.experiment, "pet", self.settings.train, self.settings.delta, lm_kind(self.experiment))
 
     # --- checks before any model -------------------------------------------------------------
 
@@ -96,14 +101,10 @@ class PetStrategy:
         check_task(exp, self.strategy_name, ("classification", "pair_classification"))
         self.causal  # noqa: B018 (refuses a model without an LM head, reading its config only)
         self.plan()  # verbalizer against the task's labels
-        if is_soft_prompt(self.delta) and not self.causal:
+        if self.change.soft_prompt and not self.causal:
             raise ConfigError(f"{where(exp, 'strategy', 'train')}soft-prompt methods shift the mask position; "
-                              "with a masked LM use train: full, lm_head, lora or ia3")
-        check_delta(exp, self.delta, lm_kind(exp), self.task_type)
-
-    @property
-    def task_type(self) -> str | None:
-        return "CAUSAL_LM" if self.causal else None
+                              "with a masked LM use train: full, lm_head, bitfit, partial, adapter, lora or ia3")
+        self.change.check()
 
     def plan(self):
         return new_plan(self.experiment, self.prompt, self.label_names)
@@ -140,7 +141,7 @@ class PetStrategy:
 
     def prepare(self, loaded) -> torch.nn.Module:
         """Choose what trains (`train:`); returns the (maybe PEFT-wrapped) LM."""
-        return make_trainable(loaded, self.settings.train, self.delta, self.task_type, self.experiment.model.max_length)
+        return self.change.apply(loaded)
 
     def wrap(self, lm, plan) -> PetModel:
         return PetModel(lm, causal=self.causal, words_per_label=[len(plan.verbalizer[l]) for l in plan.labels],
@@ -171,7 +172,7 @@ class PetStrategy:
         return compute_metrics(self.experiment.metrics, predictions, [labels[i] for i in label_ids], labels=labels)
 
     def load(self, run_dir: Path):
-        loaded, lm = load_lm(run_dir, self.load_base)
+        loaded, lm = self.change.load(run_dir, self.load_base)
         plan = load_plan(run_dir)
         return PetPredictor(self, self.wrap(lm, plan), loaded, plan)
 
@@ -214,7 +215,7 @@ class PetPredictor:
 
     def save(self, directory: Path) -> None:
         save_plan(self.plan, directory)
-        save_lm(self.model.lm, self.strategy.settings.train, directory, self.loaded)
+        self.strategy.change.save(self.model.lm, directory, self.loaded)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,47 +1,13 @@
-"""Helpers to choose which parameters train: heads, layers, biases, name patterns."""
+"""Moved to `tunelab.model_changes.selection`; kept so existing imports still work."""
 
-from __future__ import annotations
-
-import re
-
-import torch
-
-from tunelab.methods.classifier import HEAD_MODULES
-
-LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|blocks)\.(\d+)\.")
-EMBEDDING_HINTS = ("embed", "wte", "wpe", "position_embeddings", "word_embeddings")
-
-
-def freeze_all(model: torch.nn.Module) -> None:
-    for param in model.parameters():
-        param.requires_grad_(False)
-
-
-def unfreeze(model: torch.nn.Module, keep) -> list[str]:
-    """Make trainable every parameter whose name satisfies keep(name); return those names."""
-    names = []
-    for name, param in model.named_parameters():
-        if keep(name):
-            param.requires_grad_(True)
-            names.append(name)
-    return names
-
-
-def is_head(name: str, new_weights: list[str]) -> bool:
-    """The task head: newly initialised weights, or the conventional head modules."""
-    return name in new_weights or name.split(".")[0] in HEAD_MODULES
-
-
-def layer_index(name: str) -> int | None:
-    match = LAYER_INDEX.search("." + name)
-    return int(match.group(1)) if match else None
-
-
-def num_layers(model: torch.nn.Module) -> int:
-    indices = {layer_index(name) for name, _ in model.named_parameters()}
-    indices.discard(None)
-    return max(indices) + 1 if indices else 0
-
-
-def is_embedding(name: str) -> bool:
-    return layer_index(name) is None and any(hint in name for hint in EMBEDDING_HINTS)
+from tunelab.model_changes.selection import (  # noqa: F401
+    EMBEDDING_HINTS,
+    HEAD_MODULES,
+    LAYER_INDEX,
+    freeze_all,
+    is_embedding,
+    is_head,
+    layer_index,
+    num_layers,
+    unfreeze,
+)

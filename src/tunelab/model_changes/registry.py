@@ -1,0 +1,182 @@
+"""Model changes register here by name: adding one means one file and one `@register(...)` line.
+
+Every model change offers the same small interface (`ModelChange` below). What it is applied for is
+a `Target`: the read-out it feeds (`head`: a classification head; `lm`: the pretrained LM head, as
+`pet` and `sft` use it) and the experiment its settings come from. A change declares the read-outs
+it pairs with; `resolve_change` refuses any other pair before a weight loads, naming the pairs
+that work.
+
+Any PEFT strategy (`lora`, `ia3`, `prompt_tuning`, ...) is also a model change under its own name,
+without a file here: `peft.py` wraps it with the strategy's own settings schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from pydantic import BaseModel
+
+from tunelab.errors import ConfigError
+
+READOUTS = {
+    "head": "a classification-head read-out",
+    "lm": "an LM read-out (template + verbalizer scoring, or generated text)",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a model change is applied for: the read-out, and where its settings came from.
+
+    readout: `head` (a classification head on the model, new weights in `loaded.missing_keys`) or
+    `lm` (the pretrained LM head reads the label; nothing new to train). architecture: the class the
+    model loads as (`classification`, `causal_lm`, `masked_lm`), for the meta-device skeleton that
+    checks settings before any weight loads. settings_key: where the change's settings sit in the
+    experiment file (`strategy` for `partial`, `strategy.delta` under `pet`), for error messages.
+    """
+
+    readout: str
+    experiment: Any = None
+    architecture: str = "classification"
+    settings_key: tuple[str, ...] = ("strategy",)
+    num_labels: int = 2
+
+    @property
+    def task_type(self) -> str | None:
+        """PEFT's task type for this target (None: PEFT's plain wrapper, as for a masked LM)."""
+        return "SEQ_CLS" if self.readout == "head" else "CAUSAL_LM" if self.architecture == "causal_lm" else None
+
+    @property
+    def max_length(self) -> int | None:
+        return self.experiment.model.max_length if self.experiment is not None else None
+
+    def key(self, name: str) -> str:
+        """The dotted key of one setting, e.g. `strategy.delta.freeze_layers`."""
+        return ".".join(self.settings_key + (name,))
+
+    def locate(self, name: str) -> str:
+        """`file, line N` of one setting (the file alone when the line is unknown)."""
+        return self.experiment.locate(*self.settings_key, name)
+
+    def skeleton(self) -> torch.nn.Module:
+        """The model's architecture on the meta device (no weights read), to check settings against."""
+        from tunelab.methods.peft_common import skeleton  # TODO(issue 10): move below methods/
+
+        return skeleton(self.experiment, self.num_labels, self.architecture)
+
+
+class ModelChange(Protocol):
+    """What every model change offers. `load_base(name=None)` loads the base model (or, given a
+    directory, that model) as the read-out needs it and returns a `LoadedModel`."""
+
+    Settings: type[BaseModel]
+
+    def check(self, settings: BaseModel, target: Target) -> None:
+        """Catch settings the architecture cannot take, before any weight loads (raise ConfigError)."""
+
+    def apply(self, loaded, settings: BaseModel, target: Target) -> torch.nn.Module:
+        """Freeze / unfreeze / insert / wrap `loaded.model`; return the model to train."""
+
+    def save(self, model: torch.nn.Module, directory: Path, loaded, settings: BaseModel) -> None:
+        """Write the artifact (format in the change's module docstring) into directory."""
+
+    def load(self, directory: Path, load_base: Callable, settings: BaseModel, target: Target) -> tuple[Any, torch.nn.Module]:
+        """(loaded, trained model) from a directory `save` wrote; checks the artifact before weights load."""
+
+
+@dataclass(frozen=True)
+class ChangeInfo:
+    name: str
+    description: str
+    readouts: tuple[str, ...]
+    change: ModelChange
+
+
+REGISTRY: dict[str, ChangeInfo] = {}
+
+
+def register(name: str, description: str, readouts: tuple[str, ...] = ("head", "lm")):
+    """Class decorator: `@register("bitfit", "only bias terms train")` makes `train: bitfit` work."""
+    unknown = set(readouts) - set(READOUTS)
+    if unknown:
+        raise ValueError(f"unknown read-outs {sorted(unknown)}; known: {sorted(READOUTS)}")
+
+    def decorate(cls):
+        REGISTRY[name] = ChangeInfo(name, description, tuple(readouts), cls())
+        cls.change_name = name
+        return cls
+
+    return decorate
+
+
+def load_all() -> None:
+    """Import every module of this package so their @register lines run."""
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"tunelab.model_changes.{module.name}")
+
+
+def peft_changes() -> dict[str, ChangeInfo]:
+    """Every PEFT strategy as a model change of the same name (settings: the strategy's schema)."""
+    from tunelab.methods.registry import all_strategies  # the PEFT settings still live with their strategies
+    from tunelab.model_changes.peft import PeftChange
+
+    return {info.name: ChangeInfo(info.name, "PEFT: " + re.sub(r",? \+ the head", "", info.description), ("head", "lm"),
+                                  PeftChange(info.cls.Settings))
+            for info in all_strategies() if hasattr(info.cls.Settings, "peft_config")}
+
+
+def get_model_change(name: str) -> ChangeInfo:
+    load_all()
+    if name in REGISTRY:
+        return REGISTRY[name]
+    peft = peft_changes()
+    if name in peft:
+        return peft[name]
+    known = sorted(REGISTRY) + sorted(peft)
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" — did you mean '{match[0]}'?" if match else ""
+    raise ConfigError(f"unknown model change '{name}'{hint} (available: {', '.join(known)}; see `tunelab strategies`)")
+
+
+def all_model_changes() -> list[ChangeInfo]:
+    """The registered changes, then the PEFT methods, each by name."""
+    load_all()
+    return sorted(REGISTRY.values(), key=lambda info: info.name) + sorted(peft_changes().values(), key=lambda info: info.name)
+
+
+def pairs_with(readout: str) -> list[str]:
+    return [info.name for info in all_model_changes() if readout in info.readouts]
+
+
+def resolve_change(experiment, strategy: str, train: str, options: dict, readout: str,
+                   settings_key: tuple[str, ...] = ("strategy", "delta")) -> tuple[ChangeInfo, BaseModel]:
+    """The change named by `strategy.train` and its validated settings (`strategy.delta`), for `readout`.
+
+    Refuses, before any weight loads, an unknown name and a change that does not pair with the
+    strategy's read-out (e.g. `head` under `pet`: there is no new head to train); errors name the
+    file, the line and the pairs that work.
+    """
+    from tunelab.config import validate_settings
+
+    where = experiment.locate("strategy", "train")
+    try:
+        info = get_model_change(train)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: strategy.train: {err}") from None
+    if readout not in info.readouts:
+        raise ConfigError(
+            f"{where}: strategy.train: '{strategy}' reads labels with {READOUTS[readout]}, and the model change "
+            f"'{train}' pairs only with {' or '.join(READOUTS[r] for r in info.readouts)}; with '{strategy}' use "
+            f"train: {', '.join(pairs_with(readout))}")
+    if options and not info.change.Settings.model_fields:
+        raise ConfigError(f"{experiment.locate(*settings_key)}: {'.'.join(settings_key)} holds the settings of the "
+                          f"model change; train: {train} takes no settings")
+    settings = validate_settings(info.change.Settings, options, settings_key, experiment.source, experiment.lines)
+    return info, settings
