@@ -1,4 +1,5 @@
-"""Parameter-efficient strategies (lora, ia3, prompt/prefix/P-tuning v1+v2, adapter) on tiny random
+"""Parameter-efficient strategies (lora and its DoRA/rsLoRA/PiSSA/OLoRA/LoRA+ settings, ia3, vera, oft,
+ln_tuning, adalora, prompt/prefix/P-tuning v1+v2, adapter) on tiny random
 BERT and Llama models: exactly the intended parameters train, save → load reproduces the outputs
 (also through plain `peft.PeftModel.from_pretrained`), counts agree with PEFT, bad settings fail early."""
 
@@ -20,17 +21,34 @@ from tunelab.methods import get_strategy
 from tunelab.methods.peft_common import ADAPTER_DIR, apply_peft, export_merged
 
 LABELS = ["negative", "positive"]
-PEFT_STRATEGIES = ["lora", "ia3", "prompt_tuning", "prefix_tuning", "ptuning", "ptuning_v2"]
-# What each method adds, by parameter name: written independently of the implementation.
-MARKERS = {"lora": ("lora_A", "lora_B"), "ia3": ("ia3_l",), "adapter": (".adapter.",)}
+PEFT_STRATEGIES = ["lora", "ia3", "prompt_tuning", "prefix_tuning", "ptuning", "ptuning_v2", "vera", "ln_tuning", "oft", "adalora"]
+# What each method adds, by parameter name: written independently of the implementation (PEFT's
+# names: DoRA's magnitudes, VeRA's two scaling vectors, OFT's rotations, AdaLoRA's singular values).
+MARKERS = {
+    "lora": ("lora_A", "lora_B", "lora_magnitude_vector"), "ia3": ("ia3_l",), "adapter": (".adapter.",),
+    "vera": ("vera_lambda_b", "vera_lambda_d"), "ln_tuning": ("ln_tuning_layers",), "oft": ("oft_R",),
+    "adalora": ("lora_A", "lora_B", "lora_E"),
+}
+LORA_VARIANTS = [  # DoRA, PiSSA (exact and randomised SVD), OLoRA, LoRA+: settings of lora
+    {"r": 2, "use_dora": True, "init": "gaussian"}, {"r": 2, "init": "pissa", "dropout": 0.0},
+    {"r": 2, "init": "pissa_niter_2", "use_dora": True}, {"r": 2, "init": "olora", "use_rslora": True},
+    {"r": 2, "loraplus_lr_ratio": 16.0},
+]
+NEW_METHODS = [("vera", {"r": 8}), ("ln_tuning", {}), ("oft", {"block_size": 8}), ("oft", {"block_size": 4, "coft": True}),
+               ("adalora", {"init_r": 4, "target_r": 2})]
 CASES = [
     ("lora", {}), ("lora", {"r": 2, "alpha": 4, "dropout": 0.0, "use_rslora": True}), ("ia3", {}),
     ("prompt_tuning", {"num_virtual_tokens": 4}), ("prefix_tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 8}),
     ("ptuning", {"num_virtual_tokens": 4}), ("ptuning", {"num_virtual_tokens": 4, "encoder": "lstm", "encoder_hidden_size": 8}),
     ("ptuning_v2", {"num_virtual_tokens": 4}), ("adapter", {"kind": "houlsby", "reduction_factor": 4, "non_linearity": "tanh"}),
     ("adapter", {"kind": "pfeiffer", "reduction_factor": 2, "non_linearity": "tanh"}),
+    *[("lora", settings) for settings in LORA_VARIANTS], *NEW_METHODS,
 ]
-ROUNDTRIP = list({name: settings for name, settings in reversed(CASES)}.items())[::-1]  # the first case of each strategy
+# Trained and reloaded: the first case of each strategy (keyed by its name), and the LoRA variants
+# that change the base weights or the optimizer (keyed lora:<init> / lora:plus).
+ROUNDTRIP = {**{name: (name, settings) for name, settings in reversed(CASES)},
+             "lora:pissa": ("lora", LORA_VARIANTS[1]), "lora:pissa_niter+dora": ("lora", LORA_VARIANTS[2]),
+             "lora:olora": ("lora", LORA_VARIANTS[3]), "lora:plus": ("lora", LORA_VARIANTS[4])}
 # Adapters use tanh here: in the top layer only the pooled token gets a gradient, and a 2-unit ReLU
 # bottleneck at 4 positions can be dead at random init (then its weights rightly do not move).
 MODELS = ["bert", "llama"]
@@ -215,25 +233,26 @@ def finished_runs(model_dirs, data_files, tmp_path_factory) -> dict:
 
     runs = {}
     root = tmp_path_factory.mktemp("runs")
-    for name, settings in ROUNDTRIP:
+    for key, (name, settings) in ROUNDTRIP.items():
         for model_name in MODELS:
             if name in PREFIX_METHODS and not peft_prefixes_classifier(model_name):
                 continue
-            path = root / f"{name}-{model_name}.yaml"
+            slug = key.replace(":", "-").replace("+", "-")
+            path = root / f"{slug}-{model_name}.yaml"
             path.write_text(yaml.safe_dump(experiment(model_dirs[model_name], name, settings, data_files)))
-            run_dir = root / f"{name}-{model_name}"
+            run_dir = root / f"{slug}-{model_name}"
             execute(prepare(load_experiment(path)), run_dir)
-            runs[name, model_name] = run_dir
+            runs[key, model_name] = run_dir
     return runs
 
 
 @pytest.mark.parametrize("model_name", MODELS)
-@pytest.mark.parametrize("name", [name for name, _ in ROUNDTRIP])
-def test_save_load_reproduces_outputs(finished_runs, model_dirs, name, model_name):
-    skip_where_peft_refuses(name, model_name)
+@pytest.mark.parametrize("key", list(ROUNDTRIP))
+def test_save_load_reproduces_outputs(finished_runs, model_dirs, key, model_name):
+    skip_where_peft_refuses(ROUNDTRIP[key][0], model_name)
     from tunelab.run import load_run
 
-    run_dir = finished_runs[name, model_name]
+    run_dir = finished_runs[key, model_name]
     _, _, predictor = load_run(run_dir)
     saved = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     reloaded = predictor.predict([{"text": row["text"]} for row in saved])
@@ -250,17 +269,17 @@ def test_save_load_reproduces_outputs(finished_runs, model_dirs, name, model_nam
 
 
 @pytest.mark.parametrize("model_name", MODELS)
-@pytest.mark.parametrize("name", PEFT_STRATEGIES)
-def test_plain_peft_loads_the_adapter_directory(finished_runs, model_dirs, name, model_name):
-    skip_where_peft_refuses(name, model_name)
+@pytest.mark.parametrize("key", [key for key, (name, _) in ROUNDTRIP.items() if name in PEFT_STRATEGIES])
+def test_plain_peft_loads_the_adapter_directory(finished_runs, model_dirs, key, model_name):
+    skip_where_peft_refuses(ROUNDTRIP[key][0], model_name)
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
     from tunelab.run import load_run
 
-    _, _, predictor = load_run(finished_runs[name, model_name])
+    _, _, predictor = load_run(finished_runs[key, model_name])
     base = AutoModelForSequenceClassification.from_pretrained(model_dirs[model_name], num_labels=2)
-    plain = PeftModel.from_pretrained(base, finished_runs[name, model_name] / ADAPTER_DIR)
+    plain = PeftModel.from_pretrained(base, finished_runs[key, model_name] / ADAPTER_DIR)
     inputs = batch(predictor.loaded.tokenizer)
     assert (logits(plain, inputs) - logits(predictor.model, inputs)).abs().max() < 1e-5
     trained_head = [n for n, _ in plain.named_parameters() if "modules_to_save" in n]
@@ -297,6 +316,80 @@ def test_prompt_tuning_text_init_uses_the_text_embeddings(model_dirs):
     assert torch.equal(model.prompt_encoder["default"].embedding.weight.detach(), words)
 
 
+# --- LoRA+ and AdaLoRA: what they ask of the training loop ----------------------------------------
+
+def jsonl_rows(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_loraplus_steps_b_at_ratio_times_the_learning_rate(model_dirs, data_files, tmp_path, model_name):
+    """The optimizer the Trainer really steps with (read in a callback): every lora_B tensor at
+    lr × ratio, every lora_A tensor at lr, at every step of the schedule."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerCallback
+
+    from tunelab.train import TrainHooks, attach_hooks
+
+    strategy = make_strategy(model_dirs[model_name], "lora", {"r": 2, "loraplus_lr_ratio": 16.0})
+    loaded = strategy.load_base()
+    model = strategy.prepare(loaded)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = []
+
+    class Spy(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            seen.append({names[id(p)]: group["lr"] for group in optimizer.param_groups for p in group["params"]})
+
+    attach_hooks(model.base_model.model, TrainHooks(callbacks=[Spy()]))  # a second hook, inside the first
+    rows = jsonl_rows(data_files["train"])
+    strategy.train(model, loaded, SimpleNamespace(train=rows, dev=rows), tmp_path)
+    assert len(seen) == 2  # 8 rows, batch 4, 1 epoch
+    for lrs in seen:
+        a = {lr for n, lr in lrs.items() if ".lora_A." in n}
+        b = {lr for n, lr in lrs.items() if ".lora_B." in n}
+        assert len(a) == len(b) == 1 and a.pop() * 16.0 == pytest.approx(b.pop())
+        assert set(lrs) == {n for n, p in model.named_parameters() if p.requires_grad}  # nothing left out
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_adalora_reallocates_ranks_under_the_trainer(model_dirs, data_files, tmp_path, model_name):
+    """The rank schedule runs (total_step = the Trainer's steps, ranks pruned to target_r per layer on
+    average), and the best-dev weights reload exactly from the pruned adapter."""
+    from tunelab.config import load_experiment
+    from tunelab.run import execute, load_run, prepare
+
+    raw = experiment(model_dirs[model_name], "adalora", {"init_r": 4, "target_r": 2}, data_files)
+    raw["train"]["epochs"] = 4
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "run"
+    execute(prepare(load_experiment(path)), run_dir)
+    config = json.loads((run_dir / ADAPTER_DIR / "adapter_config.json").read_text())
+    steps = json.loads((run_dir / "costs.json").read_text())["steps"]
+    assert config["total_step"] == steps == 8
+    kept = [sum(mask) for mask in config["rank_pattern"].values()]
+    assert len(kept) == 4 and sum(kept) == 2 * len(kept) and all(len(m) == 4 for m in config["rank_pattern"].values())
+    _, _, predictor = load_run(run_dir)
+    saved = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    reloaded = predictor.predict([{"text": row["text"]} for row in saved])
+    assert max(abs(r["scores"][l] - n["scores"][l]) for r, n in zip(saved, reloaded) for l in LABELS) < 1e-5
+
+
+@pytest.mark.parametrize("name,settings,message", [
+    ("lora", {"init": "pisa"}, "init must be one of"), ("lora", {"init": "pissa_niter_0"}, "init must be one of"),
+    ("lora", {"loraplus_lr_ratio": 0}, "loraplus_lr_ratio"), ("adalora", {"init_r": 2, "target_r": 4}, "cannot exceed init_r"),
+    ("adalora", {"tinit": 0.5, "tfinal": 0.5}, "leaves no steps"), ("oft", {"block_size": 1}, "block_size"),
+])
+def test_new_peft_settings_are_checked_when_the_experiment_is_read(model_dirs, name, settings, message):
+    from tunelab.run import prepare
+
+    raw = experiment(model_dirs["bert"], name, settings, {"train": "x", "test": "y"})
+    with pytest.raises(ConfigError, match=message):
+        prepare(validate_experiment(raw))
+
+
 # --- bad settings -----------------------------------------------------------------------------
 
 BAD = [
@@ -312,6 +405,11 @@ BAD = [
     ("distilbert", "prefix_tuning", {}, "does not support the method"),
     ("distilbert", "ptuning_v2", {}, "does not support the method"),
     ("distilbert", "adapter", {}, "do not support DistilBert"),
+    ("distilbert", "vera", {}, "no default VeRA target modules"),
+    ("distilbert", "oft", {}, "no default OFT target modules"),
+    ("distilbert", "adalora", {}, "no default AdaLoRA target modules"),
+    ("distilbert", "ln_tuning", {}, "no default LN tuning target modules"),
+    ("llama", "ln_tuning", {"target_modules": ["layernorm"]}, r"\['layernorm'\] match no module"),
 ]
 
 
@@ -392,6 +490,42 @@ def test_cli_lora_on_minilm_runs_evaluates_and_exports(tmp_path, capsys):
     assert evaluated == pytest.approx(metrics, abs=1e-9)
     assert main(["export", str(run_dir), "--out", str(tmp_path / "merged")]) == 0
     assert (tmp_path / "merged" / "config.json").is_file() and not (tmp_path / "merged" / "adapter_config.json").exists()
+
+
+@pytest.mark.e2e
+def test_cli_new_peft_methods_train_one_cell_each_on_minilm(tmp_path):
+    """One short cell per new method (and the LoRA variants together) from the CLI on the real encoder;
+    each saved adapter, loaded with plain PEFT on the untouched base (mean pooling, as the run used),
+    gives the test scores the run wrote."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tunelab.cli import main
+    from tunelab.demo import demo_data_dir
+    from tunelab.models import resolve_model_path
+    from tunelab.pooling import apply_pooling
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "demo_run.yaml"
+    base_dir = resolve_model_path("minilm-l6")
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    small_train = demo_data_dir() / "sentiment_dev.jsonl"  # 16 reviews: two steps per cell keep the test short
+    cells = {"vera": [], "ln_tuning": [], "oft": [], "adalora": [],
+             "lora": ["strategy.use_dora=true", "strategy.init=pissa_niter_4", "strategy.loraplus_lr_ratio=8"]}
+    for name, extra in cells.items():
+        run_dir = tmp_path / name
+        overrides = [f"strategy.name={name}", *extra, f"data.train={small_train}", "train.learning_rate=2e-3", "train.epochs=1",
+                     "train.batch_size=8", "model.max_length=32", "data.max_test=8", "train.log_to=[]"]
+        assert main(["run", str(example), *overrides, "--out", str(run_dir)]) == 0, name
+        assert 0 < json.loads((run_dir / "costs.json").read_text())["trainable_percent"] < 1, name
+        base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=2)
+        apply_pooling(base, "mean")
+        plain = PeftModel.from_pretrained(base, run_dir / ADAPTER_DIR).eval()
+        rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+        inputs = tokenizer([r["text"] for r in rows], padding=True, truncation=True, max_length=32, return_tensors="pt")
+        with torch.no_grad():
+            probs = plain(**inputs).logits.softmax(-1)
+        written = torch.tensor([[r["scores"][l] for l in LABELS] for r in rows])
+        assert (probs - written).abs().max() < 1e-4, name
 
 
 @pytest.mark.cuda

@@ -21,6 +21,33 @@ from tunelab.config import TrainConfig
 from tunelab.errors import ConfigError
 
 DevScorer = Callable[[np.ndarray, np.ndarray], dict]  # (logits (N, L), label ids (N,)) → metrics
+HOOKS_ATTRIBUTE = "tunelab_train_hooks"
+
+
+@dataclass
+class TrainHooks:
+    """What a model change may ask of the training loop, whichever read-out trains it.
+
+    Attached to the changed module (`attach_hooks`), so a classification head, a PET wrapper or an
+    answer-loss wrapper around it all train with them and no strategy has to pass them along.
+    - optimizer(model, args): builds the optimizer over the *whole* model being trained (the
+      Trainer still makes the learning-rate schedule on top of it); e.g. LoRA+'s parameter groups.
+    - callbacks: extra TrainerCallbacks (e.g. AdaLoRA's rank re-allocation after each optimiser step).
+    - finish(model): runs after the best dev state is restored (e.g. re-apply a final mask).
+    """
+
+    optimizer: Callable | None = None
+    callbacks: list = field(default_factory=list)
+    finish: Callable | None = None
+
+
+def attach_hooks(module: torch.nn.Module, hooks: TrainHooks) -> None:
+    module.__dict__[HOOKS_ATTRIBUTE] = hooks  # a plain attribute: not a submodule, not saved
+
+
+def attached_hooks(model: torch.nn.Module) -> list[TrainHooks]:
+    """The hooks attached to `model` or any module inside it (read from __dict__: PEFT forwards getattr)."""
+    return [m.__dict__[HOOKS_ATTRIBUTE] for m in unwrap(model).modules() if HOOKS_ATTRIBUTE in m.__dict__]
 
 
 @dataclass
@@ -131,6 +158,8 @@ def train_model(
     best = BestState(metric_for_best, cfg.early_stopping_patience)
     clock = EvalClock()
     callbacks = [best, clock] + ([CsvLog(out_dir / "logs.csv")] if "csv" in cfg.log_to else [])
+    hooks = attached_hooks(model)
+    callbacks += [callback for h in hooks for callback in h.callbacks]
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")  # read when the Trainer starts
     trainer = Trainer(
         model=model,
@@ -141,6 +170,7 @@ def train_model(
         data_collator=collator or DataCollatorWithPadding(tokenizer),
         compute_metrics=(lambda p: score_dev(p.predictions, p.label_ids)) if dev_features else None,
         callbacks=callbacks,
+        optimizers=(make_optimizer(model, args, hooks), None),
     )
     trainer.model_accepts_loss_kwargs = trainer.model_accepts_loss_kwargs and loss_honours_item_count(model)
     if not cfg.progress_bar:
@@ -152,9 +182,20 @@ def train_model(
     output = trainer.train()
     elapsed = time.perf_counter() - started
     best.restore(model)
+    for h in hooks:
+        if h.finish:
+            h.finish(model)
     stats = collect_stats(trainer, output, train_features, elapsed - clock.seconds, best)
     stats.ranks = gather_ranks(trainer.state.global_step)
     return stats
+
+
+def make_optimizer(model, args, hooks: list[TrainHooks]):
+    """The optimizer a hook asks for (None: the Trainer's own AdamW); the scheduler stays the Trainer's."""
+    factories = [h.optimizer for h in hooks if h.optimizer]
+    if len(factories) > 1:
+        raise ConfigError("two model changes each ask for their own optimizer; combine them in one")
+    return factories[0](unwrap(model), args) if factories else None
 
 
 def loss_honours_item_count(model) -> bool:

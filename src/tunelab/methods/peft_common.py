@@ -1,4 +1,4 @@
-"""Glue shared by the strategies built on Hugging Face PEFT (lora, ia3, prompt/prefix/P-tuning).
+"""Glue shared by the strategies built on Hugging Face PEFT (lora, ia3, vera, oft, adalora, ln_tuning, prompt/prefix/P-tuning).
 
 PEFT does the method; tunelab only (1) turns a strategy's settings into a PEFT config, (2) checks
 them against the model's architecture *before* anything trains, and (3) saves a standard PEFT
@@ -8,7 +8,9 @@ plain `peft.PeftModel.from_pretrained(base_model, "<run_dir>/adapter")` loads.
 `apply_peft(model, settings, task_type)` is the one entry point, so a model with a language-model
 head (task type "CAUSAL_LM") can be wrapped the same way as a classifier ("SEQ_CLS"): a
 prompt-learning strategy composes its template and verbalizer with LoRA or soft prompts by calling
-it. Each settings class offers `peft_config(model_config, task_type, tokenizer_path) -> PeftConfig`.
+it. Each settings class offers `peft_config(model_config, task_type, tokenizer_path) -> PeftConfig`,
+and may offer `on_wrapped(peft_model)`, called after wrapping (also on the meta-device skeleton), to
+attach `tunelab.train.TrainHooks` (an optimizer, Trainer callbacks) the method needs whatever read-out trains it.
 
 With task type SEQ_CLS, PEFT itself trains the head alongside (`classifier`/`score` become
 `modules_to_save`); any other newly initialised module of the base model is added to that list.
@@ -59,10 +61,19 @@ def apply_peft(model: torch.nn.Module, settings, task_type: str = "SEQ_CLS", *, 
     check_targets(model, config)
     if modules_to_save:
         config.modules_to_save = sorted(set(modules_to_save) | set(config.modules_to_save or []))
+    if on_meta(model) and isinstance(getattr(config, "init_lora_weights", True), str):
+        config.init_lora_weights = True  # PiSSA/OLoRA decompose real weights; the skeleton check has none
     try:
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
     except (ValueError, TypeError, AttributeError) as err:  # PEFT's own refusals, e.g. an unknown architecture
         raise ConfigError(f"PEFT cannot apply {type(config).__name__} to {type(model).__name__}: {err}") from None
+    if hasattr(settings, "on_wrapped"):  # e.g. attach training hooks (LoRA+, AdaLoRA), convert PiSSA on save
+        settings.on_wrapped(peft_model)
+    return peft_model
+
+
+def on_meta(model: torch.nn.Module) -> bool:
+    return any(p.device.type == "meta" for p in model.parameters())
 
 
 def check_supported(model: torch.nn.Module, config) -> None:
@@ -114,6 +125,16 @@ def unsupported(model: torch.nn.Module, config, why: str, hint: str = "") -> Con
         f"{type(model).__name__} (model_type={model_type!r}) does not support the method {method}: {why}. "
         f"Use lora, ia3 or adapter instead{', ' + hint if hint else ''}"
     )
+
+
+def table_targets(table: dict, model_config, method: str, ours: dict | None = None) -> list[str]:
+    """Default target modules for `method`: ours per model_type first, then PEFT's table; else name them."""
+    model_type = getattr(model_config, "model_type", None)
+    targets = (ours or {}).get(model_type) or table.get(model_type)
+    if not targets:
+        raise SettingsError("target_modules", f"no default {method} target modules for model_type {model_type!r}; "
+                            f"set strategy.target_modules (layers it has are listed by their name suffix, e.g. [q_proj, v_proj])")
+    return list(targets)
 
 
 def check_positions(model_config, config, max_length: int | None) -> None:
