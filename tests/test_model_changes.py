@@ -171,3 +171,35 @@ def test_strategies_lists_the_model_changes_and_their_readouts(capsys):
         assert info.name in out
     line = next(line for line in out.splitlines() if line.startswith("  lm_head "))
     assert "lm" in line and "head," not in line
+
+
+def test_a_shorthand_strategy_is_its_model_change_under_the_classifier(tmp_path, tiny_bert_dir, tiny_sentiment):
+    """`{name: bitfit}` and `{name: classifier, train: bitfit}`: the same run, to the last digit."""
+    outputs = []
+    for strategy in ({"name": "bitfit"}, {"name": "classifier", "train": "bitfit"},
+                     {"name": "classifier", "train": "lora", "delta": {"r": 2}}):
+        folder = tmp_path / strategy.get("train", strategy["name"]) / strategy["name"]
+        folder.mkdir(parents=True)
+        exp = experiment_yaml(folder / "exp.yaml", tiny_bert_dir, tiny_sentiment, strategy, train={"epochs": 1})
+        assert main(["run", str(exp), "--out", str(folder / "run")]) == 0
+        outputs.append((folder / "run" / "predictions.jsonl").read_text())
+    assert outputs[0] == outputs[1]
+    assert (tmp_path / "lora" / "classifier" / "run" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_sft_with_bottleneck_adapters_generates_the_same_text_after_reloading(tmp_path, tiny_llama_dir):
+    from conftest import write_jsonl
+    from tunelab.run import load_run
+
+    rows = [{"text": f"item {i} is here", "summary": f"item {i}"} for i in range(4)]
+    data = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", rows)) for split in ("train", "dev", "test")}
+    exp = experiment_yaml(tmp_path / "exp.yaml", tiny_llama_dir, data,
+                          {"name": "sft", "train": "adapter", "generation": {"max_new_tokens": 4}},
+                          task={"type": "generation", "target_field": "summary", "label_names": None},
+                          prompt={"template": "Text: {{ text }}\nShort:"}, metrics=["rouge1"], train={"epochs": 1})
+    run_dir = tmp_path / "run"
+    assert main(["run", str(exp), "--out", str(run_dir)]) == 0
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    stored = [json.loads(line)["prediction"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    _, strategy, predictor = load_run(run_dir)
+    assert [o["prediction"] for o in predictor.predict(rows)] == stored
