@@ -18,7 +18,7 @@ import functools
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
@@ -40,20 +40,17 @@ from tunelab.methods.prompting import (
 )
 from tunelab.methods.registry import register
 from tunelab.prompts import apply_chat_template_parts, build_prompt_parts, fit_demonstrations, select_demonstrations
+from tunelab.settings import StrictSettings
 
 
-class GenerateSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class GenerateSettings(StrictSettings):
     k: int = Field(0, ge=0)
     """Demonstrations (training examples followed by their target) before each prompt; 0: zero-shot."""
     generation: GenerationOptions = GenerationOptions(stop=["\n\n"])
     """Decoding: max_new_tokens, do_sample, temperature, top_p, top_k, stop, seed, batch_size."""
 
 
-class SftSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class SftSettings(StrictSettings):
     train: str = "full"
     """The model change: `full`, `lm_head`, `bitfit`, `partial`, `adapter`, or a PEFT method (`lora`, `ia3`);
     soft prompts are not supported here."""

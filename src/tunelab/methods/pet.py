@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tunelab.costs import parameter_costs
 from tunelab.errors import ConfigError
@@ -56,12 +56,11 @@ from tunelab.methods.prompting import (
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
 from tunelab.prompts import resolve_template, template_fields
+from tunelab.settings import StrictSettings
 
 
 
-class PetSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class PetSettings(StrictSettings):
     train: str = "full"
     """The model change: `full`, `lm_head`, `bitfit`, `partial`, `adapter`, or a PEFT strategy (`lora`, `ia3`,
     `prompt_tuning`, `prefix_tuning`, ...); `tunelab strategies` lists them all."""
