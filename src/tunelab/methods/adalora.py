@@ -38,7 +38,7 @@ class AdaLoraSettings(BaseModel):
     tinit: float = Field(0.1, ge=0, lt=1)
     """Fraction of the training steps spent at full rank before pruning starts."""
     tfinal: float = Field(0.2, ge=0, lt=1)
-    """Fraction of the training steps at the end with the final ranks fixed."""
+    """Fraction of the training steps at the end with the final ranks fixed (at least one step)."""
     delta_t: int = Field(1, ge=1)
     """Steps between two budget re-allocations."""
     beta1: float = Field(0.85, gt=0, lt=1)
@@ -82,8 +82,10 @@ def rank_schedule(model, settings: AdaLoraSettings):
         def on_train_begin(self, args, state, control, **kwargs):
             total = state.max_steps
             config = model.peft_config[model.active_adapter]
-            # tinit + tfinal < 1 (checked in the settings), so floor(tinit·T) + floor(tfinal·T) < T: a budgeting phase remains.
-            tinit, tfinal = int(settings.tinit * total), int(settings.tfinal * total)
+            # PEFT fixes the final ranks at step total - tfinal; the steps seen are 0 … total-1, so tfinal
+            # needs at least one step or the last allocation never happens (the budget stops short of target_r).
+            tfinal = max(1, int(settings.tfinal * total))
+            tinit = min(int(settings.tinit * total), total - tfinal)
             for cfg in {id(c): c for c in (config, model.base_model.rankallocator.peft_config)}.values():
                 cfg.total_step, cfg.tinit, cfg.tfinal = total, tinit, tfinal
 
