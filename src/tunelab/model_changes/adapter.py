@@ -57,4 +57,5 @@ def inject(model, settings: AdapterSettings, target) -> list[str]:
         return inject_adapters(model, settings)
     except ValueError as err:  # an architecture without a known layer layout
         source = target.experiment.source if target.experiment is not None else "<config>"
-        raise ConfigError(f"{source}: strategy 'adapter': {err}") from None
+        what = "strategy 'adapter'" if target.settings_key == ("strategy",) else "train: adapter"
+        raise ConfigError(f"{source}: {what}: {err}") from None

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from tunelab.artifacts import require_artifact
 from tunelab.errors import ConfigError
-
-ADAPTER_DIR = "adapter"
+from tunelab.model_changes.adapter import ADAPTER_DIR  # one name for both adapter formats
 SOFT_PROMPTS = ("Prompt", "Prefix", "PTuning", "Ptuning")  # settings classes of the soft-prompt methods
 
 
