@@ -203,3 +203,23 @@ def test_sft_with_bottleneck_adapters_generates_the_same_text_after_reloading(tm
     stored = [json.loads(line)["prediction"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     _, strategy, predictor = load_run(run_dir)
     assert [o["prediction"] for o in predictor.predict(rows)] == stored
+
+
+def test_a_sweep_refuses_a_nonsensical_pair_before_any_cell_runs(tmp_path, tiny_llama_dir, tiny_sentiment, capsys,
+                                                                 monkeypatch):
+    import yaml
+
+    refuse_weights(monkeypatch)
+    exp = experiment_yaml(tmp_path / "exp.yaml", tiny_llama_dir, tiny_sentiment, {"name": "head"}, prompt=PROMPT,
+                          output_dir=str(tmp_path / "runs"))
+    raw = yaml.safe_load(exp.read_text())
+    raw["sweep"] = {"isolation": "none", "seeds": [1],
+                    "strategies": [{"name": "pet", "settings": {"train": "bitfit", "delta": {"add_biases": True}}},
+                                   {"name": "pet", "id": "pet-head", "settings": {"train": "head"}}]}
+    exp.write_text(yaml.safe_dump(raw, sort_keys=False))
+    before = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert main(["compare", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep cell" in err and "model change 'head' pairs only with" in err and "with 'pet' use train:" in err
+    assert sorted(tmp_path.rglob("*")) == before

@@ -33,6 +33,11 @@ class ClassifierSettings(StrictSettings):
 class AnyChangeStrategy(ClassifierStrategy):
     Settings = ClassifierSettings
 
+    @classmethod
+    def check_pairing(cls, settings: ClassifierSettings, experiment) -> None:
+        """The model change exists, pairs with a head read-out and takes `delta` (a sweep checks every cell so)."""
+        resolve_change(experiment, cls.strategy_name, settings.train, settings.delta, "head")
+
     @property
     def change_name(self) -> str:
         return self.settings.train

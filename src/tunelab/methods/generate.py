@@ -39,6 +39,7 @@ from tunelab.methods.prompting import (
     where,
 )
 from tunelab.methods.registry import register
+from tunelab.model_changes import resolve_change
 from tunelab.prompts import apply_chat_template_parts, build_prompt_parts, fit_demonstrations, select_demonstrations
 from tunelab.settings import StrictSettings
 
@@ -191,6 +192,11 @@ class GenerateStrategy(GenerativeBase):
           family="fine-tuning")
 class SftStrategy(GenerativeBase):
     Settings = SftSettings
+
+    @classmethod
+    def check_pairing(cls, settings: SftSettings, experiment) -> None:
+        """The model change exists, pairs with an LM read-out and takes `delta` (a sweep checks every cell so)."""
+        resolve_change(experiment, cls.strategy_name, settings.train, settings.delta, "lm")
 
     @functools.cached_property
     def change(self) -> LmChange:

@@ -55,6 +55,7 @@ from tunelab.methods.prompting import (
 )
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
+from tunelab.model_changes import resolve_change
 from tunelab.prompts import resolve_template, template_fields
 from tunelab.settings import StrictSettings
 
@@ -87,6 +88,11 @@ class PetStrategy:
     def causal(self) -> bool:
         """Causal LM (answer = next token) or masked LM (answer at the mask), from the config only."""
         return lm_kind(self.experiment) == "causal_lm"
+
+    @classmethod
+    def check_pairing(cls, settings: PetSettings, experiment) -> None:
+        """The model change exists, pairs with an LM read-out and takes `delta` (a sweep checks every cell so)."""
+        resolve_change(experiment, cls.strategy_name, settings.train, settings.delta, "lm")
 
     @functools.cached_property
     def change(self) -> LmChange:

@@ -201,7 +201,11 @@ def check_cell(cell: Cell, source: str) -> None:
     try:
         config = validate_experiment(cell.config, source=f"{source} (sweep cell {cell.id})")
         info = get_strategy(config.strategy.name)
-        validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), f"{source} (sweep cell {cell.id})")
+        settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",),
+                                     f"{source} (sweep cell {cell.id})")
+        check_pairing = getattr(info.cls, "check_pairing", None)  # model change × read-out (pet, sft, classifier)
+        if check_pairing is not None:
+            check_pairing(settings, config)
     except ConfigError as err:
         raise ConfigError(f"sweep cell {cell.id}{describe(cell)}: {err}") from None
 
