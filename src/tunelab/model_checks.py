@@ -7,10 +7,8 @@ check once the model's directory exists, still before training starts.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tunelab.errors import ConfigError, ModelError
-from tunelab.model_facts import ModelFacts, model_facts, read_facts
+from tunelab.model_facts import ModelFacts, model_facts, resolved_facts
 
 
 def check_model(config) -> bool:
@@ -48,11 +46,9 @@ def check_when_loaded(strategy, config) -> None:
     fit = strategy.fit
 
     def checked_fit(splits, run_dir):
-        from tunelab.models import resolve_model_path
-
-        path = Path(resolve_model_path(config.model.name))
-        if (path / "config.json").is_file():
-            check_max_length(config, read_facts(path))
+        facts = resolved_facts(config.model.name)
+        if facts is not None:
+            check_max_length(config, facts)
         return fit(splits, run_dir)
 
     strategy.fit = checked_fit

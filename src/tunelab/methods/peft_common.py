@@ -27,6 +27,7 @@ import torch
 from tunelab.config import location
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods.classifier import ClassifierPredictor, ClassifierStrategy
+from tunelab.model_facts import decoder_only
 
 ADAPTER_DIR = "adapter"
 
@@ -186,14 +187,6 @@ def new_modules(missing_keys: list[str]) -> list[str]:
     return sorted({key.rsplit(".", 1)[0] for key in missing_keys if "." in key})
 
 
-def is_decoder_only(model_config) -> bool:
-    """Decoder-only families (Llama, GPT-2, ...) have a causal-LM class and no masked-LM class."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    model_type = getattr(model_config, "model_type", None)
-    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-
 def fit_padding(tokenizer, peft_model) -> None:
     """Left-pad for decoder classifiers fed `inputs_embeds` (prompt tuning, P-tuning).
 
@@ -206,7 +199,7 @@ def fit_padding(tokenizer, peft_model) -> None:
     from peft import PeftType
 
     peft_type = peft_model.peft_config[peft_model.active_adapter].peft_type
-    if peft_type in (PeftType.PROMPT_TUNING, PeftType.P_TUNING) and is_decoder_only(peft_model.config):
+    if peft_type in (PeftType.PROMPT_TUNING, PeftType.P_TUNING) and decoder_only(peft_model.config):
         tokenizer.padding_side = "left"
 
 

@@ -29,13 +29,13 @@ your own, with its settings under `delta:` (`tunelab.methods.lm_delta`). `head` 
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import Field
 
+from tunelab.batching import by_length
 from tunelab.costs import parameter_costs
 from tunelab.errors import ConfigError
 from tunelab.methods.classifier import train_costs
@@ -56,6 +56,7 @@ from tunelab.methods.prompting import (
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
 from tunelab.model_changes import resolve_change
+from tunelab.model_facts import head_facts
 from tunelab.prompts import resolve_template, template_fields
 from tunelab.settings import StrictSettings
 
@@ -200,16 +201,16 @@ class PetPredictor:
         features = s.encode(self.plan, [dict(e, label=None) for e in examples], "prediction")
         collate = PetCollator(s.engine.tokenizer.pad_token_id or 0)
         batch_size = s.settings.batch_size or s.experiment.train.eval_batch_size
-        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         device = next(self.model.parameters()).device
-        out = torch.zeros(len(features), len(self.plan.labels))
+
+        def run(chunk: list[dict]) -> torch.Tensor:
+            batch = {k: v.to(device) for k, v in collate(chunk).items()}
+            return self.model(**batch)["logits"].float().cpu()  # (B, L): one row per example
+
         self.model.eval()
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
-                out[chunk] = self.model(**batch)["logits"].float().cpu()
-        return out
+            rows = by_length(features, lambda f: len(f["input_ids"]), batch_size, run)
+        return torch.stack(rows) if rows else torch.zeros(0, len(self.plan.labels))
 
     def predict(self, examples: list[dict]) -> list[dict]:
         if not examples:
@@ -227,23 +228,13 @@ class PetPredictor:
 
 
 def lm_kind(experiment) -> str:
-    """`causal_lm` or `masked_lm` from the model's config (no weights); refuses models without an LM head."""
-    from tunelab.models import EMBEDDED, resolve_model_path
-
+    """`causal_lm` or `masked_lm` from the model's facts (no weights); refuses models without an LM head."""
     name = experiment.model.name
-    if name in EMBEDDED:
-        if EMBEDDED[name].architecture == "decoder":
-            return "causal_lm"
-        archs = ["BertModel"]  # minilm-l6: an encoder without its MLM head
-    else:
-        config_file = Path(resolve_model_path(name)) / "config.json"
-        if not config_file.is_file():
-            return "causal_lm"  # a hub id: load_model says whether it can be fetched
-        archs = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
-    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
-        return "causal_lm"
-    if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs):
-        return "masked_lm"
+    facts = head_facts(name)
+    if facts is None:
+        return "causal_lm"  # a hub id: load_model says whether it can be fetched
+    if facts.lm_head is not None:
+        return facts.lm_head
     raise ConfigError(f"{where(experiment, 'model', 'name')}strategy 'pet' reads label words with a pretrained LM head, "
-                      f"but model '{name}' ({', '.join(archs) or 'unknown architecture'}) has none (its head would be "
+                      f"but model '{name}' ({', '.join(facts.architectures) or 'unknown architecture'}) has none (its head would be "
                       "random); use a causal LM such as smollm2-135m or a masked LM checkpoint")

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from tunelab.config import validate_settings
 from tunelab.errors import ConfigError
+from tunelab.model_facts import head_facts, resolved_facts
 from tunelab.prompts import PromptSettings, Verbalizer
 
 ARTIFACT_FILE = "prompt.json"
@@ -67,20 +68,12 @@ def check_task(experiment, strategy: str, allowed: tuple[str, ...] = PROMPT_TASK
 
 
 def check_causal_lm(experiment, strategy: str) -> None:
-    """Refuse models that cannot score continuations, reading only their config (no weights)."""
-    from tunelab.models import EMBEDDED, resolve_model_path
-
+    """Refuse models that cannot score continuations, reading only their facts (no weights)."""
     name = experiment.model.name
-    if name in EMBEDDED:
-        ok, what = EMBEDDED[name].architecture == "decoder", EMBEDDED[name].description
-    else:
-        path = Path(resolve_model_path(name))
-        if not (path / "config.json").is_file():
-            return  # a hub id: load_model reports whether it can be fetched
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        archs = config.get("architectures") or []
-        ok = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) and not config.get("is_encoder_decoder")
-        what = f"a {config.get('model_type', 'unknown')} model with architectures {archs}"
+    facts = head_facts(name)
+    if facts is None:
+        return  # a hub id: load_model reports whether it can be fetched
+    ok, what = facts.causal_lm, facts.what
     if not ok:
         raise ConfigError(
             f"{where(experiment, 'model', 'name')}strategy '{strategy}' scores answer words with a causal (decoder) "
@@ -122,13 +115,10 @@ def verbalizer_words(experiment, prompt: PromptSettings, label_names: list[str])
 
 def context_budget(experiment) -> int:
     """Tokens a prompt plus its longest candidate may take: model.max_length, capped by the model's positions."""
-    from tunelab.models import resolve_model_path
-
     limit = experiment.model.max_length
-    config_file = Path(resolve_model_path(experiment.model.name)) / "config.json"
-    if config_file.is_file():
-        positions = json.loads(config_file.read_text(encoding="utf-8")).get("max_position_embeddings")
-        limit = min(limit, positions or limit)
+    facts = resolved_facts(experiment.model.name)
+    if facts is not None:
+        limit = min(limit, facts.max_positions or limit)
     return limit
 
 
