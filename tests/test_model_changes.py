@@ -223,3 +223,22 @@ def test_a_sweep_refuses_a_nonsensical_pair_before_any_cell_runs(tmp_path, tiny_
     err = capsys.readouterr().err
     assert "sweep cell" in err and "model change 'head' pairs only with" in err and "with 'pet' use train:" in err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("module, soft", [("prompt_tuning", True), ("prefix_tuning", True), ("ptuning", True),
+                                          ("ptuning_v2", True), ("lora", False), ("ia3", False)])
+def test_soft_prompts_are_known_by_their_peft_type(module, soft):
+    import importlib
+
+    from peft import PeftType
+
+    from tunelab.model_changes.peft import is_soft_prompt
+
+    settings_class = next(v for k, v in vars(importlib.import_module(f"tunelab.methods.{module}")).items()
+                          if k.endswith("Settings") and v.__module__.endswith(module))
+    assert is_soft_prompt(settings_class()) is soft
+    if soft:  # the declared type is the one its PEFT config carries
+        from transformers import BertConfig
+
+        config = settings_class().peft_config(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2), "SEQ_CLS")
+        assert config.peft_type == PeftType(settings_class.peft_type)

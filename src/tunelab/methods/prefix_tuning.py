@@ -4,6 +4,8 @@ classification head trains alongside. Without the MLP it is `ptuning_v2`."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.methods.peft_common import PeftStrategy
@@ -12,6 +14,8 @@ from tunelab.methods.registry import register
 
 class PrefixTuningSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    peft_type: ClassVar[str] = "PREFIX_TUNING"
+    """PEFT's `PeftType` of this method (a soft prompt: see model_changes.peft.is_soft_prompt)."""
 
     num_virtual_tokens: int = Field(20, ge=1)
     """Prefix length per layer; num_virtual_tokens + model.max_length must fit the model's positions."""

@@ -3,7 +3,7 @@ to the input; the model stays frozen, the classification head trains alongside."
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,6 +15,8 @@ INIT = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
 
 class PromptTuningSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    peft_type: ClassVar[str] = "PROMPT_TUNING"
+    """PEFT's `PeftType` of this method (a soft prompt: see model_changes.peft.is_soft_prompt)."""
 
     num_virtual_tokens: int = Field(20, ge=1)
     """Soft-prompt length; num_virtual_tokens + model.max_length must fit the model's positions."""

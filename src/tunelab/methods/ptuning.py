@@ -4,7 +4,7 @@ together; the classification head trains alongside."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +14,8 @@ from tunelab.methods.registry import register
 
 class PTuningSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    peft_type: ClassVar[str] = "P_TUNING"
+    """PEFT's `PeftType` of this method (a soft prompt: see model_changes.peft.is_soft_prompt)."""
 
     num_virtual_tokens: int = Field(20, ge=1)
     """Number of virtual tokens; num_virtual_tokens + model.max_length must fit the model's positions."""

@@ -14,7 +14,8 @@ from pathlib import Path
 from tunelab.artifacts import require_artifact
 from tunelab.errors import ConfigError
 from tunelab.model_changes.adapter import ADAPTER_DIR  # one name for both adapter formats
-SOFT_PROMPTS = ("Prompt", "Prefix", "PTuning", "Ptuning")  # settings classes of the soft-prompt methods
+# PEFT's soft-prompt types (`peft.PeftType` values): virtual tokens or per-layer prefixes.
+SOFT_PROMPT_TYPES = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
 
 
 class PeftChange:
@@ -61,5 +62,6 @@ class PeftChange:
 
 
 def is_soft_prompt(settings) -> bool:
-    """Soft prompts (prompt, prefix, P-tuning) shift positions: some read-outs cannot take them."""
-    return settings is not None and type(settings).__name__.startswith(SOFT_PROMPTS)
+    """Soft prompts (prompt, prefix, P-tuning) shift positions: some read-outs cannot take them.
+    A settings class says its PEFT type in a `peft_type` class attribute (`PeftType` value)."""
+    return getattr(type(settings), "peft_type", None) in SOFT_PROMPT_TYPES
