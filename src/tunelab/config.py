@@ -174,6 +174,14 @@ class ExperimentConfig(Section):
     def lines(self) -> dict:
         return self._lines
 
+    def located_at(self, source: str, lines: dict | None = None) -> ExperimentConfig:
+        """Say where this config came from (a file, a sweep cell) and, if given, where its keys were set
+        (`{key path: line}`), so later checks can name them; returns the config itself."""
+        self._source = source
+        if lines is not None:
+            self._lines = lines
+        return self
+
 
 # ---------------------------------------------------------------------------------------------
 # Loading
@@ -194,7 +202,7 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
             del lines[stale]  # the override replaced what the file said there
         lines[path_of_key] = f"command-line override {item!r}"
     config = validate_experiment(raw, source=str(path), lines=lines)
-    config._source, config._lines = str(path), lines
+    config.located_at(str(path), lines)
     resolve_relative_paths(config, path.parent)
     return config
 

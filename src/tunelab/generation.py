@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.scoring import _bos_to_add, _encode
+from tunelab.scoring import bos_to_add, encode_text
 
 IGNORE = -100  # label id the loss skips (prompt tokens, padding)
 
@@ -64,7 +64,7 @@ class GenerationOptions(BaseModel):
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """The ids a continuation is generated after (and SFT trains after): BOS if native + text."""
-    return _bos_to_add(tokenizer) + _encode(tokenizer, text)
+    return bos_to_add(tokenizer) + encode_text(tokenizer, text)
 
 
 def cut_at_stop(text: str, stops: list[str] | tuple[str, ...]) -> str:
@@ -195,7 +195,7 @@ def encode_sft(tokenizer, prompt: str, answer: str, max_length: int, eos_id: int
     then the answer its end.
     """
     prompt_ids = encode_prompt(tokenizer, prompt)
-    answer_ids = _encode(tokenizer, answer) + ([eos_id] if eos_id is not None else [])
+    answer_ids = encode_text(tokenizer, answer) + ([eos_id] if eos_id is not None else [])
     answer_ids = answer_ids[: max(max_length - 1, 1)]
     prompt_ids = prompt_ids[len(prompt_ids) - min(len(prompt_ids), max_length - len(answer_ids)) :]
     ids = prompt_ids + answer_ids

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-__all__ = ["CandidateScore", "ScoreRequest", "ScoringStats", "naive_score", "score_requests"]
+__all__ = ["CandidateScore", "ScoreRequest", "ScoringStats", "bos_to_add", "encode_text", "naive_score", "score_requests"]
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (B, h, K, d)
 
@@ -82,17 +82,17 @@ class _Encoded:
 # --------------------------------------------------------------------------- tokenisation
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def encode_text(tokenizer, text: str) -> list[int]:
     # The only tokenizer call used: works alike for WordPiece (BERT), BPE (Llama/GPT-2) tokenizers.
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _bos_to_add(tokenizer) -> list[int]:
+def bos_to_add(tokenizer) -> list[int]:
     """``[bos_id]`` if the tokenizer prepends its BOS by itself (Llama-style), else ``[]``."""
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return []
-    plain = _encode(tokenizer, "a")
+    plain = encode_text(tokenizer, "a")
     special = list(tokenizer("a", add_special_tokens=True)["input_ids"])
     return [bos] if special[:1] == [bos] and special[1 : 1 + len(plain)] == plain else []
 
@@ -114,11 +114,11 @@ def _encode_request(tokenizer, context: str, candidates: list[str], bos: list[in
     stripped = context.rstrip()
     moved = context[len(stripped) :]  # trailing whitespace belongs to the continuation
     if not stripped:
-        conts = [_encode(tokenizer, moved + c) for c in candidates]
+        conts = [encode_text(tokenizer, moved + c) for c in candidates]
         enc = _Encoded([empty_id], conts)
     else:
-        ctx_ids = bos + _encode(tokenizer, stripped)
-        conts = [(bos + _encode(tokenizer, stripped + moved + c))[len(ctx_ids) :] for c in candidates]
+        ctx_ids = bos + encode_text(tokenizer, stripped)
+        conts = [(bos + encode_text(tokenizer, stripped + moved + c))[len(ctx_ids) :] for c in candidates]
         enc = _Encoded(ctx_ids, conts)
     for cand, ids in zip(candidates, enc.cont_ids):
         if not ids:
@@ -127,7 +127,7 @@ def _encode_request(tokenizer, context: str, candidates: list[str], bos: list[in
 
 
 def _encode_all(model, tokenizer, requests: list[ScoreRequest], shared_prefix: str) -> list[_Encoded]:
-    bos, empty_id = _bos_to_add(tokenizer), _empty_context_id(model, tokenizer)
+    bos, empty_id = bos_to_add(tokenizer), _empty_context_id(model, tokenizer)
     return [_encode_request(tokenizer, shared_prefix + r.context, r.candidates, bos, empty_id) for r in requests]
 
 
@@ -296,7 +296,7 @@ def score_requests(
     encoded = _encode_all(model, tokenizer, requests, shared_prefix)
     results: list[list[CandidateScore]] = [[] for _ in requests]
     todo = [i for i, r in enumerate(requests) if r.candidates]
-    prefix_ids = (_bos_to_add(tokenizer) + _encode(tokenizer, shared_prefix)) if shared_prefix else []
+    prefix_ids = (bos_to_add(tokenizer) + encode_text(tokenizer, shared_prefix)) if shared_prefix else []
     # Cache all prefix tokens but the last: every request then has >= 1 new token even when its
     # context adds nothing after the prefix, and only the first K tokens must align.
     k = max(len(prefix_ids) - 1, 0)

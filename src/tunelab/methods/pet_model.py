@@ -16,7 +16,7 @@ import torch
 
 from tunelab.errors import ConfigError, DataError
 from tunelab.methods.prompt_engine import with_delimiter
-from tunelab.scoring import _bos_to_add, _encode
+from tunelab.scoring import bos_to_add, encode_text
 
 
 def mask_token_of(tokenizer, causal: bool) -> str | None:
@@ -32,15 +32,15 @@ def label_word_ids(tokenizer, context: str, words: list[str], causal: bool) -> t
     """(context ids, first token id of each word). Causal: lm-eval's `_encode_pair` split."""
     if not causal:
         ids = list(tokenizer(context, add_special_tokens=True)["input_ids"])
-        firsts = [(_encode(tokenizer, " " + w.strip()) or _encode(tokenizer, w.strip()))[0] for w in words]
+        firsts = [(encode_text(tokenizer, " " + w.strip()) or encode_text(tokenizer, w.strip()))[0] for w in words]
         return ids, firsts
-    bos = _bos_to_add(tokenizer)
+    bos = bos_to_add(tokenizer)
     stripped = context.rstrip()
     moved = context[len(stripped) :]
-    ctx_ids = bos + _encode(tokenizer, stripped)
+    ctx_ids = bos + encode_text(tokenizer, stripped)
     firsts = []
     for word in words:
-        continuation = (bos + _encode(tokenizer, stripped + moved + word))[len(ctx_ids) :]
+        continuation = (bos + encode_text(tokenizer, stripped + moved + word))[len(ctx_ids) :]
         if not continuation:
             raise ConfigError(f"label word {word!r} encodes to no token after the prompt")
         firsts.append(continuation[0])

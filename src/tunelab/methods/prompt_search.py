@@ -21,7 +21,7 @@ from tunelab.methods.prompt_engine import PromptEngine
 from tunelab.methods.prompting import PromptPlan
 from tunelab.metrics import get_metric
 from tunelab.prompts import search_label_words
-from tunelab.scoring import _bos_to_add
+from tunelab.scoring import bos_to_add
 
 
 class LabelWordSearch(BaseModel):
@@ -57,7 +57,7 @@ def search_plan_words(engine: PromptEngine, plan: PromptPlan, train: list[dict],
 def next_token_logprobs(engine: PromptEngine, plan: PromptPlan, examples: list[dict], batch_size: int = 8) -> np.ndarray:
     """(N, V) log p(next token | full prompt) at the answer position, prompts tokenised as the scorer does."""
     tokenizer, model = engine.tokenizer, engine.model
-    bos = _bos_to_add(tokenizer)
+    bos = bos_to_add(tokenizer)
     rows = [bos + list(tokenizer(r.text, add_special_tokens=False)["input_ids"]) for r in engine.build(plan, examples)]
     device = next(model.parameters()).device
     out = []

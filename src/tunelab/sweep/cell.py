@@ -95,8 +95,8 @@ class ResultsOnly:
 
 def run_cell(meta: dict, root: Path, source: str) -> dict:
     """Prepare and execute one cell into `root/<id>` (atomic); returns its metrics; raises on failure."""
-    config = validate_experiment(meta["config"], source=f"{source} (sweep cell {meta['id']})")
-    config._source = f"{source} (sweep cell {meta['id']})"
+    where = f"{source} (sweep cell {meta['id']})"
+    config = validate_experiment(meta["config"], source=where).located_at(where)
     prepared = prepare(config)
     wrapped = Prepared(prepared.config, CellStrategy(prepared.strategy, meta, prepared.config), prepared.splits)
     return execute(wrapped, cell_dir(root, meta["id"]))

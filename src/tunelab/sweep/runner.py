@@ -114,8 +114,7 @@ def cell_experiment(config: ExperimentConfig, cell: Cell, index: int) -> Experim
     entry = ("sweep", "strategies", index, "model")
     lines = {key: line for key, line in config.lines.items() if key[:1] == ("model",)}
     lines.update({("model",) + key[len(entry):]: line for key, line in config.lines.items() if key[: len(entry)] == entry})
-    experiment._source, experiment._lines = config.source, lines
-    return experiment
+    return experiment.located_at(config.source, lines)
 
 
 def check_data(cells: list[Cell], source: str) -> None:
