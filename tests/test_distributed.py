@@ -42,7 +42,8 @@ def test_classification_loss_is_not_scaled_by_accumulation(tmp_path, bert_tokeni
 
     from conftest import tiny_bert_config
     from tunelab.config import TrainConfig
-    from tunelab.train import encode_classification, loss_honours_item_count, train_model
+    from tunelab.readouts.classification import encode_classification
+    from tunelab.train import loss_honours_item_count, train_model
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(tiny_bert_config(num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))

@@ -17,8 +17,9 @@ from conftest import experiment_yaml, save_tiny
 from tunelab.config import validate_experiment
 from tunelab.costs import parameter_costs
 from tunelab.errors import ConfigError
+from tunelab.export import export_merged
 from tunelab.methods import get_strategy
-from tunelab.methods.peft_common import ADAPTER_DIR, apply_peft, export_merged
+from tunelab.model_changes.peft_common import ADAPTER_DIR, apply_peft
 
 LABELS = ["negative", "positive"]
 PEFT_STRATEGIES = ["lora", "ia3", "prompt_tuning", "prefix_tuning", "ptuning", "ptuning_v2", "vera", "ln_tuning", "oft", "adalora"]

@@ -8,7 +8,7 @@ import torch
 from conftest import experiment_yaml
 from tunelab.cli import main
 from tunelab.callbacks import BestState
-from tunelab.train import encode_classification
+from tunelab.readouts.classification import encode_classification
 
 
 def test_same_seed_gives_identical_results(tmp_path, tiny_bert_dir, tiny_sentiment, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from tunelab.train import unwrap
+from tunelab.distributed import unwrap
 
 
 class BestState(TrainerCallback):

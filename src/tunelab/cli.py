@@ -66,7 +66,7 @@ def run(
     """Train and evaluate one strategy into a run directory."""
     from tunelab.config import load_experiment
     from tunelab.run import default_run_dir, execute, prepare
-    from tunelab.train import is_main_process
+    from tunelab.distributed import is_main_process
 
     config = load_experiment(experiment, overrides or [])
     run_dir = out or default_run_dir(config)
@@ -186,7 +186,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="New directory for the merged model."),
 ):
     """Merge a run's LoRA/IA3 delta into the base weights: a plain model directory (+ tokenizer)."""
-    from tunelab.methods.peft_common import export_merged
+    from tunelab.export import export_merged
 
     quiet_libraries()
     typer.echo(f"merged model written to {export_merged(run_dir, out)}")

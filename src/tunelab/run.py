@@ -25,7 +25,7 @@ from tunelab.errors import ConfigError, UserError
 from tunelab.methods import get_strategy
 from tunelab.metrics import compute_metrics, get_metric
 from tunelab.model_checks import check_model, check_when_loaded
-from tunelab.train import is_main_process
+from tunelab.distributed import is_main_process
 
 CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, COSTS_FILE = "config.yaml", "metrics.json", "predictions.jsonl", "costs.json"
 

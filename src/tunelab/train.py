@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tunelab.config import TrainConfig
+from tunelab.distributed import unwrap, world_size
 from tunelab.errors import ConfigError
 
 DevScorer = Callable[[np.ndarray, np.ndarray], dict]  # (logits (N, L), label ids (N,)) → metrics
@@ -64,31 +65,6 @@ class TrainStats:
     world_size: int = 1
     ranks: list = field(default_factory=list)
     """One entry per process ({rank, pid, host, steps}), gathered over the process group: proof every rank ran."""
-
-
-def encode_classification(tokenizer, examples: list[dict], label_names: list[str], max_length: int) -> list[dict]:
-    """Tokenise without padding (the collator pads each batch to its own longest sequence)."""
-    if not examples:
-        return []  # no dev split: the tokenizer cannot encode an empty batch
-    label_ids = {name: i for i, name in enumerate(label_names)}
-    pairs = [e.get("text_pair") for e in examples]
-    texts = [e["text"] for e in examples]
-    encoded = tokenizer(texts, pairs if any(p is not None for p in pairs) else None, truncation=True, max_length=max_length)
-    features = []
-    for i, example in enumerate(examples):
-        feature = {key: values[i] for key, values in encoded.items()}
-        if example.get("label") is not None:
-            feature["labels"] = label_ids[example["label"]]
-        features.append(feature)
-    return features
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool, device: torch.device | None = None):
@@ -242,6 +218,3 @@ def gather_ranks(steps: int) -> list[dict]:
     torch.distributed.all_gather_object(gathered, mine)
     return gathered
 
-
-def unwrap(model):
-    return getattr(model, "module", model)

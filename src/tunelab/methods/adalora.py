@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tunelab.methods.peft_common import PeftStrategy, table_targets
+from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
+from tunelab.model_changes.peft_common import table_targets
 
 
 class AdaLoraSettings(BaseModel):

@@ -22,8 +22,9 @@ from tunelab.model_changes import Target, get_model_change
 from tunelab.model_changes.delta import DELTA_FILE  # noqa: F401 (re-exported: artifact name)
 from tunelab.model_changes.selection import HEAD_MODULES  # noqa: F401 (re-exported)
 from tunelab.models import LoadedModel, load_model
+from tunelab.readouts.classification import encode_classification
 from tunelab.settings import NoSettings
-from tunelab.train import encode_classification, train_model
+from tunelab.train import train_model
 
 
 class ClassifierStrategy:

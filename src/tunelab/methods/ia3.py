@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from tunelab.methods.peft_common import PeftStrategy, SettingsError
+from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
+from tunelab.model_changes.peft_common import SettingsError
 
 
 class IA3Settings(BaseModel):

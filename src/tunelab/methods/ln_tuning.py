@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from tunelab.methods.peft_common import PeftStrategy, table_targets
+from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
+from tunelab.model_changes.peft_common import table_targets
 
 # PEFT's table has no BERT-style encoders: their norms are all named `LayerNorm` (embeddings,
 # attention output, feed-forward output).

@@ -24,8 +24,9 @@ import re
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tunelab.methods.peft_common import PeftStrategy, SettingsError
+from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
+from tunelab.model_changes.peft_common import SettingsError
 
 # Attention and MLP projections for Llama-style decoders (QLoRA's finding: adapting every linear
 # layer matters more than the rank); query/value for BERT-style encoders, as in the LoRA paper.

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.methods.peft_common import PeftStrategy, table_targets
+from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
+from tunelab.model_changes.peft_common import table_targets
 
 
 class VeraSettings(BaseModel):

@@ -25,7 +25,7 @@ class PeftChange:
         self.Settings = settings_class
 
     def check(self, settings, target) -> None:
-        from tunelab.methods.peft_common import apply_peft, located
+        from tunelab.model_changes.peft_common import apply_peft, located
         from tunelab.models import resolve_model_path
 
         tokenizer_path = resolve_model_path(target.experiment.model.name) if target.readout == "head" else None
@@ -36,7 +36,7 @@ class PeftChange:
             raise located(err, target.experiment) from None
 
     def apply(self, loaded, settings, target):
-        from tunelab.methods.peft_common import apply_peft, fit_padding, new_modules
+        from tunelab.model_changes.peft_common import apply_peft, fit_padding, new_modules
 
         head = target.readout == "head"
         model = apply_peft(loaded.model, settings, target.task_type, max_length=target.max_length,
@@ -55,7 +55,7 @@ class PeftChange:
         loaded = load_base(None)
         model = PeftModel.from_pretrained(loaded.model, adapter_dir)
         if target.readout == "head":
-            from tunelab.methods.peft_common import fit_padding
+            from tunelab.model_changes.peft_common import fit_padding
 
             fit_padding(loaded.tokenizer, model)
         return loaded, model

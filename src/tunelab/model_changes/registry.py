@@ -67,7 +67,7 @@ class Target:
 
     def skeleton(self) -> torch.nn.Module:
         """The model's architecture on the meta device (no weights read), to check settings against."""
-        from tunelab.methods.peft_common import skeleton  # TODO(issue 10): move below methods/
+        from tunelab.model_changes.peft_common import skeleton
 
         return skeleton(self.experiment, self.num_labels, self.architecture)
 
