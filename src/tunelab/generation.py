@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunelab.batching import by_length
 from tunelab.scoring import bos_to_add, encode_text
 
 IGNORE = -100  # label id the loss skips (prompt tokens, padding)
@@ -161,22 +162,20 @@ def generate(
             warnings.warn(f"{long} of {len(prompts)} prompts are longer than {max_prompt_tokens} tokens; "
                           "their beginning was cut (raise model.max_length to keep it)", stacklevel=2)
             encoded = [e[-max_prompt_tokens:] for e in encoded]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths batch together
-    results: list[list[str]] = [[] for _ in prompts]
+
+    def run(chunk: list[list[int]]) -> list[list[str]]:
+        texts = _generate_batch(model, tokenizer, chunk, options, samples)
+        return [texts[n * samples : (n + 1) * samples] for n in range(len(chunk))]
+
     was_training = model.training
     model.eval()
     try:
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
             if options.seed is not None:
                 torch.manual_seed(options.seed)
-            for start in range(0, len(order), options.batch_size):
-                chunk = order[start : start + options.batch_size]
-                texts = _generate_batch(model, tokenizer, [encoded[i] for i in chunk], options, samples)
-                for n, i in enumerate(chunk):
-                    results[i] = texts[n * samples : (n + 1) * samples]
+            return by_length(encoded, len, options.batch_size, run)  # similar lengths batch together
     finally:
         model.train(was_training)
-    return results
 
 
 def generate_text(model, tokenizer, prompts: list[str], options: GenerationOptions | None = None, **kwargs) -> list[str]:

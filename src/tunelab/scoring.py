@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from tunelab.batching import by_length
+
 __all__ = ["CandidateScore", "ScoreRequest", "ScoringStats", "bos_to_add", "encode_text", "naive_score", "score_requests"]
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (B, h, K, d)
@@ -261,12 +263,10 @@ def _score_batch(model, batch: list[_Encoded], prefix_kv, k: int, batch_size: in
 
 
 def _score_group(model, encoded, indices, prefix_kv, k, batch_size, device, stats, results) -> None:
-    order = sorted(indices, key=lambda i: len(encoded[i].ctx_ids), reverse=True)  # longest first
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        scores = _score_batch(model, [encoded[i] for i in chunk], prefix_kv, k, batch_size, device, stats)
-        for i, row in zip(chunk, scores):
-            results[i] = row  # back to the caller's order
+    rows = by_length([encoded[i] for i in indices], lambda e: len(e.ctx_ids), batch_size,
+                     lambda chunk: _score_batch(model, chunk, prefix_kv, k, batch_size, device, stats))
+    for i, row in zip(indices, rows):
+        results[i] = row  # back to the caller's order
 
 
 def _starts_with(ctx_ids: list[int], cached: list[int]) -> bool:

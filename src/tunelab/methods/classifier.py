@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from tunelab.batching import by_length
 from tunelab.costs import model_device, parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.metrics import compute_metrics
@@ -144,20 +145,21 @@ class ClassifierPredictor:
         exp = self.strategy.experiment
         labels = self.strategy.label_names
         features = encode_classification(self.loaded.tokenizer, [dict(e, label=None) for e in examples], labels, exp.model.max_length)
-        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         collate = DataCollatorWithPadding(self.loaded.tokenizer)
         device = model_device(self.model)
-        results: list[dict | None] = [None] * len(examples)
+
+        def run(chunk: list[dict]) -> list[dict]:
+            batch = {k: v.to(device) for k, v in collate(chunk).items()}
+            probs = self.model(**batch).logits.float().softmax(-1)  # (B, L)
+            rows = []
+            for row in probs.tolist():
+                best = max(range(len(row)), key=row.__getitem__)
+                rows.append({"prediction": labels[best], "scores": dict(zip(labels, row))})
+            return rows
+
         self.model.eval()
         with torch.inference_mode():
-            for start in range(0, len(order), exp.train.eval_batch_size):
-                batch_ids = order[start : start + exp.train.eval_batch_size]
-                batch = {k: v.to(device) for k, v in collate([features[i] for i in batch_ids]).items()}
-                probs = self.model(**batch).logits.float().softmax(-1)  # (B, L)
-                for row, index in zip(probs.tolist(), batch_ids):
-                    best = max(range(len(row)), key=row.__getitem__)
-                    results[index] = {"prediction": labels[best], "scores": dict(zip(labels, row))}
-        return results
+            return by_length(features, lambda f: len(f["input_ids"]), exp.train.eval_batch_size, run)
 
     def save(self, directory: Path) -> None:
         self.strategy.save_artifact(self.model, directory, self.loaded)

@@ -35,6 +35,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from tunelab.batching import by_length
 from tunelab.costs import parameter_costs
 from tunelab.errors import ConfigError
 from tunelab.methods.classifier import train_costs
@@ -200,16 +201,16 @@ class PetPredictor:
         features = s.encode(self.plan, [dict(e, label=None) for e in examples], "prediction")
         collate = PetCollator(s.engine.tokenizer.pad_token_id or 0)
         batch_size = s.settings.batch_size or s.experiment.train.eval_batch_size
-        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         device = next(self.model.parameters()).device
-        out = torch.zeros(len(features), len(self.plan.labels))
+
+        def run(chunk: list[dict]) -> torch.Tensor:
+            batch = {k: v.to(device) for k, v in collate(chunk).items()}
+            return self.model(**batch)["logits"].float().cpu()  # (B, L): one row per example
+
         self.model.eval()
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
-                out[chunk] = self.model(**batch)["logits"].float().cpu()
-        return out
+            rows = by_length(features, lambda f: len(f["input_ids"]), batch_size, run)
+        return torch.stack(rows) if rows else torch.zeros(0, len(self.plan.labels))
 
     def predict(self, examples: list[dict]) -> list[dict]:
         if not examples:

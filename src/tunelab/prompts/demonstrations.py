@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tunelab.batching import by_length
 from tunelab.errors import ConfigError
 
 Example = Mapping[str, Any]
@@ -165,24 +166,21 @@ def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: in
     if not texts:
         return np.zeros((0, model.config.hidden_size), dtype=np.float32)
     device = next(model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out: list[np.ndarray | None] = [None] * len(texts)
+
+    def run(chunk: list[str]) -> np.ndarray:
+        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+        outputs = model(**enc, output_hidden_states=True)
+        hidden = getattr(outputs, "last_hidden_state", None)
+        hidden = (hidden if hidden is not None else outputs.hidden_states[-1]).float()  # (B, T, H)
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)  # (B, H)
+        return F.normalize(pooled, p=2, dim=-1).cpu().numpy()
+
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                                return_tensors="pt").to(device)
-                outputs = model(**enc, output_hidden_states=True)
-                hidden = getattr(outputs, "last_hidden_state", None)
-                hidden = (hidden if hidden is not None else outputs.hidden_states[-1]).float()  # (B, T, H)
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)  # (B, H)
-                pooled = F.normalize(pooled, p=2, dim=-1).cpu().numpy()
-                for row, i in enumerate(idx):
-                    out[i] = pooled[row]
+            out = by_length(texts, len, batch_size, run, longest_first=False)
     finally:
         model.train(was_training)
     return np.stack(out).astype(np.float32)
