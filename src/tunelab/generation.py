@@ -26,18 +26,17 @@ import warnings
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tunelab.batching import by_length
 from tunelab.scoring import bos_to_add, encode_text
+from tunelab.settings import StrictSettings
 
 IGNORE = -100  # label id the loss skips (prompt tokens, padding)
 
 
-class GenerationOptions(BaseModel):
+class GenerationOptions(StrictSettings):
     """How continuations are decoded (the `generation:` settings of generating strategies)."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     max_new_tokens: int = Field(64, gt=0)
     """Stop after this many new tokens."""

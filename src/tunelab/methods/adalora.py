@@ -16,16 +16,15 @@ Artifact: `<run_dir>/adapter/`, a PEFT adapter whose config records the rank pat
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
 from tunelab.model_changes.peft_common import table_targets
+from tunelab.settings import StrictSettings
 
 
-class AdaLoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class AdaLoraSettings(StrictSettings):
     init_r: int = Field(12, ge=1)
     """Starting rank of every adapted layer."""
     target_r: int = Field(8, ge=1)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
@@ -50,11 +50,10 @@ from tunelab.prompts import (
 )
 from tunelab.prompts.template import join_words
 from tunelab.scoring import ScoreRequest, score_requests
+from tunelab.settings import StrictSettings
 
 
-class CotSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class CotSettings(StrictSettings):
     mode: Literal["few_shot", "zero_shot"] = "few_shot"
     """few_shot: exemplars with rationales from data.train; zero_shot: "Let's think step by step." and a second step."""
     k: int = Field(4, gt=0)

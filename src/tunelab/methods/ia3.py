@@ -4,16 +4,13 @@ classification head trains alongside. Mergeable into the base weights by `tunela
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
 from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
 from tunelab.model_changes.peft_common import SettingsError
+from tunelab.settings import StrictSettings
 
 
-class IA3Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class IA3Settings(StrictSettings):
     target_modules: list[str] | None = None
     """Layers whose activations are rescaled, by name suffix. Default: PEFT's table per architecture
     (key, value and the feed-forward output, e.g. [k_proj, v_proj, down_proj] for Llama)."""

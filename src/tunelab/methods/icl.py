@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
@@ -45,11 +45,10 @@ from tunelab.methods.prompting import (
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
 from tunelab.prompts import compile_template, select_demonstrations
+from tunelab.settings import StrictSettings
 
 
-class ZeroShotSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class ZeroShotSettings(StrictSettings):
     calibrate: bool = False
     """Contextual calibration (Zhao et al., 2021): divide label probabilities by those for a content-free input."""
     content_free_inputs: list[str] = Field(default_factory=lambda: ["N/A"], min_length=1)

@@ -7,20 +7,17 @@ Artifact: `<run_dir>/adapter/`, a PEFT adapter holding the trained norm layers.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
 from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
 from tunelab.model_changes.peft_common import table_targets
+from tunelab.settings import StrictSettings
 
 # PEFT's table has no BERT-style encoders: their norms are all named `LayerNorm` (embeddings,
 # attention output, feed-forward output).
 BERT_STYLE = {t: ["LayerNorm"] for t in ("bert", "roberta", "xlm-roberta", "electra", "camembert")}
 
 
-class LNTuningSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class LNTuningSettings(StrictSettings):
     target_modules: list[str] | None = None
     """Norm layers to train, by name suffix. Default: every LayerNorm for BERT-style encoders; PEFT's
     table otherwise (Llama: input_layernorm, post_attention_layernorm and the final norm)."""

@@ -22,11 +22,12 @@ from __future__ import annotations
 import re
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
 from tunelab.model_changes.peft_common import SettingsError
+from tunelab.settings import StrictSettings
 
 # Attention and MLP projections for Llama-style decoders (QLoRA's finding: adapting every linear
 # layer matters more than the rank); query/value for BERT-style encoders, as in the LoRA paper.
@@ -52,9 +53,7 @@ def default_targets(model_config) -> list[str]:
     return list(targets)
 
 
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class LoraSettings(StrictSettings):
     r: int = Field(8, ge=1)
     """Rank of the update B·A."""
     alpha: float = Field(16.0, gt=0)

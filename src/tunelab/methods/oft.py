@@ -11,16 +11,15 @@ Artifact: `<run_dir>/adapter/`, a standard PEFT adapter.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
 from tunelab.model_changes.peft_common import table_targets
+from tunelab.settings import StrictSettings
 
 
-class OFTSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class OFTSettings(StrictSettings):
     block_size: int = Field(32, ge=2)
     """Size of each orthogonal block (the number of blocks is in_features / block_size); a size that does
     not divide a layer's input is lowered for that layer by PEFT."""

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
+from tunelab.settings import StrictSettings
 
 
-class PrefixTuningSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class PrefixTuningSettings(StrictSettings):
     peft_type: ClassVar[str] = "PREFIX_TUNING"
     """PEFT's `PeftType` of this method (a soft prompt: see model_changes.peft.is_soft_prompt)."""
 

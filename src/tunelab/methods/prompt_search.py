@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tunelab.errors import ConfigError
 from tunelab.methods.prompt_engine import PromptEngine
@@ -22,12 +22,11 @@ from tunelab.methods.prompting import PromptPlan
 from tunelab.metrics import get_metric
 from tunelab.prompts import search_label_words
 from tunelab.scoring import bos_to_add
+from tunelab.settings import StrictSettings
 
 
-class LabelWordSearch(BaseModel):
+class LabelWordSearch(StrictSettings):
     """`strategy.search_label_words`: pick each label's words automatically on the training split."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     candidates: list[str] | None = None
     """Words to choose from (each may be several tokens). Default: the model's likeliest vocabulary tokens."""

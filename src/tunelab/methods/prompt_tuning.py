@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
+from tunelab.settings import StrictSettings
 
 INIT = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
 
 
-class PromptTuningSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+class PromptTuningSettings(StrictSettings):
     peft_type: ClassVar[str] = "PROMPT_TUNING"
     """PEFT's `PeftType` of this method (a soft prompt: see model_changes.peft.is_soft_prompt)."""
 

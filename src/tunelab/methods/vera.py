@@ -11,16 +11,15 @@ reloads exactly without regenerating them from the seed.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from tunelab.methods.peft_common import PeftStrategy
 from tunelab.methods.registry import register
 from tunelab.model_changes.peft_common import table_targets
+from tunelab.settings import StrictSettings
 
 
-class VeraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class VeraSettings(StrictSettings):
     r: int = Field(256, ge=1)
     """Rank of the shared random projections A, B."""
     target_modules: list[str] | None = None

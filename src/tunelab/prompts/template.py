@@ -34,10 +34,11 @@ from typing import Any, Literal
 import jinja2
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
 from tunelab.errors import ConfigError
 from tunelab.prompts.chat import apply_chat_template, apply_chat_template_parts, has_chat_template  # noqa: F401 (re-export)
+from tunelab.settings import StrictSettings
 
 DEFAULT_COT_CUE = "Let's think step by step."
 DEFAULT_SELF_CHECK = "Check the reasoning for mistakes before giving the final answer."
@@ -47,10 +48,8 @@ PART_ORDER = ("persona", "instruction", "context", "constraints", "output_format
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
-class PromptSettings(BaseModel):
+class PromptSettings(StrictSettings):
     """The `prompt:` section of an experiment: template, optional prompt parts, verbalizer."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     template: str | None = None
     """Jinja string over the example's fields, e.g. `"Review: {{ text }}\\nSentiment:"`. Default: the text field(s)."""

@@ -25,18 +25,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tunelab.config import SEED_MAX, ExperimentConfig, ModelConfig, TrainConfig, line_of, validate_settings, where
 from tunelab.errors import ConfigError
+from tunelab.settings import StrictSettings
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SEARCHABLE = ("train", "model", "prompt", "settings")
 
 
-class StrategyEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class StrategyEntry(StrictSettings):
     name: str
     """Registered strategy name (`tunelab strategies`)."""
     id: str | None = None
@@ -81,9 +80,7 @@ class StrategyEntry(BaseModel):
         return search
 
 
-class SweepConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
+class SweepConfig(StrictSettings):
     strategies: list[StrategyEntry] = Field(min_length=1)
     """The strategies to compare: a name, or a mapping with `name` and the keys of `StrategyEntry`."""
     k_shot: list[int | None] | None = None
