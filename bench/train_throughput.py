@@ -188,7 +188,7 @@ def reference_row(model_name: str, lr: float, train: list[dict]) -> dict:
     from transformers import DataCollatorWithPadding
 
     from tunelab.models import count_parameters, load_model
-    from tunelab.train import encode_classification
+    from tunelab.readouts.classification import encode_classification
 
     torch.manual_seed(0)
     loaded = load_model(model_name, "classification", len(LABELS), label_names=LABELS)
