@@ -72,8 +72,8 @@ def tunelab_scorer(model_dir: str, demos: list[dict], batch_size: int):
     """predict(rows) -> (predictions, scores) through `PromptEngine`, as the few_shot strategy scores."""
     from transformers import AutoModelForCausalLM
 
-    from tunelab.methods.prompt_engine import PromptEngine
-    from tunelab.methods.prompting import PromptPlan
+    from tunelab.prompts.engine import PromptEngine
+    from tunelab.prompts.plan import PromptPlan
     from tunelab.models import load_tokenizer
     from tunelab.prompts import PromptSettings
 

@@ -146,7 +146,7 @@ def test_scores_are_the_naive_loglikelihood_of_the_full_prompt(tmp_path, tiny_lm
 def test_the_start_all_queries_share_is_cached_with_the_prefix(tmp_path, tiny_lm_dir, data_dir, bert_tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from tunelab.methods.prompt_engine import PromptEngine
+    from tunelab.prompts.engine import PromptEngine
 
     config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "few_shot", "k": 2})
     prepared = prepare(config)
@@ -174,7 +174,7 @@ def test_few_shot_balanced_and_one_shot(tmp_path, tiny_lm_dir, data_dir):
 
 
 def test_nearest_selection_uses_the_most_similar_training_examples(tmp_path, tiny_lm_dir, data_dir, monkeypatch):
-    import tunelab.methods.prompt_engine as engine_module
+    import tunelab.prompts.engine as engine_module
 
     vocabulary = sorted({w for t in POS + NEG + ["a warm clever joy"] for w in t.split()})
 
@@ -311,7 +311,7 @@ def test_template_is_chosen_by_dev_score_never_test(tmp_path, tiny_lm_dir, data_
     config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "zero_shot", "templates": templates}, prompt={"verbalizer": WORDS})
     prepared = prepare(config)
     strategy = prepared.strategy
-    from tunelab.methods.prompting import load_lm
+    from tunelab.prompts.plan import load_lm
 
     engine = strategy.engine()
     engine.model = load_lm(config).model
@@ -352,8 +352,8 @@ def test_label_word_search_is_recorded_and_used(tmp_path, tiny_lm_dir, data_dir,
 
 def test_search_matches_the_ranking_of_the_scored_candidates(tmp_path, tiny_lm_dir, data_dir):
     """The candidates-mode search is `prompts.search_label_words` over the engine's own word scores."""
-    from tunelab.methods.prompt_search import LabelWordSearch, search_plan_words
-    from tunelab.methods.prompting import load_lm
+    from tunelab.prompts.search import LabelWordSearch, search_plan_words
+    from tunelab.prompts.plan import load_lm
     from tunelab.prompts import search_label_words
 
     config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "zero_shot"})

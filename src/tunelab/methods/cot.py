@@ -35,8 +35,6 @@ from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.generation import GenerationOptions, generate
 from tunelab.methods.generate import GenerativeBase, Renderer
-from tunelab.methods.prompt_engine import with_delimiter
-from tunelab.methods.prompting import load_plan, new_plan, save_plan, verbalizer_words, where
 from tunelab.methods.registry import register
 from tunelab.prompts import (
     ANSWER_CUE,
@@ -48,6 +46,8 @@ from tunelab.prompts import (
     select_demonstrations,
     zero_shot_cot_step2,
 )
+from tunelab.prompts.engine import with_delimiter
+from tunelab.prompts.plan import load_plan, new_plan, save_plan, verbalizer_words, where
 from tunelab.prompts.template import join_words
 from tunelab.scoring import ScoreRequest, score_requests
 from tunelab.settings import StrictSettings

@@ -25,8 +25,11 @@ from tunelab.errors import ConfigError
 from tunelab.generation import GenerationOptions, generate_text, train_sft
 from tunelab.methods.classifier import train_costs
 from tunelab.methods.lm_delta import LmChange
-from tunelab.methods.prompt_engine import with_delimiter
-from tunelab.methods.prompting import (
+from tunelab.methods.registry import register
+from tunelab.model_changes import resolve_change
+from tunelab.prompts import apply_chat_template_parts, build_prompt_parts, fit_demonstrations, select_demonstrations
+from tunelab.prompts.engine import with_delimiter
+from tunelab.prompts.plan import (
     PromptPlan,
     check_causal_lm,
     check_fields,
@@ -38,9 +41,6 @@ from tunelab.methods.prompting import (
     save_plan,
     where,
 )
-from tunelab.methods.registry import register
-from tunelab.model_changes import resolve_change
-from tunelab.prompts import apply_chat_template_parts, build_prompt_parts, fit_demonstrations, select_demonstrations
 from tunelab.settings import StrictSettings
 
 

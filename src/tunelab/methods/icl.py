@@ -1,7 +1,7 @@
 """In-context learning: `zero_shot` and `few_shot` (k demonstrations; k=1 is one-shot).
 
 No weight changes: a template and verbalizer (`prompt:`) turn each example into a prompt and the
-causal LM's log-likelihood of each candidate decides the label (`tunelab.methods.prompting`).
+causal LM's log-likelihood of each candidate decides the label (`tunelab.prompts.plan`).
 Demonstrations come from the training split (the K-shot one under `data.k_shot`), never from
 test; `random` and `balanced` draw the same k for every example (their prefix is scored once),
 `nearest` picks each example's k most similar training examples by minilm-l6 sentence embedding.
@@ -27,9 +27,11 @@ from pydantic import BaseModel, Field, field_validator
 
 from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
-from tunelab.methods.prompt_engine import PromptEngine, PromptPredictor, content_free_probs, preview
-from tunelab.methods.prompt_search import LabelWordSearch, choose_by_dev, search_plan_words
-from tunelab.methods.prompting import (
+from tunelab.methods.registry import register
+from tunelab.metrics import compute_metrics
+from tunelab.prompts import compile_template, select_demonstrations
+from tunelab.prompts.engine import PromptEngine, PromptPredictor, content_free_probs, preview
+from tunelab.prompts.plan import (
     check_causal_lm,
     check_fields,
     check_task,
@@ -42,9 +44,7 @@ from tunelab.methods.prompting import (
     verbalizer_words,
     where,
 )
-from tunelab.methods.registry import register
-from tunelab.metrics import compute_metrics
-from tunelab.prompts import compile_template, select_demonstrations
+from tunelab.prompts.search import LabelWordSearch, choose_by_dev, search_plan_words
 from tunelab.settings import StrictSettings
 
 

@@ -41,8 +41,13 @@ from tunelab.errors import ConfigError
 from tunelab.methods.classifier import train_costs
 from tunelab.methods.lm_delta import LmChange
 from tunelab.methods.pet_model import PetCollator, PetModel, encode_examples, mask_token_of
-from tunelab.methods.prompt_engine import PromptEngine, preview
-from tunelab.methods.prompting import (
+from tunelab.methods.registry import register
+from tunelab.metrics import compute_metrics
+from tunelab.model_changes import resolve_change
+from tunelab.model_facts import head_facts
+from tunelab.prompts import resolve_template, template_fields
+from tunelab.prompts.engine import PromptEngine, preview
+from tunelab.prompts.plan import (
     check_fields,
     check_task,
     context_budget,
@@ -53,11 +58,6 @@ from tunelab.methods.prompting import (
     save_plan,
     where,
 )
-from tunelab.methods.registry import register
-from tunelab.metrics import compute_metrics
-from tunelab.model_changes import resolve_change
-from tunelab.model_facts import head_facts
-from tunelab.prompts import resolve_template, template_fields
 from tunelab.settings import StrictSettings
 
 

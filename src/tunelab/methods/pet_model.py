@@ -15,7 +15,7 @@ import warnings
 import torch
 
 from tunelab.errors import ConfigError, DataError
-from tunelab.methods.prompt_engine import with_delimiter
+from tunelab.prompts.engine import with_delimiter
 from tunelab.scoring import bos_to_add, encode_text
 
 

@@ -29,10 +29,10 @@ from pydantic import Field
 from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.methods.icl import InContextStrategy, ZeroShotSettings
-from tunelab.methods.prompt_engine import PromptEngine, softmax
-from tunelab.methods.prompting import load_lm, load_plan, save_plan, where
 from tunelab.methods.registry import register
 from tunelab.prompts import calibrate
+from tunelab.prompts.engine import PromptEngine, softmax
+from tunelab.prompts.plan import load_lm, load_plan, save_plan, where
 
 MEMBERS_DIR = "ensemble"
 

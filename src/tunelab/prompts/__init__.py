@@ -1,7 +1,10 @@
 """Prompts as data: Jinja templates, verbalizers, demonstration selection, chain-of-thought.
 
-Pure Python (no model forward passes except `embed_texts`); the scoring engine and the prompt
-strategies build on these pieces.
+Pure Python (no model forward passes except `embed_texts`); the prompt strategies build on these
+pieces. The machinery those strategies share sits here too, imported by its module (it loads
+models and scores, so the package does not re-export it): `plan` (the checks and the saved
+`PromptPlan`), `engine` (rendering, length checks, candidate scoring), `search` (label-word and
+template search on dev).
 """
 
 from tunelab.prompts.chat import apply_chat_template, apply_chat_template_parts, has_chat_template

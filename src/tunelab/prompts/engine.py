@@ -1,4 +1,4 @@
-"""Rendering and scoring of prompt plans (see `tunelab.methods.prompting` for the whole flow).
+"""Rendering and scoring of prompt plans (see `tunelab.prompts.plan` for the whole flow).
 
 `PromptEngine` turns a `PromptPlan` and examples into the exact text the model reads (chat template
 included), fits demonstrations into the context, and scores the candidates with the prefix-cached
@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 
 from tunelab.errors import ConfigError
-from tunelab.methods.prompting import PromptPlan, save_plan
 from tunelab.prompts import (
     DemonstrationsDroppedWarning,
     Verbalizer,
@@ -29,6 +28,7 @@ from tunelab.prompts import (
     resolve_template,
     template_fields,
 )
+from tunelab.prompts.plan import PromptPlan, save_plan
 from tunelab.scoring import CandidateScore, ScoreRequest, ScoringStats, score_requests
 
 

@@ -14,7 +14,7 @@ A word without leading whitespace gets one space before it (lm-eval's ``target_d
 unless the query already ends with whitespace (e.g. a chat template's "assistant\\n").
 
 The pieces, in the order a strategy uses them (all checks run before any model is loaded); this
-module holds the checks and the plan, `tunelab.methods.prompt_engine` the rendering and scoring::
+module holds the checks and the plan, `tunelab.prompts.engine` the rendering and scoring::
 
     prompt = read_prompt(experiment)                       # `prompt:` validated, file/line errors
     check_causal_lm(experiment, name)                      # an encoder without LM head -> ConfigError

@@ -17,10 +17,10 @@ import torch
 from pydantic import Field
 
 from tunelab.errors import ConfigError
-from tunelab.methods.prompt_engine import PromptEngine
-from tunelab.methods.prompting import PromptPlan
 from tunelab.metrics import get_metric
 from tunelab.prompts import search_label_words
+from tunelab.prompts.engine import PromptEngine
+from tunelab.prompts.plan import PromptPlan
 from tunelab.scoring import bos_to_add
 from tunelab.settings import StrictSettings
 
