@@ -197,6 +197,7 @@ def strategies():
     """List the registered strategies, then the model changes and the read-outs each pairs with."""
     from tunelab.methods import all_strategies
     from tunelab.model_changes import all_model_changes
+    from tunelab.readouts import all_readouts
 
     for info in all_strategies():
         typer.echo(f"{info.name:16} {'[' + info.family + ']':22} {info.description}")
@@ -205,6 +206,10 @@ def strategies():
                "lm = the LM's own head (pet: template + verbalizer; sft: generation):")
     for change in all_model_changes():
         typer.echo(f"  {change.name:14} {'[' + ', '.join(change.readouts) + ']':22} {change.description}")
+    typer.echo("\nRead-outs (how the label is read), with the pairing key model changes pair with and the model each needs:")
+    for readout in all_readouts():
+        typer.echo(f"  {readout.name:14} {'[' + readout.pairing + ']':22} {readout.description}")
+        typer.echo(f"  {'':14} {'':22} needs {readout.needs}; used by {readout.used_by}")
 
 
 @app.command()

@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -225,20 +224,11 @@ def load_model(
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id  # sequence classification finds the last token by it
     if head == "classification":
+        from tunelab.readouts.head import choose_pooling  # the head read-out's pooling choice
+
         choose_pooling(model, path, pooling, shown=name)
     model.to(torch_device)
     return LoadedModel(model, tokenizer, path, head, sorted(info.get("missing_keys", [])))
-
-
-def choose_pooling(model, path: str, requested: str | None, shown: str) -> None:
-    from tunelab.pooling import apply_pooling, pooling_of, trained_for_mean_pooling
-
-    pooling = pooling_of(requested, model.config)
-    if pooling == "cls" and requested is None and trained_for_mean_pooling(path):
-        warnings.warn(f"{shown} was trained for mean pooling and its [CLS] pooler was not: a classification head "
-                      "on it learns little unless the encoder trains too. Set model.pooling: mean (or cls to keep "
-                      "this and silence the warning)", stacklevel=3)
-    apply_pooling(model, pooling)
 
 
 def auto_class_for(head: Head):

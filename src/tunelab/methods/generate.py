@@ -196,7 +196,7 @@ class SftStrategy(GenerativeBase):
     @classmethod
     def check_pairing(cls, settings: SftSettings, experiment) -> None:
         """The model change exists, pairs with an LM read-out and takes `delta` (a sweep checks every cell so)."""
-        resolve_change(experiment, cls.strategy_name, settings.train, settings.delta, "lm")
+        resolve_change(experiment, cls.strategy_name, settings.train, settings.delta, "generation")
 
     @functools.cached_property
     def change(self) -> LmChange:

@@ -19,7 +19,8 @@ read-out (`tunelab.model_changes`): `full` (every weight), `lm_head` (only the L
 embeddings, as in SmolLM2, that matrix is also the input embedding), `bitfit`, `partial`,
 `adapter`, any PEFT strategy's name (`lora`, `ia3`, `prompt_tuning`, ...) or a registered change of
 your own, with its settings under `delta:` (`tunelab.methods.lm_delta`). `head` makes no sense here
-(no new head to train) and exits 2 before any weight loads. One template composes with each::
+(no new head to train), nor `none` (nothing would train: that is `zero_shot`); both exit 2 before
+any weight loads. The read-out is `verbalizer` (`tunelab.readouts`). One template composes with each::
 
     strategy: {name: pet, train: lora, delta: {r: 8}}
     strategy: {name: pet, train: bitfit, delta: {add_biases: true}}   # Llama has no biases of its own
@@ -44,7 +45,7 @@ from tunelab.methods.pet_model import PetCollator, PetModel, encode_examples, ma
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
 from tunelab.model_changes import resolve_change
-from tunelab.model_facts import head_facts
+from tunelab.readouts.verbalizer import lm_kind
 from tunelab.prompts import resolve_template, template_fields
 from tunelab.prompts.engine import PromptEngine, preview
 from tunelab.prompts.plan import (
@@ -93,7 +94,7 @@ class PetStrategy:
     @classmethod
     def check_pairing(cls, settings: PetSettings, experiment) -> None:
         """The model change exists, pairs with an LM read-out and takes `delta` (a sweep checks every cell so)."""
-        resolve_change(experiment, cls.strategy_name, settings.train, settings.delta, "lm")
+        resolve_change(experiment, cls.strategy_name, settings.train, settings.delta, "verbalizer")
 
     @functools.cached_property
     def change(self) -> LmChange:
@@ -222,19 +223,3 @@ class PetPredictor:
     def save(self, directory: Path) -> None:
         save_plan(self.plan, directory)
         self.strategy.change.save(self.model.lm, directory, self.loaded)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def lm_kind(experiment) -> str:
-    """`causal_lm` or `masked_lm` from the model's facts (no weights); refuses models without an LM head."""
-    name = experiment.model.name
-    facts = head_facts(name)
-    if facts is None:
-        return "causal_lm"  # a hub id: load_model says whether it can be fetched
-    if facts.lm_head is not None:
-        return facts.lm_head
-    raise ConfigError(f"{where(experiment, 'model', 'name')}strategy 'pet' reads label words with a pretrained LM head, "
-                      f"but model '{name}' ({', '.join(facts.architectures) or 'unknown architecture'}) has none (its head would be "
-                      "random); use a causal LM such as smollm2-135m or a masked LM checkpoint")

@@ -16,6 +16,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from tunelab.errors import ConfigError
+from tunelab.model_changes.registry import register_peft
 
 
 class Predictor(Protocol):
@@ -55,9 +56,13 @@ REGISTRY: dict[str, StrategyInfo] = {}
 
 
 def register(name: str, description: str, family: str = "fine-tuning"):
+    """Class decorator; a strategy whose settings build a PEFT config (`peft_config(...)`) also becomes
+    the model change of the same name (`train: lora` under classifier, pet or sft)."""
     def decorate(cls):
         REGISTRY[name] = StrategyInfo(name, description, family, cls)
         cls.strategy_name = name
+        if hasattr(getattr(cls, "Settings", None), "peft_config"):
+            register_peft(name, description, cls.Settings)
         return cls
 
     return decorate

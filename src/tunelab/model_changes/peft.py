@@ -19,7 +19,7 @@ SOFT_PROMPT_TYPES = ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
 
 
 class PeftChange:
-    """Not registered by name: `registry.peft_changes` makes one per PEFT strategy."""
+    """Not registered by name: `registry.register_peft` makes one per PEFT strategy."""
 
     def __init__(self, settings_class):
         self.Settings = settings_class

@@ -1,13 +1,18 @@
 """Model changes register here by name: adding one means one file and one `@register(...)` line.
 
 Every model change offers the same small interface (`ModelChange` below). What it is applied for is
-a `Target`: the read-out it feeds (`head`: a classification head; `lm`: the pretrained LM head, as
-`pet` and `sft` use it) and the experiment its settings come from. A change declares the read-outs
-it pairs with; `resolve_change` refuses any other pair before a weight loads, naming the pairs
-that work.
+a `Target`: the read-out it feeds, by pairing key (`tunelab.readouts`: `head`, a classification
+head; `lm`, the pretrained LM head, which the `verbalizer` (pet) and `generation` (sft) read-outs
+both read) and the experiment its settings come from. A change declares the pairing keys it pairs
+with; `resolve_change` refuses any other pair before a weight loads, naming the pairs that work.
+`none` trains nothing (zero-shot prompting's change): it pairs with the LM read-outs, and a strategy
+that trains refuses it.
 
 Any PEFT strategy (`lora`, `ia3`, `prompt_tuning`, ...) is also a model change under its own name,
-without a file here: `peft.py` wraps it with the strategy's own settings schema.
+without a file here: its strategy module hands its settings schema to `register_peft` when it is
+imported (`tunelab.methods.registry.register`), and `peft.py` wraps it. Nothing here imports
+`tunelab.methods`; the PEFT changes are listed once the strategies are loaded (any strategy lookup
+loads them all).
 """
 
 from __future__ import annotations
@@ -24,11 +29,7 @@ import torch
 from pydantic import BaseModel
 
 from tunelab.errors import ConfigError
-
-READOUTS = {
-    "head": "a classification-head read-out",
-    "lm": "an LM read-out (template + verbalizer scoring, or generated text)",
-}
+from tunelab.readouts.registry import PAIRINGS, pairing_of
 
 
 @dataclass(frozen=True)
@@ -96,20 +97,24 @@ class ChangeInfo:
     name: str
     description: str
     readouts: tuple[str, ...]
+    """Pairing keys of the read-outs it pairs with (`tunelab.readouts.PAIRINGS`)."""
     change: ModelChange
+    trains: bool = True
+    """False for `none`: nothing trains, so no strategy that trains takes it."""
 
 
 REGISTRY: dict[str, ChangeInfo] = {}
+PEFT: dict[str, ChangeInfo] = {}
 
 
-def register(name: str, description: str, readouts: tuple[str, ...] = ("head", "lm")):
+def register(name: str, description: str, readouts: tuple[str, ...] = ("head", "lm"), trains: bool = True):
     """Class decorator: `@register("bitfit", "only bias terms train")` makes `train: bitfit` work."""
-    unknown = set(readouts) - set(READOUTS)
+    unknown = set(readouts) - set(PAIRINGS)
     if unknown:
-        raise ValueError(f"unknown read-outs {sorted(unknown)}; known: {sorted(READOUTS)}")
+        raise ValueError(f"unknown read-outs {sorted(unknown)}; known: {sorted(PAIRINGS)}")
 
     def decorate(cls):
-        REGISTRY[name] = ChangeInfo(name, description, tuple(readouts), cls())
+        REGISTRY[name] = ChangeInfo(name, description, tuple(readouts), cls(), trains)
         cls.change_name = name
         return cls
 
@@ -122,14 +127,18 @@ def load_all() -> None:
         importlib.import_module(f"tunelab.model_changes.{module.name}")
 
 
-def peft_changes() -> dict[str, ChangeInfo]:
-    """Every PEFT strategy as a model change of the same name (settings: the strategy's schema)."""
-    from tunelab.methods.registry import all_strategies  # the PEFT settings still live with their strategies
+def register_peft(name: str, description: str, settings_class: type[BaseModel]) -> None:
+    """A PEFT strategy's settings schema (`peft_config(...)`) as the model change of the same name;
+    called by `tunelab.methods.registry.register` for every strategy whose settings build a PEFT config."""
     from tunelab.model_changes.peft import PeftChange
 
-    return {info.name: ChangeInfo(info.name, "PEFT: " + re.sub(r",? \+ the head", "", info.description), ("head", "lm"),
-                                  PeftChange(info.cls.Settings))
-            for info in all_strategies() if hasattr(info.cls.Settings, "peft_config")}
+    PEFT[name] = ChangeInfo(name, "PEFT: " + re.sub(r",? \+ the head", "", description), ("head", "lm"),
+                            PeftChange(settings_class))
+
+
+def peft_changes() -> dict[str, ChangeInfo]:
+    """Every PEFT strategy registered so far as a model change of the same name."""
+    return dict(PEFT)
 
 
 def get_model_change(name: str) -> ChangeInfo:
@@ -152,29 +161,38 @@ def all_model_changes() -> list[ChangeInfo]:
 
 
 def pairs_with(readout: str) -> list[str]:
-    return [info.name for info in all_model_changes() if readout in info.readouts]
+    """The changes a strategy that trains can use with `readout` (a read-out name or a pairing key)."""
+    pairing = pairing_of(readout)
+    return [info.name for info in all_model_changes() if pairing in info.readouts and info.trains]
 
 
 def resolve_change(experiment, strategy: str, train: str, options: dict, readout: str,
                    settings_key: tuple[str, ...] = ("strategy", "delta")) -> tuple[ChangeInfo, BaseModel]:
-    """The change named by `strategy.train` and its validated settings (`strategy.delta`), for `readout`.
+    """The change named by `strategy.train` and its validated settings (`strategy.delta`), for `readout`
+    (a read-out name, `head`, `verbalizer`, `generation`, or its pairing key, `head`, `lm`).
 
-    Refuses, before any weight loads, an unknown name and a change that does not pair with the
-    strategy's read-out (e.g. `head` under `pet`: there is no new head to train); errors name the
-    file, the line and the pairs that work.
+    Refuses, before any weight loads, an unknown name, a change that does not pair with the
+    strategy's read-out (e.g. `head` under `pet`: there is no new head to train) and `none` (the
+    strategy trains; nothing would); errors name the file, the line and the pairs that work.
     """
     from tunelab.config import validate_settings
 
     where = experiment.locate("strategy", "train")
+    pairing = pairing_of(readout)
     try:
         info = get_model_change(train)
     except ConfigError as err:
         raise ConfigError(f"{where}: strategy.train: {err}") from None
-    if readout not in info.readouts:
+    if pairing not in info.readouts:
         raise ConfigError(
-            f"{where}: strategy.train: '{strategy}' reads labels with {READOUTS[readout]}, and the model change "
-            f"'{train}' pairs only with {' or '.join(READOUTS[r] for r in info.readouts)}; with '{strategy}' use "
-            f"train: {', '.join(pairs_with(readout))}")
+            f"{where}: strategy.train: '{strategy}' reads labels with {PAIRINGS[pairing]}, and the model change "
+            f"'{train}' pairs only with {' or '.join(PAIRINGS[r] for r in info.readouts)}; with '{strategy}' use "
+            f"train: {', '.join(pairs_with(pairing))}")
+    if not info.trains:
+        raise ConfigError(
+            f"{where}: strategy.train: '{strategy}' trains the model, and the model change '{train}' trains nothing "
+            f"(for prompting without training use zero_shot, few_shot or generate); with '{strategy}' use "
+            f"train: {', '.join(pairs_with(pairing))}")
     if options and not info.change.Settings.model_fields:
         raise ConfigError(f"{experiment.locate(*settings_key)}: {'.'.join(settings_key)} holds the settings of the "
                           f"model change; train: {train} takes no settings")
