@@ -149,6 +149,17 @@ def test_unknown_override_key_is_blamed_on_the_override(tmp_path, tiny_bert_dir,
     assert "did you mean 'train.learning_rate'" in problem and str(exp) not in problem
 
 
+@pytest.mark.parametrize("override, message", [
+    ("strategy.name=lroa", "unknown strategy 'lroa' — did you mean 'lora'?"),
+    ("metrics=[acuracy]", "unknown metric 'acuracy'. Did you mean 'accuracy'?"),
+])
+def test_unknown_strategy_or_metric_names_where_it_was_written(tmp_path, tiny_bert_dir, tiny_sentiment, capsys,
+                                                               override, message):
+    exp = exp_file(tmp_path, tiny_bert_dir, tiny_sentiment)
+    err = run_fails(capsys, tmp_path, ["run", str(exp), override])
+    assert err.startswith(f"error: command-line override '{override}': {message}")
+
+
 def test_bad_override_value_is_blamed_on_the_override(tmp_path, tiny_bert_dir, tiny_sentiment, capsys):
     exp = exp_file(tmp_path, tiny_bert_dir, tiny_sentiment)
     err = run_fails(capsys, tmp_path, ["run", str(exp), "train.epochs=-1"])

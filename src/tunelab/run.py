@@ -41,10 +41,9 @@ class Prepared:
 
 def prepare(config: ExperimentConfig) -> Prepared:
     """Validate strategy settings, metrics and data (file, line, key in every error); build the strategy."""
-    info = get_strategy(config.strategy.name)
+    info = located(config, ("strategy", "name"), lambda: get_strategy(config.strategy.name))
+    located(config, ("metrics",), lambda: [get_metric(name) for name in config.metrics])
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
-    for name in config.metrics:
-        get_metric(name)
     model_checked = check_model(config)  # config.json only: no weights load (nor smollm2's conversion)
     splits = load_splits(config.data, config.task, config.train.seed)
     if not splits.test:
@@ -56,6 +55,14 @@ def prepare(config: ExperimentConfig) -> Prepared:
     if not model_checked:
         check_when_loaded(strategy, config)
     return Prepared(config, strategy, splits)
+
+
+def located(config: ExperimentConfig, key: tuple, lookup):
+    """Run a registry lookup; an unknown name is reported where the experiment wrote it."""
+    try:
+        return lookup()
+    except ConfigError as err:
+        raise ConfigError(f"{config.locate(*key)}: {err}") from None
 
 
 def default_run_dir(config: ExperimentConfig) -> Path:

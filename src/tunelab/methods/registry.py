@@ -6,16 +6,13 @@ out. Every strategy offers the same small interface (`Strategy` below).
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel
 
-from tunelab.errors import ConfigError
+from tunelab.plugins import import_package_modules, unknown_entry
 from tunelab.model_changes.registry import register_peft
 
 
@@ -69,18 +66,13 @@ def register(name: str, description: str, family: str = "fine-tuning"):
 
 
 def load_all() -> None:
-    """Import every module of this package so their @register lines run."""
-    package_dir = Path(__file__).parent
-    for module in pkgutil.iter_modules([str(package_dir)]):
-        importlib.import_module(f"tunelab.methods.{module.name}")
+    import_package_modules("tunelab.methods", Path(__file__).parent)
 
 
 def get_strategy(name: str) -> StrategyInfo:
     load_all()
     if name not in REGISTRY:
-        match = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.5)
-        hint = f" — did you mean '{match[0]}'?" if match else ""
-        raise ConfigError(f"unknown strategy '{name}'{hint} (available: {', '.join(sorted(REGISTRY))}; see `tunelab strategies`)")
+        raise unknown_entry("strategy", name, sorted(REGISTRY), "; see `tunelab strategies`")
     return REGISTRY[name]
 
 

@@ -17,9 +17,6 @@ loads them all).
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,7 @@ import torch
 from pydantic import BaseModel
 
 from tunelab.errors import ConfigError
+from tunelab.plugins import import_package_modules, unknown_entry
 from tunelab.readouts.registry import PAIRINGS, pairing_of
 
 
@@ -122,9 +120,7 @@ def register(name: str, description: str, readouts: tuple[str, ...] = ("head", "
 
 
 def load_all() -> None:
-    """Import every module of this package so their @register lines run."""
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        importlib.import_module(f"tunelab.model_changes.{module.name}")
+    import_package_modules("tunelab.model_changes", Path(__file__).parent)
 
 
 def register_peft(name: str, description: str, settings_class: type[BaseModel]) -> None:
@@ -148,10 +144,7 @@ def get_model_change(name: str) -> ChangeInfo:
     peft = peft_changes()
     if name in peft:
         return peft[name]
-    known = sorted(REGISTRY) + sorted(peft)
-    match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    hint = f" — did you mean '{match[0]}'?" if match else ""
-    raise ConfigError(f"unknown model change '{name}'{hint} (available: {', '.join(known)}; see `tunelab strategies`)")
+    raise unknown_entry("model change", name, sorted(REGISTRY) + sorted(peft), "; see `tunelab strategies`")
 
 
 def all_model_changes() -> list[ChangeInfo]:

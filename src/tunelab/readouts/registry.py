@@ -16,13 +16,10 @@ A strategy is a model change × a read-out × a training recipe.
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.errors import ConfigError
+from tunelab.plugins import import_package_modules, unknown_entry
 
 # The pairing keys model changes declare, and how messages name them.
 PAIRINGS = {
@@ -76,17 +73,13 @@ def register(name: str, description: str, pairing: str, lm_heads: tuple[str, ...
 
 
 def load_all() -> None:
-    """Import every module of this package so their @register lines run."""
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        importlib.import_module(f"tunelab.readouts.{module.name}")
+    import_package_modules("tunelab.readouts", Path(__file__).parent)
 
 
 def get_readout(name: str) -> ReadoutInfo:
     load_all()
     if name not in REGISTRY:
-        match = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.5)
-        hint = f" — did you mean '{match[0]}'?" if match else ""
-        raise ConfigError(f"unknown read-out '{name}'{hint} (available: {', '.join(sorted(REGISTRY))})")
+        raise unknown_entry("read-out", name, sorted(REGISTRY))
     return REGISTRY[name]
 
 
