@@ -22,6 +22,7 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
+from tunelab.artifacts import NO_ARTIFACT_FILE
 from tunelab.config import validate_experiment
 from tunelab.run import METRICS_FILE, Prepared, execute, prepare, score
 
@@ -89,7 +90,7 @@ class ResultsOnly:
         return self.inner.predict(examples)
 
     def save(self, directory: Path) -> None:
-        (Path(directory) / "NO_ARTIFACT").write_text(
+        (Path(directory) / NO_ARTIFACT_FILE).write_text(
             "sweep.save_artifacts was false: this cell kept its results but not its trained weights.\n", encoding="utf-8")
 
 
