@@ -255,3 +255,17 @@ def test_hf_name_with_an_unresolvable_hub_loads_offline(no_network, monkeypatch)
 def test_hf_missing_local_folder_is_named(tmp_path):
     with pytest.raises(DataError, match="folder ./nowhere not found"):
         load_records("hf:./nowhere:train")
+
+
+@pytest.mark.parametrize("name, body", [
+    ("bom.csv", "text,label\r\ngood film,positive\r\n"),
+    ("bom.tsv", "text\tlabel\ngood film\tpositive\n"),
+    ("bom.jsonl", '{"text": "good film", "label": "positive"}\n'),
+])
+def test_a_leading_byte_order_mark_is_not_part_of_the_data(tmp_path, name, body):
+    """Excel's "CSV UTF-8" and Notepad start files with U+FEFF; it must not rename the first column."""
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    records = load_records(str(path))
+    assert [(r["text"], r["label"]) for r in records] == [("good film", "positive")]
+    assert records[0]["_source"].endswith(f"{name}:{2 if name[-4:] in ('.csv', '.tsv') else 1}")

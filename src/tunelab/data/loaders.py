@@ -37,9 +37,10 @@ def read_text(path: Path) -> str:
 
 
 def decode_utf8(data: bytes, where: str, fix: str) -> str:
-    """UTF-8 text; bytes that are not UTF-8 name their line (`where:line`) and how to fix them."""
+    """UTF-8 text; bytes that are not UTF-8 name their line (`where:line`) and how to fix them.
+    A leading byte-order mark (Excel and Notepad write one) is dropped, not read as part of the text."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(f"{at_line(where, line)}: text is not valid UTF-8 ({err.reason}, byte 0x{data[err.start]:02x}); {fix}") from None
@@ -95,7 +96,8 @@ def read_delimited(path: Path) -> list[Record]:
     may hold line breaks and no character inside a value (U+2028, U+0085...) ends a row."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a leading byte-order mark is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             # strict: a quote that never closes is an error, not the rest of the file swallowed into one value
             return rows_as_records(csv.reader(handle, delimiter=delimiter, strict=True), path)
     except UnicodeDecodeError:
