@@ -75,7 +75,7 @@ def out_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
     }
 
 
-@pytest.mark.parametrize("command", ["run", "compare"])
+@pytest.mark.parametrize("command", ["run", "compare", "compare --dry-run"])
 @pytest.mark.parametrize("case", ["unwritable", "under_a_file", "existing_file"])
 def test_out_that_cannot_be_a_directory_is_refused_before_any_work(command, case, tmp_path, tiny_bert_dir, capsys, monkeypatch):
     import tunelab.run
@@ -86,11 +86,12 @@ def test_out_that_cannot_be_a_directory_is_refused_before_any_work(command, case
 
     monkeypatch.setattr(tunelab.run, "prepare", too_late)
     monkeypatch.setattr(tunelab.sweep, "run_sweep", too_late)
+    monkeypatch.setattr(tunelab.sweep, "plan_sweep", too_late)
     out, reason = out_cases(tmp_path)[case]
     exp = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, sentiment_files(tmp_path), {"name": "head"},
                           sweep={"isolation": "none", "strategies": ["head"]})
     before = snapshot(tmp_path)
-    assert main([command, str(exp), "--out", out]) == 2
+    assert main([*command.split()[:1], str(exp), *command.split()[1:], "--out", out]) == 2
     err = error_of(capsys)
     assert f"--out {out}" in err and reason in err and "choose another --out" in err
     assert snapshot(tmp_path) == before and not Path("/proc/x").exists()

@@ -225,6 +225,8 @@ def compare(
 
     quiet_libraries()
     config = load_experiment(experiment, overrides or [])
+    # before any cell, and in a dry run too: the plan should not promise a sweep that cannot be written
+    check_output_dir(sweep_root(config, out), *output_origin(out, config), may_exist=True)
     if dry_run:
         from tunelab.sweep.cell import is_finished
 
@@ -232,7 +234,6 @@ def compare(
         for cell in plan_sweep(config)[1]:
             typer.echo(f"{'finished' if is_finished(root, cell.id) else 'to run  '}  {cell.id}")
         return
-    check_output_dir(sweep_root(config, out), *output_origin(out, config), may_exist=True)  # before any cell
     outcome = run_sweep(config, out)
     show_report(outcome.root)
     if outcome.failed:
