@@ -93,6 +93,20 @@ class DataConfig(Section):
     """Evaluate on the first N test examples only (for quick runs)."""
 
 
+class DropoutConfig(Section):
+    """Dropout probabilities set on the loaded model (config fields and the built dropout modules)."""
+
+    hidden: float | None = Field(None, ge=0, lt=1)
+    """Embeddings and the residual stream (BERT's hidden_dropout_prob)."""
+    attention: float | None = Field(None, ge=0, lt=1)
+    """Attention probabilities (BERT's attention_probs_dropout_prob, Llama's attention_dropout)."""
+    classifier: float | None = Field(None, ge=0, lt=1)
+    """The classification head's dropout (classifier_dropout)."""
+
+    def given(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class TrainConfig(Section):
     seed: int = Field(42, ge=0, le=SEED_MAX)
     """Seed of initialisation, data order and K-shot sampling: 0 to 2**32-1."""
@@ -107,6 +121,12 @@ class TrainConfig(Section):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Gradient clipping by global norm; null disables it."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    """Cross-entropy against (1-e)*one-hot + e/L; 0: plain cross-entropy."""
+    dropout: DropoutConfig | None = None
+    """Dropout overrides applied to the loaded model: {hidden, attention, classifier}, each optional."""
+    rdrop_alpha: float = Field(0.0, ge=0)
+    """R-Drop: two dropout passes, loss = mean CE + alpha * symmetric KL between them; 0: off."""
     early_stopping_patience: int | None = Field(None, gt=0)
     """Stop after this many evaluations without dev improvement; the best checkpoint is restored either way."""
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"

@@ -21,7 +21,23 @@ def check_model(config) -> bool:
     if facts is None:
         return False
     check_max_length(config, facts)
+    check_dropout_keys(config)
     return True
+
+
+def check_dropout_keys(config) -> None:
+    """`train.dropout` names kinds the architecture has (its config.json; no weights)."""
+    if config.train.dropout is None or not config.train.dropout.given():
+        return
+    from transformers import AutoConfig
+
+    from tunelab.model_facts import facts_dir
+    from tunelab.training.regularization import check_dropout
+
+    model_config = AutoConfig.from_pretrained(str(facts_dir(config.model.name)),
+                                              trust_remote_code=config.model.trust_remote_code)
+    check_dropout(model_config, config.train.dropout.given(),
+                  where=lambda kind: config.locate("train", "dropout", kind) + ": ")
 
 
 def check_max_length(config, facts: ModelFacts) -> None:

@@ -126,9 +126,13 @@ def train_model(
     collator=None,
 ) -> TrainStats:
     """Train in place; the model ends holding the best dev state (or the last state without dev)."""
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import DataCollatorWithPadding
 
     from tunelab.callbacks import BestState, CsvLog, DevPrinter, EvalClock
+    from tunelab.training.regularization import apply_dropout, trainer_class
+
+    if cfg.dropout is not None:
+        apply_dropout(model, cfg.dropout.given())
 
     args = training_arguments(cfg, out_dir, has_dev=bool(dev_features), device=next(model.parameters()).device)
     best = BestState(metric_for_best, cfg.early_stopping_patience)
@@ -137,7 +141,7 @@ def train_model(
     hooks = attached_hooks(model)
     callbacks += [callback for h in hooks for callback in h.callbacks]
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")  # read when the Trainer starts
-    trainer = Trainer(
+    trainer = trainer_class(cfg)(
         model=model,
         args=args,
         train_dataset=train_features,

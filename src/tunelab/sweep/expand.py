@@ -214,6 +214,10 @@ def describe(cell: Cell) -> str:
     return f" (search {', '.join(f'{k}={v!r}' for k, v in cell.search.items())})" if cell.search else ""
 
 
+ADDED_KEYS = {("train", "label_smoothing"): 0.0, ("train", "rdrop_alpha"): 0.0, ("train", "dropout"): None}
+"""Keys added to the config after cells may have finished, with the default that means today's training."""
+
+
 def config_changes(stored: dict, expected: dict, prefix: tuple = ()) -> list[str]:
     """Dotted keys whose values differ between a finished cell's config and the sweep's, cosmetic keys aside."""
     changes = []
@@ -222,6 +226,8 @@ def config_changes(stored: dict, expected: dict, prefix: tuple = ()) -> list[str
         if path in COSMETIC:
             continue
         a, b = stored.get(key), expected.get(key)
+        if key not in stored and path in ADDED_KEYS and b == ADDED_KEYS[path]:
+            continue  # a key added since the cell ran, at the default that reproduces what it ran
         if isinstance(a, dict) and isinstance(b, dict):
             changes += config_changes(a, b, path)
         elif a != b:

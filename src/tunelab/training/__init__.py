@@ -1,0 +1,1 @@
+"""Techniques of training that compose with any strategy that trains (issue 11): regularisation, ..."""
