@@ -173,3 +173,23 @@ def test_cells_finished_before_these_keys_existed_are_unchanged():
                                           "rdrop_alpha": 0.0, "dropout": None}}) == []
     assert config_changes(old, {"train": {"seed": 1, "weight_decay": 0.0, "label_smoothing": 0.1}}) == [
         "train.label_smoothing: None → 0.1"]
+
+
+def _sft_experiment(tmp_path, model_dir, train):
+    from conftest import write_jsonl
+
+    rows = [{"text": f"item {i} is here", "summary": f"item {i}"} for i in range(4)]
+    data = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", rows)) for split in ("train", "dev", "test")}
+    return experiment_yaml(tmp_path / "sft.yaml", model_dir, data, {"name": "sft", "generation": {"max_new_tokens": 4}},
+                           task={"type": "generation", "target_field": "summary", "label_names": None},
+                           prompt={"template": "Text: {{ text }}\nShort:"}, metrics=["rouge1"], train=train)
+
+
+def test_sft_takes_dropout_and_refuses_label_losses(tmp_path, tiny_llama_dir, capsys):
+    exp = _sft_experiment(tmp_path, tiny_llama_dir, {"epochs": 1, "dropout": {"attention": 0.1}})
+    assert main(["run", str(exp), "--out", str(tmp_path / "ok")]) == 0
+    for key in ("label_smoothing", "rdrop_alpha"):
+        exp = _sft_experiment(tmp_path, tiny_llama_dir, {"epochs": 1, key: 0.1})
+        assert main(["run", str(exp), "--out", str(tmp_path / key)]) == 2
+        err = capsys.readouterr().err
+        assert f"train.{key}" in err and "line" in err and not (tmp_path / key).exists()

@@ -207,6 +207,10 @@ class SftStrategy(GenerativeBase):
         if self.change.soft_prompt:
             raise ConfigError(f"{where(self.experiment, 'strategy', 'train')}sft trains on left-padded batches, which "
                               "soft prompts do not support; use train: full, lm_head, bitfit, partial, adapter, lora or ia3")
+        for key in ("label_smoothing", "rdrop_alpha"):  # train.dropout does apply to sft
+            if getattr(self.experiment.train, key):
+                raise ConfigError(f"{where(self.experiment, 'train', key)}train.{key} applies to label read-outs "
+                                  "(a classification head, pet's verbalizer), not to sft's loss over target tokens")
         self.change.check()
 
     def pairs(self, renderer: Renderer, examples: list[dict]) -> list[tuple[str, str]]:
