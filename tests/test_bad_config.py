@@ -208,27 +208,33 @@ def test_model_facts_read_config_and_tokenizer_limit(tmp_path, tiny_bert_dir, ti
 
 
 def test_unconverted_smollm2_is_checked_when_loaded_not_before(tmp_path, tiny_llama_dir, monkeypatch):
-    """No conversion just to check: without the converted config.json, the check runs at fit time."""
+    """No conversion just to check: without the converted config.json, the check runs when the run
+    executes, before training."""
     import tunelab.models
     from tunelab.config import validate_experiment
-    from tunelab.model_checks import check_model, check_when_loaded
+    from tunelab.model_checks import check_model
+    from tunelab.run import Prepared, execute
 
     monkeypatch.setattr(tunelab.models, "smollm2_dir", lambda: tmp_path / "not-converted")
     monkeypatch.setattr(tunelab.models, "converted_smollm2", lambda: pytest.fail("converted just for a check"))
     config = validate_experiment({"model": {"name": "smollm2-135m", "max_length": 1000}})
     assert check_model(config) is False
 
+    class Fitted(Exception):
+        pass
+
     class Strategy:
         def fit(self, splits, run_dir):
-            return "fitted"
+            raise Fitted  # training began: the check let the run through
 
-    strategy = Strategy()
-    check_when_loaded(strategy, config)
+    prepared = Prepared(config, Strategy(), splits=None, model_checked=False)
     monkeypatch.setattr(tunelab.models, "resolve_model_path", lambda name: str(tiny_llama_dir))  # "converted" now
     with pytest.raises(ConfigError, match="model.max_length is 1000.*at most 256 tokens"):
-        strategy.fit(None, tmp_path)
+        execute(prepared, tmp_path / "runs" / "run")
+    assert not (tmp_path / "runs").exists()
     config.model.max_length = 64
-    assert strategy.fit(None, tmp_path) == "fitted"
+    with pytest.raises(Fitted):
+        execute(prepared, tmp_path / "runs" / "run")
 
 
 @pytest.mark.parametrize("layers_key, value", [("freeze_layers", 99), ("train_top_layers", 3)])

@@ -1,8 +1,8 @@
 """Settings checked against the model itself (its config.json, see model_facts), before weights load.
 
 `run.prepare` calls `check_model`; when the model's facts are unknown until it loads (smollm2-135m
-before its one-time GGUF conversion, which loading does anyway), `check_when_loaded` runs the same
-check once the model's directory exists, still before training starts.
+before its one-time GGUF conversion, which loading does anyway), `run.execute` calls
+`check_when_loaded`, the same check once the model's directory exists, still before training starts.
 """
 
 from __future__ import annotations
@@ -53,18 +53,12 @@ def check_max_length(config, facts: ModelFacts) -> None:
     )
 
 
-def check_when_loaded(strategy, config) -> None:
-    """Run `check_max_length` at the start of `strategy.fit`, once the model's directory exists.
+def check_when_loaded(config) -> None:
+    """`check_max_length` once the model's directory exists (called right before training).
 
-    Resolving the model path there converts smollm2-135m (~24 s, once), which the model load right
-    after would do anyway; doing it in `prepare` would make every check pay for it.
+    Resolving the model path converts smollm2-135m (~24 s, once), which the model load right after
+    does anyway; doing it in `prepare` would make every check pay for it.
     """
-    fit = strategy.fit
-
-    def checked_fit(splits, run_dir):
-        facts = resolved_facts(config.model.name)
-        if facts is not None:
-            check_max_length(config, facts)
-        return fit(splits, run_dir)
-
-    strategy.fit = checked_fit
+    facts = resolved_facts(config.model.name)
+    if facts is not None:
+        check_max_length(config, facts)

@@ -37,6 +37,9 @@ class Prepared:
     config: ExperimentConfig
     strategy: object
     splits: object
+    model_checked: bool = True
+    """False when the model's facts were unknown before loading (smollm2-135m before its one-time
+    conversion): `execute` checks them once the model's directory exists, before training."""
 
 
 def prepare(config: ExperimentConfig) -> Prepared:
@@ -52,9 +55,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         config.task.label_names = splits.label_names  # saved resolved, so evaluate/predict use the same ids
     strategy = info.cls(settings, config, splits.label_names)
     strategy.check()
-    if not model_checked:
-        check_when_loaded(strategy, config)
-    return Prepared(config, strategy, splits)
+    return Prepared(config, strategy, splits, model_checked)
 
 
 def located(config: ExperimentConfig, key: tuple, lookup):
@@ -80,6 +81,8 @@ def execute(prepared: Prepared, run_dir: Path) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         make_staging(staging, run_dir, created)
     try:
+        if not prepared.model_checked:
+            check_when_loaded(prepared.config)
         predictor, costs = prepared.strategy.fit(prepared.splits, staging)
         if not is_main_process():
             return {}

@@ -99,7 +99,8 @@ def run_cell(meta: dict, root: Path, source: str) -> dict:
     where = f"{source} (sweep cell {meta['id']})"
     config = validate_experiment(meta["config"], source=where).located_at(where)
     prepared = prepare(config)
-    wrapped = Prepared(prepared.config, CellStrategy(prepared.strategy, meta, prepared.config), prepared.splits)
+    wrapped = Prepared(prepared.config, CellStrategy(prepared.strategy, meta, prepared.config), prepared.splits,
+                       prepared.model_checked)
     return execute(wrapped, cell_dir(root, meta["id"]))
 
 
