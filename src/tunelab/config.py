@@ -142,6 +142,50 @@ class TrainConfig(Section):
     """`auto`: fp32 weights with bf16 autocast on CUDA devices that support bf16; plain fp32 on CPU."""
 
 
+class TaskEntry(Section):
+    """One task of a multi-task or continual experiment (`tasks:`). Its `task`, `data` and `prompt`
+    mappings are merged over the experiment's own sections (so `data.k_shot` can be set once for
+    all tasks), `metrics` replaces the experiment's list; the merged result is checked like a
+    single-task experiment (`tunelab.training.tasks.task_experiments`)."""
+
+    name: str
+    """Name of the task in results and the report: letters, digits, '_', '.' or '-'."""
+    task: dict[str, Any] = {}
+    """Overrides of the `task:` section (text/label fields, label names, type)."""
+    data: dict[str, Any] = {}
+    """Overrides of the `data:` section (train/dev/test files, k_shot, max_test)."""
+    metrics: list[str] | None = None
+    """This task's metrics (default: the experiment's `metrics`)."""
+    prompt: dict[str, Any] | None = None
+    """Overrides of the `prompt:` section (a template and verbalizer per task for prompt read-outs)."""
+
+    @field_validator("name")
+    @classmethod
+    def _safe_task_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError("must be letters, digits, '_', '.' or '-' (it names results and files)")
+        return name
+
+
+class MultiTaskConfig(Section):
+    """Multi-task fine-tuning over `tasks:`: one shared model, a head (or a template) per task."""
+
+    sampling: Literal["proportional", "temperature", "equal"] = "proportional"
+    """Which task each training batch comes from: in proportion to the tasks' training sizes n_i,
+    p_i ∝ n_i^(1/T) (`temperature`), or uniformly (`equal`)."""
+    temperature: float = Field(2.0, gt=0)
+    """T of `temperature` sampling (1: proportional; large: towards equal)."""
+
+
+class ContinualConfig(Section):
+    """Continual learning over `tasks:` in their order: train on each in turn, evaluate on all."""
+
+    method: Literal["sequential", "replay", "ewc", "lwf"] = "sequential"
+    """`sequential` (plain fine-tuning, the forgetting baseline), `replay` (a buffer of earlier tasks'
+    examples mixed into training), `ewc` (elastic weight consolidation), `lwf` (learning without
+    forgetting: distillation from the model before the new task)."""
+
+
 class StrategyConfig(BaseModel):
     """`name` picks the strategy; every other key is checked by that strategy's own settings."""
 
@@ -162,6 +206,13 @@ class ExperimentConfig(Section):
     strategy: StrategyConfig = StrategyConfig()
     prompt: dict[str, Any] | None = None
     """Template and verbalizer for prompt-based strategies (checked by those strategies)."""
+    tasks: list[TaskEntry] | None = None
+    """Several tasks, for multi-task (`multitask:`) or continual (`continual:`) learning; each has its own
+    data, labels, metrics and prompt. Unset: the single task of `task:` and `data:`."""
+    multitask: MultiTaskConfig | None = None
+    """Train on all of `tasks:` at once (see `MultiTaskConfig`)."""
+    continual: ContinualConfig | None = None
+    """Train on `tasks:` one after another (see `ContinualConfig`)."""
     sweep: dict[str, Any] | None = None
     """Matrix of strategies, K values, seeds and prompt variants for `tunelab compare`."""
     metrics: list[str] = ["accuracy", "f1"]
@@ -281,11 +332,19 @@ def apply_override(raw: dict, item: str) -> tuple:
 def resolve_relative_paths(config: ExperimentConfig, base: Path) -> None:
     """Data paths in a file are relative to that file (so examples work from any directory)."""
     for split in ("train", "dev", "test"):
-        value = getattr(config.data, split)
-        if value and not value.startswith("hf:") and not Path(value).is_absolute():
-            candidate = (base / value).resolve()
-            if candidate.exists() or not Path(value).exists():
-                setattr(config.data, split, str(candidate))
+        setattr(config.data, split, resolved_path(getattr(config.data, split), base))
+    for entry in config.tasks or []:
+        for split in ("train", "dev", "test"):
+            if isinstance(entry.data.get(split), str):
+                entry.data[split] = resolved_path(entry.data[split], base)
+
+
+def resolved_path(value: str | None, base: Path) -> str | None:
+    if value and not value.startswith("hf:") and not Path(value).is_absolute():
+        candidate = (base / value).resolve()
+        if candidate.exists() or not Path(value).exists():
+            return str(candidate)
+    return value
 
 
 def key_lines(text: str, source: str = "<yaml>", within: tuple = ()) -> dict[tuple, int]:
