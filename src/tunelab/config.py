@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from tunelab.errors import ConfigError
 
@@ -107,6 +107,54 @@ class DropoutConfig(Section):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+AUGMENT_METHOD_KEYS = {
+    "token_edits": ("edit_rate", "operations"),
+    "paraphrase": ("model", "prompt", "temperature", "top_p", "max_new_tokens", "batch_size"),
+    "back_translation": ("forward_model", "backward_model", "temperature", "top_p", "max_new_tokens", "batch_size"),
+}
+"""Which settings each augmentation method reads (a setting of another method is an error, not ignored)."""
+
+
+class AugmentConfig(Section):
+    """Augmentation of the training split (tunelab.training.augment): `copies` new texts per training
+    example, made once per seed and cached; dev and test are never augmented."""
+
+    method: Literal["token_edits", "paraphrase", "back_translation"]
+    """`token_edits` (random swap, deletion, insertion of words), `paraphrase` (a causal LM rewrites the
+    text), `back_translation` (forward_model translates, backward_model translates back)."""
+    copies: int = Field(1, ge=1, le=100)
+    """New texts per training example (fewer when the method repeats itself or returns the text unchanged)."""
+    edit_rate: float = Field(0.1, gt=0, le=0.5)
+    """token_edits: share of a text's words each edit touches, at least one word (EDA's alpha)."""
+    operations: list[Literal["swap", "delete", "insert"]] = Field(["swap", "delete", "insert"], min_length=1)
+    """token_edits: the edits to choose from, one per copy, drawn at random."""
+    model: str = "smollm2-135m"
+    """paraphrase: the causal LM that rewrites (embedded name, local directory or hub id)."""
+    prompt: str = "Rewrite this sentence in other words, keeping its meaning:\n{text}"
+    """paraphrase: the instruction; `{text}` is replaced by the training text (chat template applied when the model has one)."""
+    forward_model: str | None = None
+    """back_translation: sequence-to-sequence model (name or directory) that translates into the pivot language."""
+    backward_model: str | None = None
+    """back_translation: sequence-to-sequence model that translates the pivot text back."""
+    temperature: float = Field(0.9, gt=0)
+    """paraphrase, back_translation: sampling temperature (the forward pass of back-translation samples)."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(64, gt=0)
+    batch_size: int = Field(8, gt=0)
+    """paraphrase, back_translation: texts generated per batch."""
+
+    @model_validator(mode="after")
+    def _settings_of_the_method(self) -> "AugmentConfig":
+        for other, keys in AUGMENT_METHOD_KEYS.items():
+            stray = [k for k in keys if k in self.model_fields_set and k not in AUGMENT_METHOD_KEYS[self.method]]
+            if stray:
+                raise ValueError(f"{', '.join(stray)} is a setting of method {other}, not of {self.method}; remove it")
+        if self.method == "back_translation" and not (self.forward_model and self.backward_model):
+            raise ValueError("method back_translation needs forward_model and backward_model (translation models: "
+                             "a name or a local directory of a sequence-to-sequence model, e.g. Marian en→de and de→en)")
+        return self
+
+
 class TrainConfig(Section):
     seed: int = Field(42, ge=0, le=SEED_MAX)
     """Seed of initialisation, data order and K-shot sampling: 0 to 2**32-1."""
@@ -127,6 +175,8 @@ class TrainConfig(Section):
     """Dropout overrides applied to the loaded model: {hidden, attention, classifier}, each optional."""
     rdrop_alpha: float = Field(0.0, ge=0)
     """R-Drop: two dropout passes, loss = mean CE + alpha * symmetric KL between them; 0: off."""
+    augment: AugmentConfig | None = None
+    """Augmentation of the training split: {method: token_edits | paraphrase | back_translation, copies, ...}; null: off."""
     early_stopping_patience: int | None = Field(None, gt=0)
     """Stop after this many evaluations without dev improvement; the best checkpoint is restored either way."""
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"

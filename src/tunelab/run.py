@@ -25,6 +25,7 @@ from tunelab.errors import ConfigError, UserError
 from tunelab.methods import get_strategy
 from tunelab.metrics import compute_metrics, get_metric
 from tunelab.model_checks import check_model, check_when_loaded
+from tunelab.training.augment import augment_training, check_augment
 from tunelab.distributed import is_main_process
 
 CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, COSTS_FILE = "config.yaml", "metrics.json", "predictions.jsonl", "costs.json"
@@ -47,6 +48,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
     info = located(config, ("strategy", "name"), lambda: get_strategy(config.strategy.name))
     located(config, ("metrics",), lambda: [get_metric(name) for name in config.metrics])
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
+    check_augment(config, info)  # train.augment: the strategy trains, its models exist (no weights)
     model_checked = check_model(config)  # config.json only: no weights load (nor smollm2's conversion)
     splits = load_splits(config.data, config.task, config.train.seed)
     if not splits.test:
@@ -83,7 +85,10 @@ def execute(prepared: Prepared, run_dir: Path) -> dict:
     try:
         if not prepared.model_checked:
             check_when_loaded(prepared.config)
-        predictor, costs = prepared.strategy.fit(prepared.splits, staging)
+        # train grows by the augmented copies; prepared.splits keeps the originals (num_train counts them)
+        splits, augment_costs = augment_training(prepared.config, prepared.splits, run_dir.parent, staging)
+        predictor, costs = prepared.strategy.fit(splits, staging)
+        costs.update(augment_costs)
         if not is_main_process():
             return {}
         result = evaluate_and_write(prepared, predictor, costs, staging)

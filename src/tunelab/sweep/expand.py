@@ -214,7 +214,7 @@ def describe(cell: Cell) -> str:
     return f" (search {', '.join(f'{k}={v!r}' for k, v in cell.search.items())})" if cell.search else ""
 
 
-ADDED_KEYS = {("train", "label_smoothing"): 0.0, ("train", "rdrop_alpha"): 0.0, ("train", "dropout"): None}
+ADDED_KEYS = {("train", "label_smoothing"): 0.0, ("train", "rdrop_alpha"): 0.0, ("train", "dropout"): None, ("train", "augment"): None}
 """Keys added to the config after cells may have finished, with the default that means today's training."""
 
 
