@@ -221,10 +221,17 @@ class MultiTaskConfig(Section):
     """Multi-task fine-tuning over `tasks:`: one shared model, a head (or a template) per task."""
 
     sampling: Literal["proportional", "temperature", "equal"] = "proportional"
-    """Which task each training batch comes from: in proportion to the tasks' training sizes n_i,
+    """Which task each training example comes from: in proportion to the tasks' training sizes n_i,
     p_i ∝ n_i^(1/T) (`temperature`), or uniformly (`equal`)."""
     temperature: float = Field(2.0, gt=0)
     """T of `temperature` sampling (1: proportional; large: towards equal)."""
+    joint: bool = True
+    """true: one shared model learns every task at once; false: each task alone (one model per task,
+    the same per-task results and mean), the single-task baseline a sweep compares against."""
+    head: Literal["per_task", "shared"] = "per_task"
+    """`per_task`: each task its own rows of the output layer (labels never clash); `shared`: one set
+    of rows for every task, which needs every task to have the same label names (a task whose label
+    set differs clashes and is refused)."""
 
 
 class ContinualConfig(Section):

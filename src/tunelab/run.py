@@ -41,10 +41,16 @@ class Prepared:
     model_checked: bool = True
     """False when the model's facts were unknown before loading (smollm2-135m before its one-time
     conversion): `execute` checks them once the model's directory exists, before training."""
+    write: object = None
+    """What scores and writes the run after `fit` (None: `evaluate_and_write`); multi-task runs bring their own."""
 
 
 def prepare(config: ExperimentConfig) -> Prepared:
     """Validate strategy settings, metrics and data (file, line, key in every error); build the strategy."""
+    if config.multitask is not None:  # several tasks, one run directory (tunelab.training.multitask)
+        from tunelab.training.multitask import prepare_multitask
+
+        return prepare_multitask(config)
     info = located(config, ("strategy", "name"), lambda: get_strategy(config.strategy.name))
     located(config, ("metrics",), lambda: [get_metric(name) for name in config.metrics])
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
@@ -91,7 +97,7 @@ def execute(prepared: Prepared, run_dir: Path) -> dict:
         costs.update(augment_costs)
         if not is_main_process():
             return {}
-        result = evaluate_and_write(prepared, predictor, costs, staging)
+        result = (prepared.write or evaluate_and_write)(prepared, predictor, costs, staging)
         os.replace(staging, run_dir)
         return result
     except BaseException:
@@ -183,6 +189,10 @@ def read_run(run_dir: Path):
     if not config_file.is_file():
         raise UserError(f"{run_dir} is not a finished tunelab run directory (no {CONFIG_FILE})")
     config = validate_experiment(read_run_config(run_dir), source=str(config_file))
+    if config.multitask is not None:
+        from tunelab.training.multitask import refuse_reuse
+
+        refuse_reuse(config, run_dir)
     check_artifact_kept(run_dir)
     info = get_strategy(config.strategy.name)
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), str(config_file))
