@@ -91,6 +91,12 @@ def output_origin(out: Optional[Path], config) -> tuple[str, str]:
 def print_result(strategy: str, result: dict, run_dir: Path) -> None:
     test = ", ".join(f"{k}={v:.4f}" for k, v in result["test"].items() if isinstance(v, float))
     typer.echo(f"{strategy}: test {test} ({result['num_test']} examples, {result['num_train']} train)")
+    if "continual" in result:  # after each task (rows), the main metric on each task (columns)
+        from tunelab.training.continual_matrix import matrix_table
+
+        summary = result["continual"]
+        typer.echo(f"continual learning ({summary['method']}); test averaged over the tasks; accuracy matrix:")
+        typer.echo(matrix_table(summary["tasks"], summary["matrix"], summary["metric"][0]))
     typer.echo(f"run directory: {run_dir}")
 
 

@@ -241,6 +241,34 @@ class ContinualConfig(Section):
     """`sequential` (plain fine-tuning, the forgetting baseline), `replay` (a buffer of earlier tasks'
     examples mixed into training), `ewc` (elastic weight consolidation), `lwf` (learning without
     forgetting: distillation from the model before the new task)."""
+    buffer_size: int = Field(16, ge=1)
+    """replay: training examples kept from *each* earlier task (drawn by `train.seed`) and mixed into
+    every later task's training split."""
+    ewc_lambda: float = Field(1000.0, gt=0)
+    """ewc: strength λ of the penalty λ/2 · Σ_i F_i (θ_i − θ*_i)²."""
+    fisher_samples: int | None = Field(None, ge=1)
+    """ewc: training examples of the finished task the Fisher information is estimated on (null: all)."""
+    lwf_alpha: float = Field(1.0, gt=0)
+    """lwf: weight α of the distillation term α · T² · KL(old ‖ new) on the earlier tasks' heads."""
+    lwf_temperature: float = Field(2.0, gt=0)
+    """lwf: temperature T that softens both distributions of the distillation term."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_of_the_method(cls, data: Any) -> Any:
+        # A setting of another method would be silently ignored: most likely a mistaken method.
+        if isinstance(data, dict):
+            method = data.get("method", "sequential")
+            for key in data:
+                owner = CONTINUAL_METHOD_KEYS.get(key)
+                if owner is not None and owner != method:
+                    raise ValueError(f"`{key}` is a setting of method {owner}, not of {method}; remove it or set method: {owner}")
+        return data
+
+
+CONTINUAL_METHOD_KEYS = {"buffer_size": "replay", "ewc_lambda": "ewc", "fisher_samples": "ewc",
+                         "lwf_alpha": "lwf", "lwf_temperature": "lwf"}
+"""Which method reads each continual setting."""
 
 
 class StrategyConfig(BaseModel):

@@ -51,6 +51,10 @@ def prepare(config: ExperimentConfig) -> Prepared:
         from tunelab.training.multitask import prepare_multitask
 
         return prepare_multitask(config)
+    if config.continual is not None:  # tasks in turn, one model, the accuracy matrix (tunelab.training.continual)
+        from tunelab.training.continual import prepare_continual
+
+        return prepare_continual(config)
     info = located(config, ("strategy", "name"), lambda: get_strategy(config.strategy.name))
     located(config, ("metrics",), lambda: [get_metric(name) for name in config.metrics])
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
@@ -193,6 +197,10 @@ def read_run(run_dir: Path):
         from tunelab.training.multitask import refuse_reuse
 
         refuse_reuse(config, run_dir)
+    if config.continual is not None:
+        from tunelab.training.continual import refuse_reuse as refuse_continual
+
+        refuse_continual(run_dir)
     check_artifact_kept(run_dir)
     info = get_strategy(config.strategy.name)
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), str(config_file))
