@@ -97,6 +97,9 @@ def print_result(strategy: str, result: dict, run_dir: Path) -> None:
         summary = result["continual"]
         typer.echo(f"continual learning ({summary['method']}); test averaged over the tasks; accuracy matrix:")
         typer.echo(matrix_table(summary["tasks"], summary["matrix"], summary["metric"][0]))
+    if result.get("perturbed"):
+        typer.echo("perturbed test copy: " + ", ".join(f"{k}={v:.4f}" for k, v in result["perturbed"].items()
+                                                       if isinstance(v, float)))
     typer.echo(f"run directory: {run_dir}")
 
 

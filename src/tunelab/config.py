@@ -91,6 +91,9 @@ class DataConfig(Section):
     """K per class for the dev split, drawn from the training pool disjoint from train; defaults to `k_shot`."""
     max_test: int | None = Field(None, gt=0)
     """Evaluate on the first N test examples only (for quick runs)."""
+    perturbed_test: bool = True
+    """Classification tasks: also evaluate on a perturbed copy of the test split (typos, word swaps,
+    word deletions; deterministic by `train.seed`), reported as `perturbed` beside `test`."""
 
 
 class DropoutConfig(Section):
@@ -105,6 +108,20 @@ class DropoutConfig(Section):
 
     def given(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class AdversarialConfig(Section):
+    """Adversarial training on the input embeddings (tunelab.training.adversarial has the formulas)."""
+
+    method: Literal["fgm", "pgd", "freelb"] = "fgm"
+    """`fgm` (one step of size epsilon), `pgd` (`steps` projected steps of `step_size`), `freelb`
+    (the losses of all `steps` ascent steps averaged)."""
+    epsilon: float = Field(1.0, gt=0)
+    """L2 radius of the perturbation of each example's token embeddings."""
+    steps: int = Field(3, ge=1)
+    """Ascent steps of pgd and freelb (fgm takes one)."""
+    step_size: float | None = Field(None, gt=0)
+    """Length of each pgd/freelb ascent step; default epsilon / steps."""
 
 
 AUGMENT_METHOD_KEYS = {
@@ -177,6 +194,8 @@ class TrainConfig(Section):
     """R-Drop: two dropout passes, loss = mean CE + alpha * symmetric KL between them; 0: off."""
     augment: AugmentConfig | None = None
     """Augmentation of the training split: {method: token_edits | paraphrase | back_translation, copies, ...}; null: off."""
+    adversarial: AdversarialConfig | None = None
+    """Adversarial training on the input embeddings: {method: fgm | pgd | freelb, epsilon, steps, step_size}; null: off."""
     early_stopping_patience: int | None = Field(None, gt=0)
     """Stop after this many evaluations without dev improvement; the best checkpoint is restored either way."""
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"

@@ -21,14 +21,18 @@ import yaml
 from tunelab.artifacts import check_artifact_kept, missing_artifact
 from tunelab.config import ExperimentConfig, dump_config, validate_experiment, validate_settings
 from tunelab.data import load_split, load_splits
+from tunelab.data.perturb import perturbed_copy, text_keys
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods import get_strategy
 from tunelab.metrics import compute_metrics, get_metric
 from tunelab.model_checks import check_model, check_when_loaded
+from tunelab.training.adversarial import check_trains
 from tunelab.training.augment import augment_training, check_augment
 from tunelab.distributed import is_main_process
 
 CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, COSTS_FILE = "config.yaml", "metrics.json", "predictions.jsonl", "costs.json"
+PERTURBED_PREDICTIONS_FILE = "perturbed_predictions.jsonl"
+PERTURBED_TASKS = ("classification", "pair_classification")
 
 
 @dataclass
@@ -67,6 +71,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
         config.task.label_names = splits.label_names  # saved resolved, so evaluate/predict use the same ids
     strategy = info.cls(settings, config, splits.label_names)
     strategy.check()
+    if config.train.adversarial is not None:
+        check_trains(info.cls, config.locate("train", "adversarial"))
     return Prepared(config, strategy, splits, model_checked)
 
 
@@ -146,12 +152,29 @@ def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Pa
     costs["eval_examples_per_second"] = len(test) / max(seconds, 1e-9)
     metrics = score(config, test, outputs)
     result = {"test": metrics, "dev": costs.get("best_dev", {}), "num_test": len(test), "num_train": len(prepared.splits.train)}
+    perturbed = evaluate_perturbed(prepared, predictor, costs, directory)
+    if perturbed is not None:
+        result["perturbed"] = perturbed
     predictor.save(directory)
     (directory / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
     write_json(directory / METRICS_FILE, result)
     write_json(directory / COSTS_FILE, costs)
     write_predictions(directory / PREDICTIONS_FILE, test, outputs)
     return result
+
+
+def evaluate_perturbed(prepared: Prepared, predictor, costs: dict, directory: Path) -> dict | None:
+    """Metrics on the perturbed copy of the test split (classification tasks, `data.perturbed_test`).
+    Its time is its own cost entry, so `eval_examples_per_second` stays comparable with older runs."""
+    config = prepared.config
+    if not config.data.perturbed_test or config.task.type not in PERTURBED_TASKS:
+        return None
+    examples = perturbed_copy(prepared.splits.test, config.train.seed, text_keys(config.task))
+    started = time.perf_counter()
+    outputs = predictor.predict(examples)
+    costs["perturbed_eval_seconds"] = time.perf_counter() - started
+    write_predictions(directory / PERTURBED_PREDICTIONS_FILE, examples, outputs)
+    return score(config, examples, outputs)
 
 
 def score(config: ExperimentConfig, examples: list[dict], outputs: list[dict]) -> dict:

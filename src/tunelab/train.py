@@ -130,6 +130,7 @@ def train_model(
 
     from tunelab.callbacks import BestState, CsvLog, DevPrinter, EvalClock
     from tunelab.training.regularization import apply_dropout, trainer_class
+    from tunelab.training.adversarial import with_adversarial
 
     if cfg.dropout is not None:
         apply_dropout(model, cfg.dropout.given())
@@ -141,7 +142,8 @@ def train_model(
     hooks = attached_hooks(model)
     callbacks += [callback for h in hooks for callback in h.callbacks]
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")  # read when the Trainer starts
-    trainer = trainer_class(cfg)(
+    # regularisation's compute_loss (label smoothing, R-Drop) inside adversarial training's
+    trainer = with_adversarial(trainer_class(cfg), cfg.adversarial)(
         model=model,
         args=args,
         train_dataset=train_features,

@@ -80,6 +80,7 @@ class CotSettings(StrictSettings):
           family="prompting")
 class CotStrategy(GenerativeBase):
     Settings = CotSettings
+    trains = False  # prompting reads the model as it is (train.adversarial refuses it)
     tasks = ("classification", "pair_classification", "generation")
 
     @classmethod

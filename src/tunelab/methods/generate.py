@@ -163,6 +163,7 @@ class GenerativeBase:
 @register("generate", "Zero/few-shot prompting for generation tasks: the continuation is the answer", family="prompting")
 class GenerateStrategy(GenerativeBase):
     Settings = GenerateSettings
+    trains = False  # prompting reads the model as it is (train.adversarial refuses it)
 
     @classmethod
     def uses_seed(cls, settings) -> bool:

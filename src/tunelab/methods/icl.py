@@ -86,6 +86,7 @@ class InContextStrategy:
     """Shared flow of zero_shot and few_shot: check, choose demonstrations, search, calibrate, score."""
 
     Settings: type[BaseModel] = ZeroShotSettings
+    trains = False  # prompting reads the model as it is (train.adversarial refuses it)
 
     def __init__(self, settings, experiment, label_names: list[str] | None):
         self.settings, self.experiment, self.label_names = settings, experiment, list(label_names or [])

@@ -17,7 +17,8 @@ import yaml
 
 from tunelab.report.abtest import ABResult, prompt_ab_tests
 from tunelab.report.document import Code, Image, Section, Table, Text, markdown_table, to_html, to_markdown
-from tunelab.report.leaderboard import Row, SearchChoice, build_leaderboard, csv_rows, is_fraction, metric_keys, table
+from tunelab.report.leaderboard import (PERTURBED, Row, SearchChoice, build_leaderboard, csv_rows, is_fraction,
+                                        metric_keys, table)
 from tunelab.report.plots import PLOT_FILES, all_plots
 from tunelab.report.results import SweepResults, load_results
 
@@ -80,7 +81,7 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
             Text("Test-split metrics as mean ± standard deviation over seeds, rows in sweep order. Bold: the best "
                  "of its column among rows with the same K. Fractions are shown ×100. Rows with a hyper-parameter "
                  "search use the combination chosen on the dev split. Training time and evaluation speed are per cell."
-                 + once_note(results, rows)),
+                 + perturbed_note(metrics) + once_note(results, rows)),
             Table(*table(rows, metrics)) if rows else Text("No cell has finished yet."),
         ]),
         Section("Plots", [Image(name, png, name.removesuffix(".png").replace("_", " ")) for name, png in plots.items()]
@@ -170,6 +171,13 @@ def search_section(choices: list[SearchChoice], metric: str) -> Section:
              f"split only; test is shown for transparency, never used to choose."),
         Table(["row", "combination", f"dev {metric}", f"test {metric}", ""], body, best),
     ])
+
+
+def perturbed_note(metrics: list[str]) -> str:
+    if not any(m.startswith(PERTURBED) for m in metrics):
+        return ""
+    return (" The perturbed column scores the same predictor on a perturbed copy of the test split (typos, word "
+            "swaps, word deletions; deterministic by seed; `data.perturbed_test`); – for cells run without it.")
 
 
 def once_note(results: SweepResults, rows: list[Row]) -> str:

@@ -24,20 +24,34 @@ COST_COLUMNS = {
     "trainable_params": False, "train_seconds": False, "eval_examples_per_second": True, "peak_memory_mb": False,
 }
 FRACTION_METRICS = {"accuracy", "f1", "mcc", "exact_match"}
+PERTURBED = "perturbed_"
+"""Prefix of a column read from a cell's metrics on the perturbed test copy (`perturbed_accuracy`)."""
 
 
 def higher_is_better(metric: str) -> bool:
     from tunelab.metrics import get_metric
 
     try:
-        return get_metric(metric).higher_is_better
+        return get_metric(metric.removeprefix(PERTURBED)).higher_is_better
     except Exception:  # noqa: BLE001 — flattened keys such as f1_<label>, or metrics of newer versions
         return True
 
 
 def is_fraction(metric: str) -> bool:
     """Fractions (accuracy, F1, MCC, exact match) are shown ×100, as papers report them."""
+    metric = metric.removeprefix(PERTURBED)
     return metric in FRACTION_METRICS or metric.startswith("f1_")
+
+
+def cell_value(cell: CellResult, metric: str):
+    """A cell's test metric, or (`perturbed_<metric>`) its metric on the perturbed test copy."""
+    if metric.startswith(PERTURBED):
+        return cell.perturbed.get(metric.removeprefix(PERTURBED))
+    return cell.test.get(metric)
+
+
+def header_of(metric: str) -> str:
+    return metric.replace(PERTURBED, "perturbed ", 1) if metric.startswith(PERTURBED) else metric
 
 
 def combo_key(search: dict) -> str:
@@ -107,11 +121,15 @@ def choose_combination(group: str, cells: list[CellResult], metric: str) -> tupl
 
 
 def metric_keys(results: SweepResults) -> list[str]:
-    """Scalar test metrics in stored order, the main metric first."""
+    """Scalar test metrics in stored order, the main metric first, then (when any cell has one) the
+    main metric on the perturbed test copy."""
     keys: list[str] = []
     for cell in results.cells:
         keys += [k for k, v in cell.test.items() if isinstance(v, (int, float)) and k not in keys]
-    return sorted(keys, key=lambda k: k != results.metric)
+    keys = sorted(keys, key=lambda k: k != results.metric)
+    if any(isinstance(cell.perturbed.get(results.metric), (int, float)) for cell in results.cells):
+        keys.insert(1, PERTURBED + results.metric)
+    return keys
 
 
 def build_leaderboard(results: SweepResults) -> tuple[list[Row], list[SearchChoice]]:
@@ -139,7 +157,7 @@ def planned_groups(results: SweepResults) -> list[dict]:
 
 def make_row(group: str, cells: list[CellResult], metrics: list[str], main: str) -> Row:
     first = cells[0].meta
-    values = {m: [c.test[m] for c in cells if m in c.test] for m in metrics}
+    values = {m: [v for v in (cell_value(c, m) for c in cells) if v is not None] for m in metrics}
     row = Row(
         group=group, strategy=first["strategy"], method=first["method"], family=first.get("family", ""),
         k_shot=first["k_shot"], variant=first.get("variant"), search=first.get("search") or {},
@@ -211,7 +229,8 @@ def table(rows: list[Row], metrics: list[str], compact: bool = False) -> tuple[l
     """(headers, cells as text, per row the indices of its best cells) — one source for every format.
     compact (the terminal): no family column, no percentage, short headers."""
     unit = "\n(%)" if compact else " (%)"  # compact: two-line headers keep the terminal table within 80 columns
-    headers = ["strategy"] + ([] if compact else ["family"]) + ["K"] + [m + (unit if is_fraction(m) else "") for m in metrics]
+    headers = ["strategy"] + ([] if compact else ["family"]) + ["K"]
+    headers += [header_of(m).replace(" ", "\n" if compact else " ") + (unit if is_fraction(m) else "") for m in metrics]
     headers += (["seeds", "params", "train\ns", "eval\nex/s", "peak\nMB"] if compact else
                 ["seeds", "trainable params", "train time (s)", "eval ex/s", "peak memory (MB)"])
     keys = ["strategy"] + ([] if compact else ["family"]) + ["K"] + metrics

@@ -24,6 +24,8 @@ class CellResult:
     costs: dict
     num_test: int
     directory: Path
+    perturbed: dict = field(default_factory=dict)
+    """Test metrics on the perturbed copy of the test split; empty for cells run without it."""
 
     def predictions(self) -> list[dict]:
         path = self.directory / PREDICTIONS_FILE
@@ -94,4 +96,4 @@ def load_cell(directory: Path) -> CellResult:
     metrics = read_json(directory / METRICS_FILE)
     costs = read_json(directory / COSTS_FILE) if (directory / COSTS_FILE).is_file() else {}
     return CellResult(meta, metrics.get("test", {}), metrics.get("dev") or costs.get("best_dev") or {}, costs,
-                      metrics.get("num_test", 0), directory)
+                      metrics.get("num_test", 0), directory, metrics.get("perturbed") or {})

@@ -21,6 +21,7 @@ from tunelab.config import ExperimentConfig, line_of, validate_experiment, valid
 from tunelab.errors import ConfigError
 from tunelab.methods import get_strategy
 from tunelab.sweep.schema import StrategyEntry, SweepConfig
+from tunelab.training.adversarial import check_trains
 
 # Keys that change how a cell is displayed or logged, not what it computes: ignored when checking
 # that a finished cell was run with the configuration the sweep now asks for.
@@ -97,7 +98,19 @@ def entry_plan(config: ExperimentConfig, sweep: SweepConfig, index: int, entry: 
         line = config.lines.get(at + ("name",)) or line_of(config.lines, at)
         raise ConfigError(f"{where(config.source, line)}: sweep.strategies.{index}: {err}") from None
     validate_settings(info.cls.Settings, entry.settings, at + ("settings",), config.source, config.lines)
+    check_adversarial_entry(config, at, entry, info)
     return entry, info, variants_of(entry, info, sweep), combinations(entry, sweep.search_seed)
+
+
+def check_adversarial_entry(config: ExperimentConfig, at: tuple, entry: StrategyEntry, info) -> None:
+    """`train.adversarial` reaching an entry that trains nothing (zero_shot, ...): exit 2 where it was set
+    (the entry's `train:`, its `search:`, or the experiment's `train:`), before any cell runs."""
+    own = "adversarial" in entry.train
+    searched = any(key.startswith("train.adversarial") for key in entry.search or {})
+    if (entry.train["adversarial"] if own else config.train.adversarial) is None and not searched:
+        return
+    key = at + ("train", "adversarial") if own else at + ("search",) if searched else ("train", "adversarial")
+    check_trains(info.cls, where(config.source, line_of(config.lines, key)))
 
 
 def check_distinct_cells(config: ExperimentConfig, sweep: SweepConfig, cells: list[Cell]) -> None:
@@ -192,7 +205,9 @@ def cell_config(base: dict, entry: StrategyEntry, variant: dict | None, combo: d
 def set_dotted(node: dict, key: str, value: Any) -> None:
     *parents, last = key.split(".")
     for part in parents:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # an unset optional section (train.adversarial: null) gets its keys' defaults
+            node[part] = {}
+        node = node[part]
     node[last] = value
 
 
@@ -214,7 +229,8 @@ def describe(cell: Cell) -> str:
     return f" (search {', '.join(f'{k}={v!r}' for k, v in cell.search.items())})" if cell.search else ""
 
 
-ADDED_KEYS = {("train", "label_smoothing"): 0.0, ("train", "rdrop_alpha"): 0.0, ("train", "dropout"): None, ("train", "augment"): None}
+ADDED_KEYS = {("train", "label_smoothing"): 0.0, ("train", "rdrop_alpha"): 0.0, ("train", "dropout"): None,
+              ("train", "adversarial"): None, ("data", "perturbed_test"): True, ("train", "augment"): None}
 """Keys added to the config after cells may have finished, with the default that means today's training."""
 
 
