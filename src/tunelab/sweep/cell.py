@@ -19,12 +19,13 @@ import os
 import signal
 import sys
 import traceback
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from tunelab.artifacts import NO_ARTIFACT_FILE
 from tunelab.config import validate_experiment
-from tunelab.run import METRICS_FILE, Prepared, execute, prepare, score
+from tunelab.run import METRICS_FILE, execute, prepare, score
 
 CELL_FILE = "cell.json"
 FAILED_SUFFIX = ".failed.json"
@@ -99,8 +100,7 @@ def run_cell(meta: dict, root: Path, source: str) -> dict:
     where = f"{source} (sweep cell {meta['id']})"
     config = validate_experiment(meta["config"], source=where).located_at(where)
     prepared = prepare(config)
-    wrapped = Prepared(prepared.config, CellStrategy(prepared.strategy, meta, prepared.config), prepared.splits,
-                       prepared.model_checked)
+    wrapped = replace(prepared, strategy=CellStrategy(prepared.strategy, meta, prepared.config))  # the rest as prepared
     return execute(wrapped, cell_dir(root, meta["id"]))
 
 

@@ -193,6 +193,8 @@ def cell_config(base: dict, entry: StrategyEntry, variant: dict | None, combo: d
     prompt = {**(raw.get("prompt") or {}), **entry.prompt, **(variant or {})}
     raw["prompt"] = prompt or None
     raw["strategy"] = {"name": entry.name, **entry.settings}
+    if entry.multitask is not None:  # e.g. {joint: false}: each task alone, beside the joint model
+        raw["multitask"] = {**(raw.get("multitask") or {}), **entry.multitask}
     for key, value in combo.items():
         section, _, rest = key.partition(".")
         target = raw["strategy"] if section == "settings" else raw.setdefault(section, {}) or {}
@@ -232,6 +234,7 @@ def describe(cell: Cell) -> str:
 ADDED_KEYS = {("train", "label_smoothing"): 0.0, ("train", "rdrop_alpha"): 0.0, ("train", "dropout"): None,
               ("train", "adversarial"): None, ("data", "perturbed_test"): True, ("train", "augment"): None}
 """Keys added to the config after cells may have finished, with the default that means today's training."""
+ADDED_KEYS.update({("multitask", "joint"): True, ("multitask", "head"): "per_task"})  # multi-task keys added later
 
 
 def config_changes(stored: dict, expected: dict, prefix: tuple = ()) -> list[str]:

@@ -39,6 +39,15 @@ def data_fingerprints(data: dict, cache: dict[str, str | None]) -> dict[str, str
     return out
 
 
+def cell_fingerprints(config: dict, cache: dict[str, str | None]) -> dict[str, str]:
+    """The experiment's splits, and each task's (`tasks:` lists) under `<task>:<split>`."""
+    out = data_fingerprints(config.get("data") or {}, cache)
+    for entry in config.get("tasks") or []:
+        merged = {**(config.get("data") or {}), **(entry.get("data") or {})}
+        out.update({f"{entry['name']}:{k}": v for k, v in data_fingerprints(merged, cache).items()})
+    return out
+
+
 def reconcile_data(stored_config: dict, stored_prints: dict, expected_config: dict, expected_prints: dict) -> list[str]:
     """Accept moved data (same content, new path) by copying the new path into `stored_config`; return
     the splits whose content changed, as change descriptions."""
@@ -52,4 +61,7 @@ def reconcile_data(stored_config: dict, stored_prints: dict, expected_config: di
             stored_data[split] = expected_data.get(split)
         else:
             changes.append(f"data.{split}: the file's content changed since the cell ran (sha256 {old[:12]} → {new[:12]})")
+    for key in sorted(set(stored_prints) & set(expected_prints) - set(SPLITS)):  # a task's split (`task:split`)
+        if stored_prints[key] != expected_prints[key]:
+            changes.append(f"{key}: the file's content changed since the cell ran")
     return changes

@@ -28,7 +28,7 @@ from tunelab.sweep.cell import (
     CELL_FILE, cell_dir, clear_failure, failed_path, is_finished, record_failure, run_cell_here, write_json_atomic,
 )
 from tunelab.sweep.expand import Cell, config_changes, expand
-from tunelab.sweep.fingerprint import data_fingerprints, reconcile_data
+from tunelab.sweep.fingerprint import cell_fingerprints, reconcile_data
 from tunelab.sweep.progress import SweepDisplay
 from tunelab.sweep.schema import SweepConfig, parse_sweep
 
@@ -58,7 +58,7 @@ def plan_sweep(config: ExperimentConfig) -> tuple[SweepConfig, list[Cell]]:
 def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Console | None = None) -> SweepOutcome:
     sweep, cells = plan_sweep(config)
     prints: dict = {}
-    cells = [replace(c, data_sha256=data_fingerprints(c.config["data"], prints)) for c in cells]
+    cells = [replace(c, data_sha256=cell_fingerprints(c.config, prints)) for c in cells]
     root = sweep_root(config, out)
     # Checked before the sweep directory (or its lock) is made: a sweep that cannot start leaves nothing
     # new behind, and an earlier sweep's plan (sweep.json) stays as its report read it.
@@ -122,16 +122,18 @@ def check_data(cells: list[Cell], source: str) -> None:
     larger than a class stops the sweep at once (exit 2), instead of failing every cell in turn."""
     from tunelab.config import validate_experiment
     from tunelab.data import load_splits
+    from tunelab.training.tasks import task_experiments
 
     seen = set()
     for cell in cells:
-        key = json.dumps([cell.config["data"], cell.config["task"], cell.seed], sort_keys=True)
+        key = json.dumps([cell.config["data"], cell.config["task"], cell.config.get("tasks"), cell.seed], sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         config = validate_experiment(cell.config, source=f"{source} (sweep cell {cell.id})")
         try:
-            load_splits(config.data, config.task, config.train.seed)
+            for experiment in [run.experiment for run in task_experiments(config)] or [config]:  # each task's data
+                load_splits(experiment.data, experiment.task, experiment.train.seed)
         except UserError as err:
             raise type(err)(f"sweep cell {cell.id} (K={cell.k_shot}, seed {cell.seed}): {err}") from None
 

@@ -54,6 +54,9 @@ class StrategyEntry(StrictSettings):
     search: dict[str, list[Any]] = {}
     """Hyper-parameter grid, dotted key → values (`train.*`, `model.*`, `prompt.*`, `settings.*`);
     each combination is run and the one with the best dev metric (mean over seeds) is reported."""
+    multitask: dict[str, Any] | None = None
+    """Overrides of the `multitask:` section for this strategy, e.g. `{joint: false}`: each task alone
+    (one model per task) beside an entry training one joint model, on the same seeds."""
     search_trials: int | None = Field(None, gt=0)
     """Random search: run this many combinations drawn from the grid instead of all of them."""
 
@@ -165,6 +168,17 @@ def check_distinct_ids(config: ExperimentConfig, entries: list) -> None:
         )
 
 
+def check_multitask_entry(config: ExperimentConfig, entry: StrategyEntry, at: tuple) -> None:
+    """An entry's `multitask:` overrides a multi-task experiment's section, checked by its schema."""
+    from tunelab.config import MultiTaskConfig
+
+    if config.multitask is None:
+        raise ConfigError(f"{where(config.source, line_of(config.lines, at + ('multitask',)))}: "
+                          f"{'.'.join(map(str, at))}.multitask overrides the experiment's `multitask:` section, which "
+                          f"is not set; add `tasks:` and `multitask:` (README: Multi-task fine-tuning) or remove it")
+    validate_settings(MultiTaskConfig, entry.multitask, at + ("multitask",), config.source, config.lines)
+
+
 def parse_sweep(config: ExperimentConfig) -> SweepConfig:
     """Validate `config.sweep` and each entry's section overrides; errors name `sweep.…` keys and lines."""
     if not config.sweep:
@@ -182,6 +196,8 @@ def parse_sweep(config: ExperimentConfig) -> SweepConfig:
         validate_settings(ModelConfig, entry.model, at + ("model",), config.source, config.lines)
         validate_settings(TrainConfig, entry.train, at + ("train",), config.source, config.lines)
         validate_settings(PromptSettings, entry.prompt, at + ("prompt",), config.source, config.lines)
+        if entry.multitask is not None:
+            check_multitask_entry(config, entry, at)
     for name, variant in sweep.prompts.items():
         validate_settings(PromptSettings, variant, ("sweep", "prompts", name), config.source, config.lines)
     return sweep
