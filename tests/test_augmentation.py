@@ -203,7 +203,7 @@ def test_sft_with_paraphrase_keeps_the_target(tmp_path, tiny_llama_dir):
     ({"method": "back_translation", "forward_model": "TINY_LLAMA", "backward_model": "TINY_LLAMA"}, "head",
      "is not a translation (sequence-to-sequence) model"),
     ({"method": "paraphrase", "model": "minilm-l6"}, "head", "train.augment.model: embedded model 'minilm-l6' is not a causal LM"),
-    ({"method": "token_edits"}, "zero_shot", "strategy 'zero_shot' does not train"),
+    ({"method": "token_edits"}, "zero_shot", "train.augment applies to strategies that train; zero_shot trains nothing"),
 ])
 def test_bad_settings_exit_2_naming_key_and_line_before_any_run_dir(tmp_path, tiny_bert_dir, tiny_llama_dir, data, capsys,
                                                                     aug, strategy, expected):
@@ -261,3 +261,17 @@ def test_a_sweep_with_an_augmentation_axis_resumes_like_any_other(tmp_path, tiny
     cell = json.loads((root / "lora-k2-seed1" / "cell.json").read_text())["config"]
     del cell["train"]["augment"]  # as a cell finished before the key existed
     assert config_changes(cell, json.loads((root / "lora-k2-seed1" / "cell.json").read_text())["config"]) == []
+
+
+def test_a_sweep_entry_that_trains_nothing_refuses_augment_before_any_cell(tmp_path, tiny_bert_dir, data, capsys):
+    path = experiment_yaml(tmp_path / "s.yaml", tiny_bert_dir, data, {"name": "head"},
+                           train={"augment": {"method": "token_edits"}})
+    raw = yaml.safe_load(path.read_text())
+    raw["output_dir"] = str(tmp_path / "runs")
+    raw["sweep"] = {"isolation": "none", "strategies": ["head", {"name": "zero_shot", "model": {"name": "smollm2-135m"}}]}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["compare", str(path)]) == 2
+    err = capsys.readouterr().err
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.strip() == "augment:")
+    assert f"line {line}: train.augment applies to strategies that train; zero_shot trains nothing" in err, err
+    assert not (tmp_path / "runs").exists()

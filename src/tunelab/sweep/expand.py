@@ -98,19 +98,20 @@ def entry_plan(config: ExperimentConfig, sweep: SweepConfig, index: int, entry: 
         line = config.lines.get(at + ("name",)) or line_of(config.lines, at)
         raise ConfigError(f"{where(config.source, line)}: sweep.strategies.{index}: {err}") from None
     validate_settings(info.cls.Settings, entry.settings, at + ("settings",), config.source, config.lines)
-    check_adversarial_entry(config, at, entry, info)
+    for technique in ("adversarial", "augment"):
+        check_technique_entry(config, at, entry, info, technique)
     return entry, info, variants_of(entry, info, sweep), combinations(entry, sweep.search_seed)
 
 
-def check_adversarial_entry(config: ExperimentConfig, at: tuple, entry: StrategyEntry, info) -> None:
-    """`train.adversarial` reaching an entry that trains nothing (zero_shot, ...): exit 2 where it was set
-    (the entry's `train:`, its `search:`, or the experiment's `train:`), before any cell runs."""
-    own = "adversarial" in entry.train
-    searched = any(key.startswith("train.adversarial") for key in entry.search or {})
-    if (entry.train["adversarial"] if own else config.train.adversarial) is None and not searched:
+def check_technique_entry(config: ExperimentConfig, at: tuple, entry: StrategyEntry, info, technique: str) -> None:
+    """`train.<technique>` (adversarial, augment) reaching an entry that trains nothing (zero_shot, ...): exit 2
+    where it was set (the entry's `train:`, its `search:`, or the experiment's `train:`), before any cell runs."""
+    own = technique in entry.train
+    searched = any(key.startswith(f"train.{technique}") for key in entry.search or {})
+    if (entry.train[technique] if own else getattr(config.train, technique)) is None and not searched:
         return
-    key = at + ("train", "adversarial") if own else at + ("search",) if searched else ("train", "adversarial")
-    check_trains(info.cls, where(config.source, line_of(config.lines, key)))
+    key = at + ("train", technique) if own else at + ("search",) if searched else ("train", technique)
+    check_trains(info.cls, where(config.source, line_of(config.lines, key)), f"train.{technique}")
 
 
 def check_distinct_cells(config: ExperimentConfig, sweep: SweepConfig, cells: list[Cell]) -> None:

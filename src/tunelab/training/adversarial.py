@@ -137,9 +137,10 @@ def with_adversarial(base: type, settings):
     return AdversarialTrainer
 
 
-def check_trains(strategy_cls, where: str) -> None:
-    """Adversarial training needs a strategy that trains (zero_shot, few_shot, ... train nothing)."""
+def check_trains(strategy_cls, where: str, key: str = "train.adversarial") -> None:
+    """Adversarial training (and `key`, any technique of training) needs a strategy that trains (zero_shot,
+    few_shot, ... train nothing)."""
     if not getattr(strategy_cls, "trains", True):
         name = getattr(strategy_cls, "strategy_name", strategy_cls.__name__)
-        raise ConfigError(f"{where}: train.adversarial applies to strategies that train; {name} trains nothing. "
+        raise ConfigError(f"{where}: {key} applies to strategies that train; {name} trains nothing. "
                           f"Remove it (in a sweep: set it in the `train:` of the entries that train)")

@@ -7,26 +7,17 @@ import json
 from pathlib import Path
 
 from tunelab.errors import ConfigError, ModelError
+from tunelab.training.adversarial import check_trains
 
 LM_HEADS = ("CausalLM", "LMHeadModel")
 """Architecture names of models that continue text (LlamaForCausalLM, GPT2LMHeadModel, ...)."""
-
-
-def trains(info) -> bool:
-    """Whether a strategy trains on `splits.train`, as its class says (`trains`); failing that, by family:
-    fine-tuning, PEFT and pet (prompt-based fine-tuning) train, the other prompting strategies do not."""
-    return getattr(info.cls, "trains", info.family != "prompting" or info.name == "pet")
 
 
 def check_augment(config, info) -> None:
     augment = config.train.augment
     if augment is None:
         return
-    if not trains(info):
-        raise ConfigError(
-            f"{config.locate('train', 'augment')}: train.augment adds training examples, but strategy "
-            f"'{info.name}' does not train (it reads the model as it is); remove train.augment, or choose a "
-            f"strategy that trains (e.g. lora, full, head, pet)")
+    check_trains(info.cls, config.locate("train", "augment"), "train.augment")  # zero_shot, few_shot, ... train nothing
     if augment.method == "paraphrase":
         check_model_name(config, "model", augment.model, seq2seq=False)
     elif augment.method == "back_translation":
