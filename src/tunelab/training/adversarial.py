@@ -20,8 +20,10 @@ the perturbation falls on the real tokens.
 The clean and adversarial losses are returned to the Trainer as one scalar: one backward per step
 and, across processes (DDP), one gradient all-reduce per step, as without adversarial training;
 gradient accumulation divides it like any loss. The gradient w.r.t. δ is read with
-`torch.autograd.grad`, which fills no parameter's `.grad` and so triggers no DDP hook. Cost per
-step: 1 + K forward passes and K extra backward passes down to the embeddings (FGM: K = 1).
+`torch.autograd.grad`, which fills no parameter's `.grad` and so triggers no DDP hook (DDP's only
+extra collective is its usual small buffer broadcast at each forward pass). Cost per step: 1 + K
+forward passes and K extra backward passes down to the embeddings (FGM: K = 1); FreeLB keeps the
+K + 1 passes' activations until the backward.
 """
 
 from __future__ import annotations
