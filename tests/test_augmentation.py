@@ -275,3 +275,17 @@ def test_a_sweep_entry_that_trains_nothing_refuses_augment_before_any_cell(tmp_p
     line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.strip() == "augment:")
     assert f"line {line}: train.augment applies to strategies that train; zero_shot trains nothing" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("kind, section", [("multitask", {"sampling": "proportional"}), ("continual", {"method": "sequential"})])
+def test_multi_task_and_continual_runs_refuse_augment(tmp_path, tiny_bert_dir, data, capsys, kind, section):
+    path = experiment_yaml(tmp_path / "m.yaml", tiny_bert_dir, data, {"name": "head"},
+                           train={"augment": {"method": "token_edits"}})
+    raw = yaml.safe_load(path.read_text())
+    raw["tasks"] = [{"name": "one", "data": data}, {"name": "two", "data": data}]
+    raw[kind] = section
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"train.augment applies to single-task runs, not to {kind} runs" in err and "line" in err, err
+    assert not (tmp_path / "r").exists()

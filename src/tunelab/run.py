@@ -27,7 +27,7 @@ from tunelab.methods import get_strategy
 from tunelab.metrics import compute_metrics, get_metric
 from tunelab.model_checks import check_model, check_when_loaded
 from tunelab.training.adversarial import check_trains
-from tunelab.training.augment import augment_training, check_augment
+from tunelab.training.augment import augment_training, check_augment, check_augment_scope
 from tunelab.distributed import is_main_process
 
 CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, COSTS_FILE = "config.yaml", "metrics.json", "predictions.jsonl", "costs.json"
@@ -51,6 +51,7 @@ class Prepared:
 
 def prepare(config: ExperimentConfig) -> Prepared:
     """Validate strategy settings, metrics and data (file, line, key in every error); build the strategy."""
+    check_augment_scope(config)  # multi-task and continual runs build their own training splits
     if config.multitask is not None:  # several tasks, one run directory (tunelab.training.multitask)
         from tunelab.training.multitask import prepare_multitask
 

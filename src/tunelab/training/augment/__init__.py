@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tunelab.errors import ConfigError, ModelError
-from tunelab.training.augment.checks import check_augment  # noqa: F401 — re-exported for run.prepare
+from tunelab.training.augment.checks import check_augment, check_augment_scope  # noqa: F401 — for run.prepare
 
 AUGMENTED_FILE = "augmented.jsonl"
 CACHE_DIR = ".augment-cache"

@@ -13,6 +13,16 @@ LM_HEADS = ("CausalLM", "LMHeadModel")
 """Architecture names of models that continue text (LlamaForCausalLM, GPT2LMHeadModel, ...)."""
 
 
+def check_augment_scope(config) -> None:
+    """Multi-task and continual runs assemble each task's training split themselves, out of augmentation's
+    reach: refused rather than silently ignored."""
+    augment = config.train.augment
+    which = next((k for k in ("multitask", "continual") if getattr(config, k, None) is not None), None)
+    if augment is not None and which is not None:
+        raise ConfigError(f"{config.locate('train', 'augment')}: train.augment applies to single-task runs, not to "
+                          f"{which} runs; remove it (or compare the tasks one at a time)")
+
+
 def check_augment(config, info) -> None:
     augment = config.train.augment
     if augment is None:
