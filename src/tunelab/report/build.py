@@ -19,6 +19,7 @@ from tunelab.report.abtest import ABResult, prompt_ab_tests
 from tunelab.report.document import Code, Image, Section, Table, Text, markdown_table, to_html, to_markdown
 from tunelab.report.leaderboard import (PERTURBED, Row, SearchChoice, build_leaderboard, csv_rows, is_fraction,
                                         metric_keys, table)
+from tunelab.report.multitask import multitask_section
 from tunelab.report.plots import PLOT_FILES, all_plots
 from tunelab.report.results import SweepResults, load_results
 
@@ -40,6 +41,9 @@ def build_report(root: Path) -> Report:
     tests = prompt_ab_tests(results.cells, results.metric)
     plots = all_plots(rows, results.metric)
     sections = report_sections(results, rows, metrics, choices, tests, plots)
+    per_task = multitask_section(results)  # multi-task cells: each task's metrics behind the mean
+    if per_task is not None:
+        sections.insert(2, per_task)  # after the leaderboard
     title = f"tunelab report: {results.name}"
     root = Path(root)
     (root / "plots").mkdir(exist_ok=True)
