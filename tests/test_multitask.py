@@ -16,6 +16,7 @@ from conftest import experiment_yaml, write_jsonl
 from tunelab.cli import main
 from tunelab.config import load_experiment
 from tunelab.errors import ConfigError
+from tunelab.report.build import build_report
 from tunelab.sweep import run_sweep
 from tunelab.training.task_sampling import mixture, task_probabilities
 
@@ -157,7 +158,8 @@ def test_a_task_loss_reaches_only_its_own_head_rows_under_the_strategys_model_ch
 # --------------------------------------------------------------------------------------------- sweeps
 
 
-def test_single_against_multi_on_the_same_seeds_resumes_like_any_sweep(tmp_path, tiny_bert_dir, two_tasks, capsys):
+def test_single_against_multi_on_the_same_seeds_resumes_like_any_sweep(tmp_path, tiny_bert_dir, two_tasks):
+    """Both entries on seeds 1 and 2; the report's per-task table; resume; an edited task file refused."""
     sweep = {"seeds": [1, 2], "strategies": [{"name": "head", "id": "head-multi"},
                                              {"name": "head", "id": "head-single", "multitask": {"joint": False}}]}
     path = multitask_yaml(tmp_path, tiny_bert_dir, two_tasks, sweep=sweep)
@@ -169,6 +171,9 @@ def test_single_against_multi_on_the_same_seeds_resumes_like_any_sweep(tmp_path,
         assert set(metrics["tasks"]) == {"senti", "subj"} and cell.config["train"]["seed"] in (1, 2)
     again = run_sweep(load_experiment(path))
     assert (again.ran, again.skipped) == (0, 4)
+    table = build_report(first.root).markdown.read_text().split("## Per-task results", 1)[1].split("\n## ", 1)[0]
+    for row in ("| head-multi-kall | joint | senti |", "| head-single-kall | one per task | subj |"):
+        assert row in table
     shutil.rmtree(first.root / "head-single-kall-seed2")
     third = run_sweep(load_experiment(path))
     assert (third.ran, third.skipped) == (1, 3)
@@ -176,19 +181,6 @@ def test_single_against_multi_on_the_same_seeds_resumes_like_any_sweep(tmp_path,
         handle.write(json.dumps({"sentence": "i like it", "label": "subjective"}) + "\n")
     with pytest.raises(ConfigError, match=r"subj:train: the file's content changed"):
         run_sweep(load_experiment(path))
-
-
-def test_the_report_shows_each_task_of_multi_task_rows(tmp_path, tiny_bert_dir, two_tasks, capsys):
-    sweep = {"seeds": [1], "strategies": [{"name": "head", "id": "head-multi"},
-                                          {"name": "head", "id": "head-single", "multitask": {"joint": False}}]}
-    path = multitask_yaml(tmp_path, tiny_bert_dir, two_tasks, sweep=sweep)
-    out = tmp_path / "sweep"
-    assert main(["compare", str(path), "--out", str(out)]) == 0
-    report = (out / "report.md").read_text()
-    assert "Per-task results" in report
-    table = report.split("Per-task results", 1)[1]
-    for name in ("head-multi", "head-single", "senti", "subj"):
-        assert name in table
 
 
 # --------------------------------------------------------------------------------------------- bad input
