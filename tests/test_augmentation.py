@@ -289,3 +289,19 @@ def test_multi_task_and_continual_runs_refuse_augment(tmp_path, tiny_bert_dir, d
     err = capsys.readouterr().err
     assert f"train.augment applies to single-task runs, not to {kind} runs" in err and "line" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_cache_key_follows_the_split_the_settings_the_seed_and_a_model_dir_replaced_in_place(tmp_path):
+    model = tmp_path / "lm"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"1")
+    config = ExperimentConfig.model_validate({"train": {"augment": {"method": "paraphrase", "model": str(model)}}})
+    train = [{"text": "a b c", "label": "x"}]
+    key = augment.cache_key(config, train)
+    assert augment.cache_key(config, [{"text": "a b d", "label": "x"}]) != key
+    config.train.seed = 1
+    assert augment.cache_key(config, train) != key
+    config.train.seed = 42
+    assert augment.cache_key(config, train) == key
+    (model / "model.safetensors").write_bytes(b"22")
+    assert augment.cache_key(config, train) != key

@@ -63,11 +63,25 @@ def keep_new(source: str, outputs: list[str]) -> list[str]:
     return kept
 
 
+def model_stamps(augment) -> dict:
+    """(name, size, mtime) of the files of each model given as a local directory, so that a model replaced
+    in place makes its texts again; names of embedded models and hub ids stand for themselves."""
+    names = {"paraphrase": [augment.model], "back_translation": [augment.forward_model, augment.backward_model]}
+    stamps = {}
+    for name in names.get(augment.method, []):
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            stamps[name] = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
+    return stamps
+
+
 def cache_key(config, train: list[dict]) -> str:
-    """sha256 of what the new texts depend on: the training split (in order), the settings and the seed."""
+    """sha256 of what the new texts depend on: the training split (in order), the settings, their models' files
+    and the seed."""
     rows = [[e["text"], e.get("label"), e.get("target")] for e in train]
+    augment = config.train.augment
     material = {"version": CACHE_VERSION, "train": rows, "seed": config.train.seed,
-                "augment": config.train.augment.model_dump(mode="json")}
+                "augment": augment.model_dump(mode="json"), "models": model_stamps(augment)}
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
