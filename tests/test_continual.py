@@ -217,3 +217,101 @@ def test_cli_continual_run_writes_the_matrix_and_metrics(tmp_path, tiny_bert_dir
     assert [t["task"] for t in costs["tasks"]] == ["s", "t", "u"]
     if method == "replay":  # two earlier tasks' buffers join the third task's 6 examples
         assert costs["tasks"][2]["train_tokens"] > costs["tasks"][0]["train_tokens"]
+
+
+# --------------------------------------------------------------------------------------------- sweep + report
+
+
+def test_a_sweep_with_a_method_axis_resumes_and_reports_each_matrix(tmp_path, tiny_bert_dir, capsys):
+    from tunelab.config import load_experiment
+    from tunelab.report import build_report
+    from tunelab.sweep import run_sweep
+
+    sweep = {"seeds": [1, 2], "isolation": "none", "strategies": [
+        {"name": "full", "id": "seq", "continual": {"method": "sequential"}},
+        {"name": "full", "id": "ewc", "continual": {"method": "ewc", "ewc_lambda": 10.0}}]}
+    path = continual_file(tmp_path, tiny_bert_dir, "replay", tasks=("s", "t"), continual={"buffer_size": 2}, sweep=sweep)
+    first = run_sweep(load_experiment(path))
+    assert (first.ran, first.skipped, first.failed) == (4, 0, [])
+    root = first.root
+    stored = json.loads((root / "ewc-k3-seed2" / "metrics.json").read_text())["continual"]
+    assert stored["method"] == "ewc" and len(stored["matrix"]) == 3
+    config = yaml.safe_load((root / "ewc-k3-seed2" / "config.yaml").read_text())
+    assert config["continual"] == {**config["continual"], "method": "ewc", "ewc_lambda": 10.0}
+    assert "buffer_size" not in json.loads((root / "ewc-k3-seed2" / "cell.json").read_text())["config"]["continual"]
+
+    again = run_sweep(load_experiment(path))
+    assert (again.ran, again.skipped) == (0, 4)
+    import shutil
+
+    shutil.rmtree(root / "seq-k3-seed1")
+    third = run_sweep(load_experiment(path))
+    assert (third.ran, third.skipped) == (1, 3)
+
+    report = build_report(root)
+    html = report.html.read_text()
+    assert "Continual learning" in html and "BWT" in html
+    assert {p.name for p in (root / "plots").glob("continual_*.png")} == {"continual_seq-k3.png", "continual_ewc-k3.png"}
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    import tunelab.models
+
+    def refuse(head):
+        raise AssertionError("model weights were loaded before the error was found")
+
+    monkeypatch.setattr(tunelab.models, "auto_class_for", refuse)
+
+
+def fails(capsys, args) -> str:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def line_with(path: str, text: str) -> int:
+    return next(n for n, line in enumerate(open(path).read().splitlines(), 1) if text in line)
+
+
+@pytest.mark.parametrize("edit,key,message", [
+    ({"continual": {"method": "replay", "buffer_size": 7}}, "buffer_size", "larger than the training split"),
+    ({"continual": {"method": "sequential", "ewc_lambda": 5.0}}, "ewc_lambda", "setting of method ewc"),
+    ({"continual": {"method": "forget"}}, "forget", "continual.method"),
+    ({"continual": {"method": "ewc", "lamda": 1}}, "lamda", "lamda"),
+    ({"strategy": {"name": "zero_shot"}}, "zero_shot", "does not train a classification head"),
+    ({"train": {"label_smoothing": 0.1, "epochs": 1}, "continual": {"method": "lwf"}}, "label_smoothing", "label_smoothing"),
+])
+def test_bad_continual_input_exits_2_naming_key_and_line(tmp_path, tiny_bert_dir, capsys, no_weights, edit, key, message):
+    path = continual_file(tmp_path, tiny_bert_dir, **{k: v for k, v in edit.items() if k != "continual"},
+                          continual={k: v for k, v in edit.get("continual", {}).items() if k != "method"})
+    text = yaml.safe_load(open(path))
+    text["continual"]["method"] = edit.get("continual", {}).get("method", "sequential")
+    with open(path, "w") as handle:
+        yaml.safe_dump(text, handle, sort_keys=False)
+    out = tmp_path / "run"
+    err = fails(capsys, ["run", path, "--out", str(out)])
+    assert message in err and f"line {line_with(path, key)}" in err
+    assert not out.exists()
+
+
+def test_a_task_that_is_not_classification_is_refused(tmp_path, tiny_bert_dir, capsys, no_weights):
+    path = continual_file(tmp_path, tiny_bert_dir)
+    text = yaml.safe_load(open(path))
+    text["tasks"][1]["task"] = {"type": "generation"}
+    with open(path, "w") as handle:
+        yaml.safe_dump(text, handle, sort_keys=False)
+    err = fails(capsys, ["run", path])
+    assert "tasks.1 (t)" in err and "classification" in err and f"line {line_with(path, 'type: generation')}" in err
+
+
+def test_a_continual_override_needs_a_continual_experiment(tmp_path, tiny_bert_dir, capsys):
+    path = continual_file(tmp_path, tiny_bert_dir, sweep={"strategies": [
+        {"name": "full", "id": "bad", "continual": {"method": "replay", "buffer_size": 1, "ewc_lambda": 3.0}}]})
+    err = fails(capsys, ["compare", path, "--dry-run"])
+    assert "sweep.strategies.0.continual" in err and "ewc_lambda" in err

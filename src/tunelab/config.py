@@ -272,22 +272,16 @@ class ContinualConfig(Section):
     lwf_temperature: float = Field(2.0, gt=0)
     """lwf: temperature T that softens both distributions of the distillation term."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _settings_of_the_method(cls, data: Any) -> Any:
-        # A setting of another method would be silently ignored: most likely a mistaken method.
-        if isinstance(data, dict):
-            method = data.get("method", "sequential")
-            for key in data:
-                owner = CONTINUAL_METHOD_KEYS.get(key)
-                if owner is not None and owner != method:
-                    raise ValueError(f"`{key}` is a setting of method {owner}, not of {method}; remove it or set method: {owner}")
-        return data
+    def misplaced(self) -> list[tuple[str, str]]:
+        """(key, its method) for each setting given for another method than `method`: it would be
+        silently ignored, so it is most likely a mistaken method (checked where lines are known)."""
+        owners = {key: owner for owner, keys in CONTINUAL_METHOD_KEYS.items() for key in keys}
+        return [(key, owners[key]) for key in sorted(self.model_fields_set) if owners.get(key, self.method) != self.method]
 
 
-CONTINUAL_METHOD_KEYS = {"buffer_size": "replay", "ewc_lambda": "ewc", "fisher_samples": "ewc",
-                         "lwf_alpha": "lwf", "lwf_temperature": "lwf"}
-"""Which method reads each continual setting."""
+CONTINUAL_METHOD_KEYS = {"replay": ("buffer_size",), "ewc": ("ewc_lambda", "fisher_samples"),
+                         "lwf": ("lwf_alpha", "lwf_temperature")}
+"""Which settings each continual method reads."""
 
 
 class StrategyConfig(BaseModel):

@@ -19,6 +19,7 @@ from tunelab.report.abtest import ABResult, prompt_ab_tests
 from tunelab.report.document import Code, Image, Section, Table, Text, markdown_table, to_html, to_markdown
 from tunelab.report.leaderboard import (PERTURBED, Row, SearchChoice, build_leaderboard, csv_rows, is_fraction,
                                         metric_keys, table)
+from tunelab.report.continual import continual_groups, continual_plots, continual_section
 from tunelab.report.multitask import multitask_section
 from tunelab.report.plots import PLOT_FILES, all_plots
 from tunelab.report.results import SweepResults, load_results
@@ -44,6 +45,10 @@ def build_report(root: Path) -> Report:
     per_task = multitask_section(results)  # multi-task cells: each task's metrics behind the mean
     if per_task is not None:
         sections.insert(2, per_task)  # after the leaderboard
+    continual = continual_groups(results)  # continual-learning cells: their accuracy matrices
+    matrices = continual_plots(continual)
+    if continual:
+        sections.insert(2, continual_section(continual, matrices))  # after the leaderboard
     title = f"tunelab report: {results.name}"
     root = Path(root)
     (root / "plots").mkdir(exist_ok=True)
@@ -51,6 +56,11 @@ def build_report(root: Path) -> Report:
         write_atomic(root / "plots" / name, png)
     for name in set(PLOT_FILES) - set(plots):
         (root / "plots" / name).unlink(missing_ok=True)  # an earlier report's plot no longer describes the data
+    for old in (root / "plots").glob("continual_*.png"):
+        if old.name not in matrices:
+            old.unlink()
+    for name, png in matrices.items():
+        write_atomic(root / "plots" / name, png)
     write_atomic(root / "report.md", to_markdown(title, sections).encode("utf-8"))
     write_atomic(root / "report.html", to_html(title, sections).encode("utf-8"))
     headers, body, best = table(rows, metrics)

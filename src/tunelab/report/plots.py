@@ -176,3 +176,22 @@ def all_plots(rows: list[Row], metric: str) -> dict[str, bytes]:
 
 
 PLOT_FILES = ("pareto.png", "metric_vs_k.png", "seed_spread.png")
+
+
+def plot_accuracy_matrix(tasks: list[str], matrix: list[list[float]], metric: str, title: str) -> bytes:
+    """Continual learning's matrix as a heatmap: row j = after training task j (row 0: untrained),
+    column i = the metric on task i; the cells print their values (×100 for fractions)."""
+    plt = _pyplot()
+    scale = _scale(metric)
+    rows = ["(untrained)"] + [f"after {t}" for t in tasks]
+    fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 2.2, 0.55 * len(rows) + 1.3))
+    values = [[v * scale for v in row] for row in matrix]
+    image = ax.imshow(values, cmap="viridis", vmin=0, vmax=scale, aspect="auto")
+    for j, row in enumerate(values):
+        for i, value in enumerate(row):
+            ax.text(i, j, f"{value:.1f}", ha="center", va="center", color="white" if value < 0.6 * scale else "black")
+    ax.set_xticks(range(len(tasks)), [f"on {t}" for t in tasks])
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=_axis_label(metric))
+    return _png(fig)

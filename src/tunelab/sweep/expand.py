@@ -194,6 +194,8 @@ def cell_config(base: dict, entry: StrategyEntry, variant: dict | None, combo: d
     prompt = {**(raw.get("prompt") or {}), **entry.prompt, **(variant or {})}
     raw["prompt"] = prompt or None
     raw["strategy"] = {"name": entry.name, **entry.settings}
+    if entry.continual is not None:  # replaced whole: one method's settings are errors under another
+        raw["continual"] = dict(entry.continual)
     if entry.multitask is not None:  # e.g. {joint: false}: each task alone, beside the joint model
         raw["multitask"] = {**(raw.get("multitask") or {}), **entry.multitask}
     for key, value in combo.items():

@@ -51,6 +51,9 @@ class StrategyEntry(StrictSettings):
     prompt_variants: bool | list[str] | None = None
     """Which of `sweep.prompts` this strategy runs: all (true), none (false), a list of names, or
     automatic (null: all for prompt-based strategies, none for the others)."""
+    continual: dict[str, Any] | None = None
+    """Replaces the `continual:` section of a continual experiment for this strategy (e.g. `{method: ewc,
+    ewc_lambda: 100}`), so one sweep compares methods on the same seeds; another method's settings stay out."""
     search: dict[str, list[Any]] = {}
     """Hyper-parameter grid, dotted key → values (`train.*`, `model.*`, `prompt.*`, `settings.*`);
     each combination is run and the one with the best dev metric (mean over seeds) is reported."""
@@ -179,6 +182,21 @@ def check_multitask_entry(config: ExperimentConfig, entry: StrategyEntry, at: tu
     validate_settings(MultiTaskConfig, entry.multitask, at + ("multitask",), config.source, config.lines)
 
 
+def check_continual_entry(config: ExperimentConfig, entry: StrategyEntry, at: tuple) -> None:
+    """An entry's `continual:` replaces a continual experiment's section, checked by its schema."""
+    from tunelab.config import ContinualConfig
+
+    if config.continual is None:
+        raise ConfigError(f"{where(config.source, line_of(config.lines, at + ('continual',)))}: "
+                          f"{'.'.join(map(str, at))}.continual replaces the experiment's `continual:` section, which "
+                          f"is not set; add `tasks:` and `continual:` (README: Continual learning) or remove it")
+    from tunelab.training.continual import check_method_settings
+
+    settings = validate_settings(ContinualConfig, entry.continual, at + ("continual",), config.source, config.lines)
+    check_method_settings(settings, lambda key: where(config.source, line_of(config.lines, at + ("continual", key))),
+                          ".".join(map(str, at + ("continual",))))
+
+
 def parse_sweep(config: ExperimentConfig) -> SweepConfig:
     """Validate `config.sweep` and each entry's section overrides; errors name `sweep.…` keys and lines."""
     if not config.sweep:
@@ -196,6 +214,8 @@ def parse_sweep(config: ExperimentConfig) -> SweepConfig:
         validate_settings(ModelConfig, entry.model, at + ("model",), config.source, config.lines)
         validate_settings(TrainConfig, entry.train, at + ("train",), config.source, config.lines)
         validate_settings(PromptSettings, entry.prompt, at + ("prompt",), config.source, config.lines)
+        if entry.continual is not None:
+            check_continual_entry(config, entry, at)
         if entry.multitask is not None:
             check_multitask_entry(config, entry, at)
     for name, variant in sweep.prompts.items():

@@ -56,6 +56,7 @@ def prepare_continual(config: ExperimentConfig):
                           f"classification head; continual learning trains one model on the tasks in turn: use head, "
                           f"full, partial, bitfit, adapter or a PEFT method (lora, ia3, ...)")
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
+    check_method_settings(config.continual, lambda key: config.locate("continual", key))
     check_combinations(config)
     tasks = task_experiments(config)
     for index, run in enumerate(tasks):
@@ -73,6 +74,13 @@ def prepare_continual(config: ExperimentConfig):
     splits = ContinualSplits(*([e for run in tasks for e in getattr(run.splits, part)] for part in ("train", "dev", "test")))
     splits.dev = []  # each task picks its best epoch on its own dev split; there is no sweep-level dev score
     return Prepared(config, ContinualStrategy(strategy, tasks, task_labels), splits, model_checked, write=write_continual)
+
+
+def check_method_settings(settings, locate, prefix: str = "continual") -> None:
+    """A setting of another method than the chosen one is an error (`locate(key)` says where it was set)."""
+    for key, owner in settings.misplaced():
+        raise ConfigError(f"{locate(key)}: {prefix}.{key} is a setting of method {owner}, not of {settings.method}; "
+                          f"remove it or set method: {owner}")
 
 
 def check_combinations(config: ExperimentConfig) -> None:
