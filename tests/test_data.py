@@ -269,3 +269,17 @@ def test_a_leading_byte_order_mark_is_not_part_of_the_data(tmp_path, name, body)
     records = load_records(str(path))
     assert [(r["text"], r["label"]) for r in records] == [("good film", "positive")]
     assert records[0]["_source"].endswith(f"{name}:{2 if name[-4:] in ('.csv', '.tsv') else 1}")
+
+
+def test_max_test_seed_draws_a_fixed_sample_instead_of_the_first_examples(tmp_path):
+    rows = [{"text": f"t{i}", "label": "a" if i < 50 else "b"} for i in range(100)]  # sorted by label, like MR
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first = load_splits(DataConfig(test=str(path), max_test=10), TaskConfig(), seed=1).test
+    assert [e["text"] for e in first] == [f"t{i}" for i in range(10)]
+    drawn = load_splits(DataConfig(test=str(path), max_test=10, max_test_seed=0), TaskConfig(), seed=1).test
+    again = load_splits(DataConfig(test=str(path), max_test=10, max_test_seed=0), TaskConfig(), seed=2).test
+    assert drawn == again and len(drawn) == 10  # the run's seed does not change the test sample
+    assert {e["label"] for e in drawn} == {"a", "b"}
+    order = [int(e["text"][1:]) for e in drawn]
+    assert order == sorted(order)  # kept in file order

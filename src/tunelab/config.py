@@ -91,6 +91,9 @@ class DataConfig(Section):
     """K per class for the dev split, drawn from the training pool disjoint from train; defaults to `k_shot`."""
     max_test: int | None = Field(None, gt=0)
     """Evaluate on the first N test examples only (for quick runs)."""
+    max_test_seed: int | None = Field(None, ge=0)
+    """With `max_test`: draw the N test examples at random with this seed (kept in file order) instead
+    of taking the first N, for test files sorted by label (MR, Subj). The same seed gives every run the same examples."""
     perturbed_test: bool = True
     """Classification tasks: also evaluate on a perturbed copy of the test split (typos, word swaps,
     word deletions; deterministic by `train.seed`), reported as `perturbed` beside `test`."""

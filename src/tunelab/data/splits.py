@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from tunelab.config import DataConfig, TaskConfig
@@ -39,8 +40,15 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
     if data.k_shot:
         train, dev = sample_few_shot(train, data, task, seed, dev)
     if data.max_test:
-        test = test[: data.max_test]
+        test = first_or_drawn(test, data.max_test, data.max_test_seed)
     return Splits(train, dev, test, label_names)
+
+
+def first_or_drawn(examples: list[dict], count: int, seed: int | None) -> list[dict]:
+    """The first `count` examples, or (`seed` given) `count` drawn at random, kept in file order."""
+    if seed is None or count >= len(examples):
+        return examples[:count]
+    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), count))]
 
 
 def sample_few_shot(train: list[dict], data: DataConfig, task: TaskConfig, seed: int, dev: list[dict]):

@@ -237,6 +237,7 @@ def describe(cell: Cell) -> str:
 ADDED_KEYS = {("train", "label_smoothing"): 0.0, ("train", "rdrop_alpha"): 0.0, ("train", "dropout"): None,
               ("train", "adversarial"): None, ("data", "perturbed_test"): True, ("train", "augment"): None}
 """Keys added to the config after cells may have finished, with the default that means today's training."""
+ADDED_KEYS[("data", "max_test_seed")] = None  # the first max_test examples, as before the key existed
 ADDED_KEYS.update({("multitask", "joint"): True, ("multitask", "head"): "per_task"})  # multi-task keys added later
 
 
