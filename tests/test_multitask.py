@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from conftest import experiment_yaml, write_jsonl
+from test_bad_config import no_weights, run_fails  # noqa: F401 (no_weights: a fixture)
 from tunelab.cli import main
 from tunelab.config import load_experiment
 from tunelab.errors import ConfigError
@@ -186,20 +187,6 @@ def test_single_against_multi_on_the_same_seeds_resumes_like_any_sweep(tmp_path,
 # --------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.fixture
-def no_weights(monkeypatch):
-    import tunelab.models
-
-    def refuse(head):
-        raise AssertionError("model weights were loaded before the error was found")
-
-    monkeypatch.setattr(tunelab.models, "auto_class_for", refuse)
-
-
-def files_under(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-
-
 def line_with(path: Path, text: str) -> int:
     """The last line holding `text` (the tasks come after the shared sections in these files)."""
     return [n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line][-1]
@@ -229,11 +216,6 @@ def test_bad_multitask_input_exits_2_naming_key_and_line(tmp_path, tiny_bert_dir
             raw["tasks"][1]["task"]["label_names"] = ["objective", "subjective"]
 
     path = multitask_yaml(tmp_path, tiny_bert_dir, two_tasks, edit=edit)
-    before = files_under(tmp_path)
-    capsys.readouterr()
-    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    err = run_fails(capsys, tmp_path, ["run", str(path), "--out", str(tmp_path / "run")])  # exit 2, no new file
     assert f"line {line_with(path, line_text)}" in err
     assert re.search(message, err, flags=re.S), err
-    assert files_under(tmp_path) == before

@@ -53,20 +53,12 @@ class JointStrategy:
         self.inner.check()
 
     def fit(self, splits, run_dir: Path):
-        from transformers import set_seed
-
-        from tunelab.costs import parameter_costs
         from tunelab.methods.classifier import train_costs
         from tunelab.train import train_model
-        from tunelab.training.task_heads import TaskMaskedModel
+        from tunelab.training.task_heads import build_masked_model
 
         exp = self.config
-        set_seed(exp.train.seed)  # the new head's initialisation depends on it
-        loaded = self.inner.load_base()
-        model = TaskMaskedModel(self.inner.prepare(loaded), self.task_labels)
-        costs = parameter_costs(model)
-        if costs["trainable_params"] == 0:
-            raise ConfigError(f"strategy '{exp.strategy.name}' leaves no parameter to train; check its settings")
+        loaded, model, costs = build_masked_model(self.inner, self.task_labels)
         stats = train_model(model, loaded.tokenizer, self.train_features(loaded.tokenizer),
                             self.encode(loaded.tokenizer, "dev"), exp.train, run_dir, score_dev=self.score_dev,
                             metric_for_best=exp.train.metric_for_best or exp.metrics[0])

@@ -132,3 +132,21 @@ def predict_task(model: TaskMaskedModel, tokenizer, examples: list[dict], task_i
     model.eval()
     with torch.inference_mode():
         return by_length(features, lambda f: len(f["input_ids"]), batch_size, run)
+
+
+def build_masked_model(strategy, task_labels: TaskLabels):
+    """(loaded, masked model, parameter costs): a classification strategy's base model with its model
+    change over the union label space, under `TaskMaskedModel` (multi-task and continual runs)."""
+    from transformers import set_seed
+
+    from tunelab.costs import parameter_costs
+    from tunelab.errors import ConfigError
+
+    exp = strategy.experiment
+    set_seed(exp.train.seed)  # the new head's initialisation depends on it
+    loaded = strategy.load_base()
+    model = TaskMaskedModel(strategy.prepare(loaded), task_labels)
+    costs = parameter_costs(model)
+    if costs["trainable_params"] == 0:
+        raise ConfigError(f"strategy '{exp.strategy.name}' leaves no parameter to train; check its settings")
+    return loaded, model, costs
