@@ -51,7 +51,7 @@ def _norms(delta):
 def test_perturbation_has_the_configured_norm_and_raises_the_loss(bert_tokenizer, method):
     model, batch = _model_and_batch(bert_tokenizer)
     model.train()
-    settings = AdversarialConfig(method=method, epsilon=0.5, steps=3)
+    settings = AdversarialConfig(method=method, epsilon=0.5, steps=None if method == "fgm" else 3)
     loss_at, passes = _recorder(model, batch)
     total, _ = adversarial_loss(loss_at, settings)
     clean = passes[0][1]
@@ -158,13 +158,16 @@ def test_fgm_and_rdrop_compose_in_one_loss(tmp_path, bert_tokenizer):
 
 
 @pytest.mark.parametrize("adversarial, key", [({"method": "vat"}, "method"), ({"epsilon": 0}, "epsilon"),
-                                              ({"method": "pgd", "steps": 0}, "steps"), ({"epsilonn": 1}, "epsilonn")])
+                                              ({"method": "pgd", "steps": 0}, "steps"), ({"epsilonn": 1}, "epsilonn"),
+                                              ({"method": "fgm", "steps": 5}, "")])
 def test_bad_settings_exit_2_naming_the_key_and_line(tmp_path, tiny_bert_dir, tiny_sentiment, capsys, adversarial, key):
     exp = experiment_yaml(tmp_path / "e.yaml", tiny_bert_dir, tiny_sentiment, {"name": "head"},
                           train={"adversarial": adversarial})
     assert main(["run", str(exp), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert f"train.adversarial.{key}" in err and "line" in err and "Traceback" not in err
+    assert f"train.adversarial{'.' + key if key else ''}" in err and "line" in err and "Traceback" not in err
+    if not key:
+        assert "fgm takes one step of size epsilon and no steps" in err
     assert not (tmp_path / "r").exists()
 
 
@@ -200,7 +203,7 @@ def test_a_sweep_with_an_adversarial_axis_resumes_like_any_other(tmp_path, tiny_
     cells = sorted(p.name for p in out.iterdir() if (p / "metrics.json").is_file())
     assert cells == ["head-fgm-kall-epsilon=0.1-seed42", "head-fgm-kall-epsilon=1-seed42", "head-kall-seed42"]
     config = yaml.safe_load((out / "head-fgm-kall-epsilon=1-seed42" / "config.yaml").read_text())
-    assert config["train"]["adversarial"] == {"method": "fgm", "epsilon": 1.0, "steps": 3, "step_size": None}
+    assert config["train"]["adversarial"] == {"method": "fgm", "epsilon": 1.0, "steps": None, "step_size": None}
     stamps = {c: (out / c / "metrics.json").stat().st_mtime_ns for c in cells}
     assert main(["compare", str(exp), "--out", str(out)]) == 0
     assert {c: (out / c / "metrics.json").stat().st_mtime_ns for c in cells} == stamps  # nothing re-ran
@@ -222,3 +225,11 @@ def test_pgd_across_two_processes(tmp_path, tiny_bert_dir, tiny_sentiment):
     assert len({r["pid"] for r in costs["ranks"]}) == 2 and costs["ranks"][0]["steps"] == costs["ranks"][1]["steps"] > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert "accuracy" in metrics["test"] and "accuracy" in metrics["perturbed"]
+
+
+def test_sft_trains_with_fgm_and_its_generation_task_gets_no_perturbed_score(tmp_path, tiny_llama_dir):
+    from test_regularization import _sft_experiment
+
+    exp = _sft_experiment(tmp_path, tiny_llama_dir, {"epochs": 1, "adversarial": {"method": "fgm", "epsilon": 0.5}})
+    assert main(["run", str(exp), "--out", str(tmp_path / "sft")]) == 0
+    assert "perturbed" not in json.loads((tmp_path / "sft" / "metrics.json").read_text())  # classification only

@@ -121,10 +121,19 @@ class AdversarialConfig(Section):
     (the losses of all `steps` ascent steps averaged)."""
     epsilon: float = Field(1.0, gt=0)
     """L2 radius of the perturbation of each example's token embeddings."""
-    steps: int = Field(3, ge=1)
-    """Ascent steps of pgd and freelb (fgm takes one)."""
+    steps: int | None = Field(None, ge=1)
+    """Ascent steps of pgd and freelb; default 3 (fgm takes one step and refuses the key)."""
     step_size: float | None = Field(None, gt=0)
-    """Length of each pgd/freelb ascent step; default epsilon / steps."""
+    """Length of each pgd/freelb ascent step; default epsilon / steps (fgm refuses the key)."""
+
+    @model_validator(mode="after")
+    def _fgm_takes_one_step(self):
+        # A key the method would ignore is an error: the user meant something that would not happen.
+        given = [key for key in ("steps", "step_size") if getattr(self, key) is not None]
+        if self.method == "fgm" and given:
+            raise ValueError(f"fgm takes one step of size epsilon and no {' or '.join(given)}; "
+                             f"remove it, or choose method: pgd or freelb")
+        return self
 
 
 AUGMENT_METHOD_KEYS = {

@@ -36,6 +36,10 @@ from tunelab.distributed import unwrap
 from tunelab.errors import ConfigError
 
 
+DEFAULT_STEPS = 3
+"""Ascent steps of pgd and freelb when `train.adversarial.steps` is not given."""
+
+
 class EmbeddingShift:
     """Forward hook on the input-embedding module: adds `deltas[i]` to the output of its i-th call in
     one forward pass; without a delta for a call it adds a zero leaf that requires grad (a probe), so
@@ -100,7 +104,7 @@ def adversarial_loss(loss_at, settings) -> tuple[torch.Tensor, object]:
     loss_at(deltas) runs one forward pass with `deltas` added to the embeddings (None: zero probes)
     and returns (loss, outputs, the deltas it used)."""
     method, epsilon = settings.method, float(settings.epsilon)
-    steps = 1 if method == "fgm" else int(settings.steps)
+    steps = 1 if method == "fgm" else int(settings.steps or DEFAULT_STEPS)
     step = epsilon if method == "fgm" else float(settings.step_size or epsilon / steps)
     clean, outputs, deltas = loss_at(None)
     grads = torch.autograd.grad(clean, deltas, retain_graph=True, allow_unused=True)
