@@ -194,10 +194,11 @@ def continual_file(tmp_path, tiny_bert_dir, method="sequential", tasks=("s", "t"
     return str(path)
 
 
-@pytest.mark.parametrize("method,settings", [("ewc", {"ewc_lambda": 100.0, "fisher_samples": 3}),
-                                             ("replay", {"buffer_size": 2}), ("lwf", {})])
-def test_cli_continual_run_writes_the_matrix_and_metrics(tmp_path, tiny_bert_dir, capsys, method, settings):
-    path = continual_file(tmp_path, tiny_bert_dir, method, continual=settings)
+@pytest.mark.parametrize("method,settings,strategy", [("ewc", {"ewc_lambda": 100.0, "fisher_samples": 3}, "full"),
+                                                      ("ewc", {}, "lora"),  # EWC over LoRA's and the head's parameters
+                                                      ("replay", {"buffer_size": 2}, "full"), ("lwf", {}, "full")])
+def test_cli_continual_run_writes_the_matrix_and_metrics(tmp_path, tiny_bert_dir, capsys, method, settings, strategy):
+    path = continual_file(tmp_path, tiny_bert_dir, method, continual=settings, strategy={"name": strategy})
     out = tmp_path / "run"
     assert main(["run", path, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -227,7 +228,7 @@ def test_a_sweep_with_a_method_axis_resumes_and_reports_each_matrix(tmp_path, ti
     from tunelab.report import build_report
     from tunelab.sweep import run_sweep
 
-    sweep = {"seeds": [1, 2], "isolation": "none", "strategies": [
+    sweep = {"seeds": [1, 2], "isolation": "none", "save_artifacts": False, "strategies": [
         {"name": "full", "id": "seq", "continual": {"method": "sequential"}},
         {"name": "full", "id": "ewc", "continual": {"method": "ewc", "ewc_lambda": 10.0}}]}
     path = continual_file(tmp_path, tiny_bert_dir, "replay", tasks=("s", "t"), continual={"buffer_size": 2}, sweep=sweep)

@@ -270,16 +270,17 @@ def write_continual(prepared, predictor: ContinualPredictor, costs: dict, direct
     from tunelab.config import dump_config
     from tunelab.run import CONFIG_FILE, COSTS_FILE, METRICS_FILE, PREDICTIONS_FILE, write_json, write_predictions
 
-    strategy, tasks = predictor.strategy, predictor.strategy.tasks
-    per_task = {out["task"]: out["metrics"] for out in predictor.outputs}
+    measured = getattr(predictor, "inner", predictor)  # a sweep's ResultsOnly wraps it (save_artifacts: false)
+    tasks = measured.strategy.tasks
+    per_task = {out["task"]: out["metrics"] for out in measured.outputs}
     shared = [k for k in per_task[tasks[0].name] if all(k in m for m in per_task.values())]
     summary = {"method": prepared.config.continual.method, "tasks": [run.name for run in tasks],
-               "metric": [run.experiment.metrics[0] for run in tasks], "matrix": predictor.matrix,
-               **transfer(predictor.matrix), "per_task": per_task}
+               "metric": [run.experiment.metrics[0] for run in tasks], "matrix": measured.matrix,
+               **transfer(measured.matrix), "per_task": per_task}
     result = {"test": {k: sum(m[k] for m in per_task.values()) / len(per_task) for k in shared}, "dev": {},
               "num_test": sum(len(r.splits.test) for r in tasks), "num_train": sum(len(r.splits.train) for r in tasks),
               "continual": summary}
-    for run, out in zip(tasks, predictor.outputs):
+    for run, out in zip(tasks, measured.outputs):
         task_dir = directory / "tasks" / run.name
         task_dir.mkdir(parents=True, exist_ok=True)
         write_json(task_dir / METRICS_FILE, {"test": out["metrics"], "num_test": len(run.splits.test)})
@@ -289,7 +290,7 @@ def write_continual(prepared, predictor: ContinualPredictor, costs: dict, direct
     write_json(directory / METRICS_FILE, result)
     write_json(directory / COSTS_FILE, costs)
     write_predictions(directory / PREDICTIONS_FILE, [dict(e, task=r.name) for r in tasks for e in r.splits.test],
-                      [p for out in predictor.outputs for p in out["predictions"]])
+                      [p for out in measured.outputs for p in out["predictions"]])
     return result
 
 
