@@ -101,6 +101,8 @@ def test_a_joint_run_writes_per_task_metrics_and_their_mean(tmp_path, tiny_bert_
     path = multitask_yaml(tmp_path, tiny_bert_dir, two_tasks, multitask={"sampling": "temperature", "temperature": 2})
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "multi-task (one shared model, temperature sampling)" in printed and "  subj: accuracy=" in printed
     metrics = read(out / "metrics.json")
     senti, subj = metrics["tasks"]["senti"], metrics["tasks"]["subj"]
     assert (senti["num_test"], subj["num_test"], metrics["num_test"]) == (4, 6, 10)

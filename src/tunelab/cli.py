@@ -97,6 +97,13 @@ def print_result(strategy: str, result: dict, run_dir: Path) -> None:
         summary = result["continual"]
         typer.echo(f"continual learning ({summary['method']}); test averaged over the tasks; accuracy matrix:")
         typer.echo(matrix_table(summary["tasks"], summary["matrix"], summary["metric"][0]))
+    if "multitask" in result:  # the mean above is over these tasks
+        summary = result["multitask"]
+        how = "one shared model" if summary["joint"] else "one model per task"
+        typer.echo(f"multi-task ({how}, {summary['sampling']} sampling); test averaged over the tasks:")
+        for name, task in result["tasks"].items():
+            typer.echo(f"  {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in task["test"].items() if isinstance(v, float))
+                       + f" ({task['num_test']} examples, {task['num_train']} train)")
     if result.get("perturbed"):
         typer.echo("perturbed test copy: " + ", ".join(f"{k}={v:.4f}" for k, v in result["perturbed"].items()
                                                        if isinstance(v, float)))
