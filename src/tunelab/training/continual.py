@@ -269,15 +269,15 @@ def write_continual(prepared, predictor: ContinualPredictor, costs: dict, direct
     figures; tasks/<name>/ holds each task's final metrics and predictions."""
     from tunelab.config import dump_config
     from tunelab.run import CONFIG_FILE, COSTS_FILE, METRICS_FILE, PREDICTIONS_FILE, write_json, write_predictions
+    from tunelab.training.multitask import mean_metrics
 
     measured = getattr(predictor, "inner", predictor)  # a sweep's ResultsOnly wraps it (save_artifacts: false)
     tasks = measured.strategy.tasks
     per_task = {out["task"]: out["metrics"] for out in measured.outputs}
-    shared = [k for k in per_task[tasks[0].name] if all(k in m for m in per_task.values())]
     summary = {"method": prepared.config.continual.method, "tasks": [run.name for run in tasks],
                "metric": [run.experiment.metrics[0] for run in tasks], "matrix": measured.matrix,
                **transfer(measured.matrix), "per_task": per_task}
-    result = {"test": {k: sum(m[k] for m in per_task.values()) / len(per_task) for k in shared}, "dev": {},
+    result = {"test": mean_metrics(list(per_task.values())), "dev": {},
               "num_test": sum(len(r.splits.test) for r in tasks), "num_train": sum(len(r.splits.train) for r in tasks),
               "continual": summary}
     for run, out in zip(tasks, measured.outputs):
