@@ -136,6 +136,27 @@ def test_each_task_alone_leaves_an_ordinary_run_directory_per_task(tmp_path, tin
     assert evaluated["metrics"]["accuracy"] == pytest.approx(metrics["tasks"]["subj"]["test"]["accuracy"])
 
 
+def test_joint_pet_reads_each_task_through_its_own_template_and_words(tmp_path, tiny_llama_dir, two_tasks, capsys):
+    prompts = [{"template": "{{ text }} It was", "verbalizer": {"negative": " bad", "positive": " good"}},
+               {"template": "{{ text }} This is", "verbalizer": {"objective": " fact", "subjective": " opinion"}}]
+
+    def edit(raw):
+        raw["strategy"] = {"name": "pet", "train": "lora"}
+        for entry, prompt in zip(raw["tasks"], prompts):
+            entry["prompt"] = prompt
+
+    path = multitask_yaml(tmp_path, tiny_llama_dir, two_tasks, edit=edit)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    metrics = read(out / "metrics.json")
+    assert set(metrics["tasks"]) == {"senti", "subj"} and metrics["num_test"] == 10
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {r["prediction"] for r in rows if r["task"] == "subj"} <= {"objective", "subjective"}
+    assert set(rows[-1]["scores"]) == {"objective", "subjective"}
+    plan = read(out / "tasks" / "subj" / "prompt.json")
+    assert plan["prompt"]["template"] == "{{ text }} This is"
+
+
 @pytest.mark.parametrize("strategy", ["head", "lora"])
 def test_a_task_loss_reaches_only_its_own_head_rows_under_the_strategys_model_change(
         tmp_path, tiny_bert_dir, two_tasks, strategy):
@@ -206,7 +227,8 @@ def set_in(raw: dict, dotted: str, value) -> None:
     ("multitask.sampling", "by_size", "sampling:", r"multitask\.sampling"),
     ("multitask.head", "shared", "label_names:", r"labels clash in one head.*head: per_task"),
     ("tasks.1.task.type", "generation", "type: generation", r"task\.type=generation in task 'subj'"),
-    ("strategy.name", "pet", "name: pet", r"strategy 'pet'.*not implemented yet"),
+    ("strategy.name", "zero_shot", "name: zero_shot", r"strategy 'zero_shot' does not train a label read-out"),
+    ("strategy.name", "pet", "name: subj", r"task 'subj' has no prompt template.*tasks\.1"),
     ("train.label_smoothing", 0.1, "label_smoothing:", r"train\.label_smoothing is not supported in multi-task"),
     ("tasks.1.metrics", ["f1"], "metrics:", r"task 'subj' does not measure 'accuracy'"),
 ])
@@ -216,6 +238,8 @@ def test_bad_multitask_input_exits_2_naming_key_and_line(tmp_path, tiny_bert_dir
         set_in(raw, dotted, value)
         if dotted == "multitask.head":
             raw["tasks"][1]["task"]["label_names"] = ["objective", "subjective"]
+        if value == "pet":  # the first task has its prompt, the second none
+            raw["tasks"][0]["prompt"] = {"template": "{{ text }} It was"}
 
     path = multitask_yaml(tmp_path, tiny_bert_dir, two_tasks, edit=edit)
     err = run_fails(capsys, tmp_path, ["run", str(path), "--out", str(tmp_path / "run")])  # exit 2, no new file

@@ -71,7 +71,11 @@ def prepare_multitask(config: ExperimentConfig):
     for run, one in zip(runs, prepared):
         run.splits = one.splits
     check_metrics(config, runs)
-    if config.multitask.joint:
+    if config.multitask.joint and info.name == "pet":
+        from tunelab.training.multitask_pet import JointPetStrategy
+
+        strategy = JointPetStrategy(config, runs, info)  # each task checked by its own pet in prepare above
+    elif config.multitask.joint:
         labels = task_label_space(config, runs)
         strategy = JointStrategy(config, runs, info, labels)
         strategy.check()
@@ -82,13 +86,21 @@ def prepare_multitask(config: ExperimentConfig):
 
 
 def check_strategy(config: ExperimentConfig, info) -> None:
+    """Strategies that train a label read-out: the classification-head ones, and pet (a template per task)."""
     from tunelab.methods.classifier import ClassifierStrategy
 
-    if not issubclass(info.cls, ClassifierStrategy):
+    if info.name == "pet":
+        from tunelab.training.multitask_pet import check_prompts
+
+        if config.multitask.head == "shared":
+            raise ConfigError(f"{config.locate('multitask', 'head')}: multitask.head: shared is a classification head "
+                              f"shared by the tasks; pet reads each task's own label words: remove it")
+        check_prompts(config)
+    elif not issubclass(info.cls, ClassifierStrategy):
         raise ConfigError(
-            f"{config.locate('strategy', 'name')}: multitask: strategy '{info.name}' does not read labels out of a "
-            f"classification head; multi-task runs support the head strategies (head, full, partial, bitfit, adapter, "
-            f"classifier, lora and the other PEFT methods). A template per task for pet is not implemented yet")
+            f"{config.locate('strategy', 'name')}: multitask: strategy '{info.name}' does not train a label read-out; "
+            f"multi-task runs support the head strategies (head, full, partial, bitfit, adapter, classifier, lora and "
+            f"the other PEFT methods) and pet (a template and verbalizer per task)")
 
 
 def check_techniques(config: ExperimentConfig) -> None:

@@ -93,26 +93,28 @@ class JointStrategy:
         return [per_task[task][index] for task, index in order]
 
     def score_dev(self, logits, label_ids) -> dict:
-        """Each task's metrics on its dev examples and their mean (what selects the best epoch).
-
-        The Trainer may reorder dev examples (length grouping), so a row's task is read from its label
-        id (the rows of the union space are disjoint). With `head: shared` the rows are the same for
-        every task: the metrics are then those of all dev examples pooled."""
+        """Each task's metrics on its dev examples and their mean (what selects the best epoch); with
+        `head: shared` the rows are the same for every task: all dev examples pooled."""
         logits = logits[0] if isinstance(logits, tuple) else logits
-        labels = self.task_labels
-        if isinstance(labels, SharedLabels):
-            names = labels.names
+        if isinstance(self.task_labels, SharedLabels):
+            names = self.task_labels.names
             return compute_metrics(self.config.metrics, [names[i] for i in logits.argmax(-1)],
                                    [names[i] for i in label_ids], labels=names)
-        results = {}
-        for index, run in enumerate(self.runs):
-            rows, names = labels.rows(index), labels.labels[index]
-            mine = (label_ids >= rows.start) & (label_ids < rows.stop)
-            chunk = logits[mine][:, rows.start : rows.stop]  # (n_dev_task, L_task)
-            references = [names[i - rows.start] for i in label_ids[mine]]
-            predictions = [names[i] for i in chunk.argmax(-1)]
-            results[run.name] = compute_metrics(run.experiment.metrics, predictions, references, labels=names)
-        return mean_metrics(list(results.values()))
+        return score_by_rows(self.runs, self.task_labels, logits, label_ids)
+
+
+def score_by_rows(runs, task_labels, logits, label_ids) -> dict:
+    """The mean over tasks of each task's dev metrics. The Trainer may reorder dev examples (length
+    grouping), so a row's task is read from its label id (the rows of the union space are disjoint)."""
+    results = {}
+    for index, run in enumerate(runs):
+        rows, names = task_labels.rows(index), task_labels.labels[index]
+        mine = (label_ids >= rows.start) & (label_ids < rows.stop)
+        chunk = logits[mine][:, rows.start : rows.stop]  # (n_dev_task, L_task)
+        references = [names[i - rows.start] for i in label_ids[mine]]
+        predictions = [names[i] for i in chunk.argmax(-1)]
+        results[run.name] = compute_metrics(run.experiment.metrics, predictions, references, labels=names)
+    return mean_metrics(list(results.values()))
 
 
 class JointPredictor:
