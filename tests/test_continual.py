@@ -311,6 +311,16 @@ def test_a_task_that_is_not_classification_is_refused(tmp_path, tiny_bert_dir, c
     assert "tasks.1 (t)" in err and "classification" in err and f"line {line_with(path, 'type: generation')}" in err
 
 
+def test_an_unknown_metric_of_one_task_is_refused_before_weights(tmp_path, tiny_bert_dir, capsys, no_weights):
+    path = continual_file(tmp_path, tiny_bert_dir)
+    text = yaml.safe_load(open(path))
+    text["tasks"][2]["metrics"] = ["accuracy", "acuracy"]
+    with open(path, "w") as handle:
+        yaml.safe_dump(text, handle, sort_keys=False)
+    err = fails(capsys, ["run", path])
+    assert "acuracy" in err and "tasks.2" in err
+
+
 def test_a_continual_override_needs_a_continual_experiment(tmp_path, tiny_bert_dir, capsys):
     path = continual_file(tmp_path, tiny_bert_dir, sweep={"strategies": [
         {"name": "full", "id": "bad", "continual": {"method": "replay", "buffer_size": 1, "ewc_lambda": 3.0}}]})

@@ -47,6 +47,7 @@ def prepare_continual(config: ExperimentConfig):
     """Every check of a continual experiment, data loaded, no weights: a `run.Prepared`."""
     from tunelab.methods import get_strategy
     from tunelab.methods.classifier import ClassifierStrategy
+    from tunelab.metrics import get_metric
     from tunelab.model_checks import check_model
     from tunelab.run import Prepared, located
 
@@ -61,6 +62,7 @@ def prepare_continual(config: ExperimentConfig):
     tasks = task_experiments(config)
     for index, run in enumerate(tasks):
         check_task(config, index, run)
+        located(run.experiment, ("metrics",), lambda: [get_metric(name) for name in run.experiment.metrics])
     model_checked = check_model(config)
     load_task_splits(tasks, config.train.seed)
     for index, run in enumerate(tasks):
