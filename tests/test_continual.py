@@ -216,6 +216,7 @@ def test_cli_continual_run_writes_the_matrix_and_metrics(tmp_path, tiny_bert_dir
         assert (out / "tasks" / name / "metrics.json").is_file() and (out / "tasks" / name / "logs.csv").is_file()
     costs = json.loads((out / "costs.json").read_text())
     assert [t["task"] for t in costs["tasks"]] == ["s", "t", "u"]
+    assert costs["eval_examples_per_second"] > 0 and costs["peak_memory_mb"] > 0
     if method == "replay":  # two earlier tasks' buffers join the third task's 6 examples
         assert costs["tasks"][2]["train_tokens"] > costs["tasks"][0]["train_tokens"]
 

@@ -14,6 +14,7 @@ single run, so a sweep cell with a `continual:` override is an ordinary cell.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +155,9 @@ class ContinualStrategy:
         costs["tasks"] = per_task
         for key in ("train_seconds", "train_tokens", "steps"):
             costs[key] = sum(t[key] for t in per_task)
+        costs["peak_memory_mb"] = max(t["peak_memory_mb"] for t in per_task)
+        costs["eval_seconds"] = learner.eval_seconds  # T + 1 evaluations of every task's test split
+        costs["eval_examples_per_second"] = learner.eval_examples / max(learner.eval_seconds, 1e-9)
         return ContinualPredictor(self, model.model, loaded, rows, outputs), costs
 
 
@@ -165,6 +169,7 @@ class Learner:
         self.settings = strategy.experiment.continual
         self.ewc = EwcState(self.settings.ewc_lambda) if self.settings.method == "ewc" else None
         self.buffer: list[dict] = []
+        self.eval_seconds, self.eval_examples = 0.0, 0
 
     def encode(self, examples: list[dict], index: int) -> list[dict]:
         return encode_task_examples(self.tokenizer, examples, index, self.strategy.task_labels,
@@ -208,6 +213,7 @@ class Learner:
     def evaluate(self) -> tuple[list[float], list[dict]]:
         """(main metric per task, every task's test outputs with their metrics)."""
         exp, row, outputs = self.strategy.experiment, [], []
+        started = time.perf_counter()
         for index, run in enumerate(self.strategy.tasks):
             preds = predict_task(self.model, self.tokenizer, run.splits.test, index, exp.model.max_length,
                                  exp.train.eval_batch_size)
@@ -215,6 +221,8 @@ class Learner:
                                       [e["label"] for e in run.splits.test], labels=run.experiment.task.label_names)
             row.append(metrics[run.experiment.metrics[0]])
             outputs.append({"task": run.name, "metrics": metrics, "predictions": preds})
+            self.eval_examples += len(preds)
+        self.eval_seconds += time.perf_counter() - started
         return row, outputs
 
 
