@@ -276,6 +276,44 @@ def show_report(root: Path) -> None:
     typer.echo(f"report: {built.html}\nmarkdown: {built.markdown}\nleaderboard: {built.csv}")
 
 
+@app.command(epilog="Example: tunelab init data/train.jsonl --test data/test.jsonl --out my-exp.yaml && tunelab compare my-exp.yaml")
+def init(
+    data: str = typer.Argument(..., help="Training data: .jsonl, .json, .csv or .tsv with a text and a label per record."),
+    test: Optional[str] = typer.Option(None, "--test", help="Test data in the same layout (default: DATA itself)."),
+    out: Path = typer.Option(Path("experiment.yaml"), "--out", help="The experiment file to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="The field that holds the text (default: detected)."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="The field that holds the label (default: detected)."),
+):
+    """Write a ready experiment file for your own classification data (fields, labels, a sweep over every family)."""
+    from tunelab.init_experiment import init_experiment
+
+    written = init_experiment(data, test, out, force=force, text_field=text_field, label_field=label_field)
+    for note in written.notes:
+        typer.echo(note)
+    typer.echo(f"wrote {written.path} ({written.cells} cells); run: tunelab compare {written.path}")
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect data files before an experiment uses them.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check", epilog="Example: tunelab data check data/train.jsonl --test data/test.jsonl")
+def data_check(
+    data: str = typer.Argument(..., help="Training data (.jsonl, .json, .csv or .tsv)."),
+    test: Optional[str] = typer.Option(None, "--test", help="Test data, checked against the training labels."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="The field that holds the text (default: detected)."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="The field that holds the label (default: detected)."),
+):
+    """Counts, label balance, token lengths, duplicates and problems with their lines; exit 2 when unusable."""
+    from tunelab.data.check import check_data, format_check
+
+    report = check_data(data, test, text_field, label_field)
+    typer.echo(format_check(report))
+    if not report.usable:
+        raise typer.Exit(USER_ERROR)
+
+
 def usage_error_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """The click exception classes typer may raise: click's own, and (typer >= 0.29) its vendored copy.
 
@@ -301,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         if code == 130:  # typer turns Ctrl-C (and `kill`, in compare) into a returned exit code 130
             typer.echo("interrupted", err=True)
             return 130
+        if isinstance(code, int) and code:  # a command's own `typer.Exit(code)`, e.g. `data check` on unusable data
+            return code
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         return USER_ERROR

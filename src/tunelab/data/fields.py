@@ -1,0 +1,122 @@
+"""Which field of a user's records holds the text and which the label, and what the labels are.
+
+Used by `tunelab init` and `tunelab data check`, which see a data file before any experiment file
+exists. A field is chosen only when the choice is clear (a conventional name, or the only field
+that fits); otherwise the caller is told which option to pass, never handed a guess.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from tunelab.errors import DataError
+
+TEXT_NAMES = ("text", "sentence", "review", "content", "document", "utterance", "comment", "tweet", "body", "input")
+LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "intent", "target", "gold", "y")
+MAX_LABELS = 50
+"""More distinct values than this is not a label set a K-shot classification sweep can cover."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    text: str
+    label: str
+    label_names: list[str]
+    integer_labels: bool
+    """Integer labels index `label_names` (0..N-1) and carry no words a prompt could use."""
+    notes: tuple[str, ...] = ()
+    """How each choice was made, in words, for the user to read."""
+
+
+def record_fields(records: list[dict]) -> list[str]:
+    """Field names in first-seen order (tunelab's own `_source`-style keys left out)."""
+    seen: dict[str, None] = {}
+    for record in records:
+        seen.update(dict.fromkeys(k for k in record if not k.startswith("_")))
+    return list(seen)
+
+
+def mostly(records: list[dict], field: str, test) -> bool:
+    """`test` holds for at least 95% of the records (a few broken rows do not hide a field)."""
+    return sum(1 for r in records if test(r.get(field))) >= 0.95 * len(records)
+
+
+def is_label_value(value) -> bool:
+    return (isinstance(value, str) and value.strip() != "") or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def detect_fields(records: list[dict], source: str, text_field: str | None = None, label_field: str | None = None) -> Fields:
+    """The text and label fields and the label names of `records` (read from `source`); DataError (exit 2)
+    naming the option to pass when a field cannot be decided."""
+    if not records:
+        raise DataError(f"{source}: holds no records; a data file needs one example per line/row")
+    fields = record_fields(records)
+    notes = []
+    label, how = label_field, "given by --label-field"
+    if label is None:
+        label, how = choose_label(records, fields, source)
+    elif label not in fields:
+        raise DataError(f"{source}: --label-field {label!r} is not a field of the data (fields: {', '.join(fields)})")
+    notes.append(f"label field: {label!r} ({how})")
+    text, how = text_field, "given by --text-field"
+    if text is None:
+        text, how = choose_text(records, [f for f in fields if f != label], source)
+    elif text not in fields:
+        raise DataError(f"{source}: --text-field {text!r} is not a field of the data (fields: {', '.join(fields)})")
+    notes.append(f"text field: {text!r} ({how})")
+    names, integer = label_set(records, label, source)
+    notes.append(f"labels: {', '.join(names)}" + (" (integer labels: indices into task.label_names)" if integer else ""))
+    return Fields(text, label, names, integer, tuple(notes))
+
+
+def choose_label(records: list[dict], fields: list[str], source: str) -> tuple[str, str]:
+    known = [f for f in fields if f.lower() in LABEL_NAMES and mostly(records, f, is_label_value)]
+    if len(known) == 1:
+        return known[0], "a conventional label name"
+    if len(known) > 1:
+        raise DataError(f"{source}: several fields could be the label ({', '.join(known)}); pass --label-field NAME")
+    # a field of few repeated values (a class per record), e.g. `polarity: pos`
+    few = [f for f in fields if mostly(records, f, is_label_value)
+           and 2 <= len({str(r.get(f)) for r in records}) <= min(MAX_LABELS, max(2, len(records) // 2))]
+    if len(few) == 1:
+        return few[0], "the only field with a few repeated values"
+    candidates = f"candidates: {', '.join(few)}" if few else f"fields: {', '.join(fields)}"
+    raise DataError(f"{source}: cannot tell which field is the label ({candidates}); pass --label-field NAME")
+
+
+def choose_text(records: list[dict], fields: list[str], source: str) -> tuple[str, str]:
+    texts = [f for f in fields if mostly(records, f, lambda v: isinstance(v, str))]
+    known = [f for f in texts if f.lower() in TEXT_NAMES]
+    if len(known) == 1:
+        return known[0], "a conventional text name"
+    if len(texts) == 1:
+        return texts[0], "the only text field"
+    if not texts:
+        raise DataError(f"{source}: no field holds text in (nearly) every record (fields: {', '.join(fields)}); "
+                        f"pass --text-field NAME")
+    raise DataError(f"{source}: cannot tell which field is the text ({', '.join(known or texts)} all hold text); pass "
+                    f"--text-field NAME (sentence pairs: choose the first, then set task.type: pair_classification and "
+                    f"task.text_pair_field in the written file)")
+
+
+def label_set(records: list[dict], label: str, source: str) -> tuple[list[str], bool]:
+    """Sorted label names; integer labels must be 0..N-1 (they index task.label_names, see data.validate)."""
+    values = Counter(r.get(label) for r in records if is_label_value(r.get(label)))
+    integers = {v for v in values if isinstance(v, int)}
+    if integers and len(integers) != len(values):
+        raise DataError(f"{source}: field {label!r} mixes integer and text labels; use one kind")
+    if integers:
+        if sorted(integers) != list(range(len(integers))):
+            raise DataError(f"{source}: integer labels in {label!r} must be 0..N-1 (they index task.label_names); found "
+                            f"{sorted(integers)[:10]}. Renumber them or write the label names instead")
+        names = [str(i) for i in sorted(integers)]
+    else:
+        names = sorted(str(v) for v in values)
+    if len(names) < 2:
+        raise DataError(f"{source}: field {label!r} has fewer than two distinct labels ({names}); a classifier needs two "
+                        f"or more (pass --label-field if another field is the label)")
+    if len(names) > MAX_LABELS:
+        raise DataError(f"{source}: field {label!r} has {len(names)} distinct values, too many for a label set; pass "
+                        f"--label-field NAME for the field that holds the class")
+    return names, bool(integers)

@@ -1,0 +1,200 @@
+"""`tunelab init DATA [--test FILE]`: a ready experiment file for a user's own classification data.
+
+The file's fields and labels come from the data (data.fields), its lengths from the data's token
+counts (data.check), and its sweep covers every strategy family at a size a laptop CPU finishes:
+the head-based strategies on the embedded encoder `minilm-l6`, the prompting ones on the embedded
+LM `smollm2-135m` (the same models and settings as examples/demo.yaml). The file is checked as
+`tunelab compare --dry-run` would check it (config, strategy settings, sweep plan) before it is
+put in place, so a file that `init` writes runs with no edits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from tunelab.data.check import DataCheck, check_data, percentile
+from tunelab.errors import ConfigError, DataError
+
+K_SHOT = 16  # LM-BFF's K: examples per class for training and again for dev
+SEEDS = [1, 2]
+MAX_TEST = 200  # a laptop-sized test sample: about ±7 points at 95% for accuracy near 50-80%
+FEW_SHOT_K = 4
+LM_TOKEN_FACTOR = 1.5  # SmolLM2's BPE splits text into up to ~1.5x the tokens MiniLM's WordPiece does
+PROMPT_OVERHEAD = 32  # template words and the answer word, in tokens
+GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full"}
+
+
+@dataclass
+class Written:
+    path: Path
+    cells: int
+    notes: list[str]
+
+
+def init_experiment(data: str, test: str | None, out: Path, force: bool = False, text_field: str | None = None,
+                    label_field: str | None = None) -> Written:
+    """Detect, write `out` (atomically) and return what was detected; UserError (exit 2), nothing written, on bad input."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConfigError(f"{out} already exists; pass --force to overwrite it, or --out another file")
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"--out {out}: an experiment file ends in .yaml or .yml")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; name a file, e.g. {out / 'experiment.yaml'}")
+    for path, option in ((data, "DATA"), (test, "--test")):
+        if path and not Path(path).is_file():
+            raise DataError(f"{option} {path}: file not found")
+    report = check_data(data, test, text_field, label_field)
+    if not report.usable:
+        shown = "\n  ".join(report.problems[:5])
+        raise DataError(f"the data has {len(report.problems)} problem(s); nothing written:\n  {shown}\n"
+                        f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
+    k = k_shot(report)
+    text = experiment_text(report, data, test, out, k)
+    cells = check_written(text, out)
+    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, out)  # a reader (or a crash) sees no half-written file
+    notes = list(report.fields.notes) + [f"K = {k} examples per class (train) and {k} (dev), seeds {SEEDS}"]
+    if not test:
+        notes.append("no --test: the test split is DATA itself, so a seed's K-shot examples may also be test "
+                     "examples; pass --test FILE for a clean estimate")
+    if report.fields.integer_labels:
+        notes.append("integer labels carry no words a prompt could score: the prompting strategies are left out; "
+                     "write label names into task.label_names and prompt.verbalizer to add them")
+    return Written(out, cells, notes)
+
+
+def k_shot(report: DataCheck) -> int:
+    """K for train and the same K for dev, both drawn from the training file: the smallest class needs 2K."""
+    smallest = min(report.splits[0].labels[name] for name in report.fields.label_names)
+    k = min(K_SHOT, smallest // 2)
+    if k < 1:
+        rare = min(report.fields.label_names, key=lambda name: report.splits[0].labels[name])
+        raise DataError(f"label {rare!r} has {smallest} valid training example(s); K-shot training needs at least 2 "
+                        f"per label (one for train, one for dev); add examples or remove the label")
+    return k
+
+
+def experiment_name(data: str) -> str:
+    path = Path(data)
+    stem = path.parent.name if path.stem.lower() in GENERIC_STEMS and path.parent.name else path.stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "experiment"
+    return name
+
+
+def relative(path: str, out: Path) -> str:
+    """`path` as the experiment file will read it: relative to the file's folder (config.resolve_relative_paths)."""
+    return os.path.relpath(Path(path).resolve(), out.resolve().parent)
+
+
+def lengths(report: DataCheck) -> tuple[int, int]:
+    """(encoder max_length, LM max_length): the encoder truncates the longest 1%; a prompt must fit whole."""
+    every = [n for split in report.splits for n in split.lengths] or [128]
+    encoder = min(512, max(32, round_up(percentile(every, 99), 16)))
+    lm = max(128, round_up(int(max(every) * LM_TOKEN_FACTOR) + PROMPT_OVERHEAD, 64))
+    return encoder, lm
+
+
+def round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def q(value) -> str:
+    """A YAML scalar for any string (JSON strings are YAML flow scalars)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k: int) -> str:
+    fields, train = report.fields, report.splits[0]
+    encoder_length, lm_length = lengths(report)
+    names = fields.label_names
+    test_count = report.splits[1].count if test else train.count
+    max_test = f"  max_test: {MAX_TEST}          # a random {MAX_TEST} of the test file (seeded: the same for every cell)\n" \
+               f"  max_test_seed: 0\n" if test_count > MAX_TEST else ""
+    words = {name: name.replace("_", " ") for name in names}
+    question = " or ".join(words.values())
+    lines = [
+        f"# Written by `tunelab init` on {date.today().isoformat()} from {Path(data).name}"
+        + (f" (test: {Path(test).name})" if test else "") + ".",
+        f"# Detected: text field {fields.text!r}, label field {fields.label!r}, labels {', '.join(names)};",
+        f"# {train.count} training examples. Run:  tunelab compare {out.name}",
+        f"# (the report lands in runs/{experiment_name(data)}/report.html under the folder you run it from; output_dir moves it)",
+        "#",
+        f"# Sized for a laptop CPU: K={k} per class, {len(SEEDS)} seeds, {min(MAX_TEST, test_count)} test examples, small models.",
+        "# To scale up: more seeds (sweep.seeds: [1, 2, 3, 4, 5]), the whole test file (remove data.max_test),",
+        "# more K values (sweep.k_shot: [16, 64]), a larger model (model.name: a local folder or hub id), a GPU.",
+        f"name: {q(experiment_name(data))}",
+        "model:",
+        "  name: minilm-l6        # the embedded encoder (22.7M) for the head-based strategies; see `tunelab models`",
+        f"  max_length: {encoder_length}        # the 99th percentile of the data's token counts, rounded up",
+        "  pooling: mean          # MiniLM was trained for mean pooling (README: Embedded models)",
+        "task:",
+        "  type: classification",
+        f"  text_field: {q(fields.text)}",
+        f"  label_field: {q(fields.label)}",
+        f"  label_names: [{', '.join(q(n) for n in names)}]" + ("   # integer labels index this list" if fields.integer_labels else ""),
+        "data:",
+        f"  train: {q(relative(data, out))}   # K-shot train and dev are drawn from it per seed",
+        f"  test: {q(relative(test or data, out))}",
+        f"  k_shot: {k}",
+        max_test + "  perturbed_test: false   # true: also score a typo/word-swap copy of the test split (doubles evaluation)",
+        "train:",
+        "  epochs: 10",
+        "  batch_size: 8",
+        "  early_stopping_patience: 4",
+        "  log_to: [csv]          # also: tensorboard, mlflow (pip install 'tunelab[tracking]')",
+        "metrics: [accuracy, f1]",
+    ]
+    if not fields.integer_labels:
+        lines += [
+            "prompt:                  # for the prompting strategies: a Jinja template and a word per label",
+            f"  template: {q('{{ text }}' + chr(10) + 'Question: ' + question + '?' + chr(10) + 'Answer:')}",
+            f"  verbalizer: {{{', '.join(f'{q(n)}: {q(w)}' for n, w in words.items())}}}",
+            "  use_chat_template: false",
+        ]
+    lines += [
+        "sweep:",
+        f"  k_shot: [{k}]",
+        f"  seeds: [{', '.join(map(str, SEEDS))}]",
+        "  save_artifacts: false   # results only; true keeps each cell's weights for `tunelab evaluate`/`predict`",
+        "  strategies:             # one entry per family; `tunelab strategies` lists the others",
+        "    - {name: head, train: {learning_rate: 3.0e-3}}     # fine-tuning: a linear probe on the frozen encoder",
+        "    - {name: full, train: {learning_rate: 1.0e-4}}     # fine-tuning: every weight",
+        "    - {name: bitfit, train: {learning_rate: 3.0e-3}}   # fine-tuning: biases only",
+        "    - {name: lora, settings: {r: 8}, train: {learning_rate: 3.0e-3}}   # parameter-efficient",
+    ]
+    if not fields.integer_labels:
+        lines += [
+            f"    - {{name: zero_shot, model: {{name: smollm2-135m, max_length: {lm_length}}}}}   # prompting: the LM scores the label words",
+            f"    - {{name: few_shot, settings: {{k: {FEW_SHOT_K}}}, model: {{name: smollm2-135m, max_length: {max(512, lm_length)}}}}}",
+            f"    - {{name: pet, model: {{name: smollm2-135m, max_length: {lm_length}}}, train: {{learning_rate: 2.0e-5, epochs: 4}}}}"
+            "   # prompt-based fine-tuning",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def check_written(text: str, out: Path) -> int:
+    """Validate the text as the file it will be (paths resolved from out's folder); returns the cell count.
+    A folder made for `out` is removed again if the check fails: bad input leaves nothing behind."""
+    from tunelab.config import load_experiment
+    from tunelab.sweep import plan_sweep
+
+    made = not out.parent.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    probe = out.parent / f".{out.stem}.{os.getpid()}.check.yaml"
+    try:
+        probe.write_text(text, encoding="utf-8")
+        return len(plan_sweep(load_experiment(probe))[1])
+    except BaseException:
+        if made:
+            probe.unlink(missing_ok=True)
+            out.parent.rmdir()
+        raise
+    finally:
+        probe.unlink(missing_ok=True)
