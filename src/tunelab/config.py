@@ -217,10 +217,24 @@ class TrainConfig(Section):
     group_by_length: bool = True
     """Batch examples of similar length together (less padding)."""
     logging_steps: int = Field(10, gt=0)
-    log_to: list[Literal["csv", "tensorboard"]] = ["csv", "tensorboard"]
+    log_to: list[Literal["csv", "tensorboard", "mlflow"]] = ["csv", "tensorboard"]
+    """Where training logs go: `csv` (logs.csv), `tensorboard` (tensorboard/), `mlflow` (the Trainer's MLflow
+    integration; a file store in the run directory's `mlruns/` unless MLFLOW_TRACKING_URI is set; needs the
+    `tracking` extra)."""
     progress_bar: bool = True
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     """`auto`: fp32 weights with bf16 autocast on CUDA devices that support bf16; plain fp32 on CPU."""
+
+    @field_validator("log_to")
+    @classmethod
+    def _tracker_installed(cls, log_to: list[str]) -> list[str]:
+        # Checked with the config, not when the Trainer starts: a missing client would fail after the weights load.
+        import importlib.util
+
+        if "mlflow" in log_to and importlib.util.find_spec("mlflow") is None:
+            raise ValueError("mlflow needs the MLflow client, which is not installed: pip install 'tunelab[tracking]' "
+                             "(mlflow-skinny), or remove mlflow from the list")
+        return log_to
 
 
 class TaskEntry(Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -76,7 +77,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool, device: t
     evaluate = has_dev and cfg.eval_strategy != "no"
     if evaluate and cfg.eval_strategy == "steps" and not cfg.eval_steps:
         raise ConfigError("train.eval_strategy=steps needs train.eval_steps")
-    report_to = ["tensorboard"] if "tensorboard" in cfg.log_to else []
+    report_to = [name for name in ("tensorboard", "mlflow") if name in cfg.log_to]  # the Trainer's own integrations
     return TrainingArguments(
         output_dir=str(out_dir),
         seed=cfg.seed,
@@ -95,6 +96,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool, device: t
         save_strategy="no",  # the best state is kept in memory (BestState) instead of full checkpoints on disk
         logging_steps=cfg.logging_steps,
         report_to=report_to,
+        run_name=run_name(out_dir),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         disable_tqdm=not cfg.progress_bar,
         use_cpu=(device or torch.device("cpu")).type == "cpu",
@@ -104,6 +106,35 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool, device: t
         ddp_find_unused_parameters=False,
         ddp_backend=("nccl" if torch.cuda.is_available() else "gloo") if processes > 1 else None,
     )
+
+
+def run_name(out_dir: Path) -> str:
+    """The run's name for trackers: its directory's name (training writes into `.<name>.partial`, see run.execute)."""
+    return Path(out_dir).name.removeprefix(".").removesuffix(".partial")
+
+
+@contextmanager
+def tracking_environment(cfg: TrainConfig, out_dir: Path):
+    """MLflow logs into `<run dir>/mlruns` (a local file store, moved with the run directory) unless the user
+    set MLFLOW_TRACKING_URI, which is respected: nothing is written outside the output directory by default.
+    The Trainer's MLflowCallback reads the variable when training starts; it is restored afterwards so the
+    next run of the same process gets its own store."""
+    if "mlflow" not in cfg.log_to or os.environ.get("MLFLOW_TRACKING_URI"):
+        yield
+        return
+    # MLflow 3 keeps its file store in maintenance mode behind this opt-in; its database stores would need
+    # SQLAlchemy, which the skinny client lacks. A user's own choice (set before) is left as it is.
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE")}
+    os.environ["MLFLOW_TRACKING_URI"] = (Path(out_dir).resolve() / "mlruns").as_uri()
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def use_bf16_autocast(cfg: TrainConfig, device: torch.device | None) -> bool:
@@ -161,7 +192,8 @@ def train_model(
         trainer.remove_callback(PrinterCallback)  # it prints raw metric dicts; DevPrinter says the same in one line
         trainer.add_callback(DevPrinter())
     started = time.perf_counter()
-    output = trainer.train()
+    with tracking_environment(cfg, out_dir):
+        output = trainer.train()
     elapsed = time.perf_counter() - started
     best.restore(model)
     for h in hooks:
