@@ -120,7 +120,7 @@ def predict_input(tmp_path) -> Path:
 def evaluate_or_predict(command: str, run_dir: Path, predict_input: Path) -> list[str]:
     if command == "evaluate":
         return ["evaluate", str(run_dir), "--data", str(predict_input.parent / "test.jsonl")]
-    return ["predict", str(run_dir), "--input", str(predict_input)]
+    return ["predict", str(run_dir), "--data", str(predict_input)]
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
@@ -162,14 +162,14 @@ def test_results_only_sweep_cell_says_it_kept_no_weights(tmp_path, tiny_bert_dir
 def test_predict_file_with_bytes_that_are_not_utf8_names_the_line(run_copy, tmp_path, capsys, no_weights_load):
     path = tmp_path / "in.txt"
     path.write_bytes(b"good great\ncaf\xe9 ok\n")
-    assert main(["predict", str(run_copy), "--input", str(path)]) == 2
+    assert main(["predict", str(run_copy), "--data", str(path)]) == 2
     err = error_of(capsys)
     assert f"{path}:2: text is not valid UTF-8" in err and "re-save the file as UTF-8" in err
 
 
 def test_predict_stdin_with_bytes_that_are_not_utf8_names_the_line(run_copy, capsys, monkeypatch, no_weights_load):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"good great\n\nbad \xff\xfe awful\n")))
-    assert main(["predict", str(run_copy), "--input", "-"]) == 2
+    assert main(["predict", str(run_copy), "--data", "-"]) == 2
     err = error_of(capsys)
     assert "standard input, line 3: text is not valid UTF-8" in err and "re-encode the input as UTF-8" in err
 
@@ -182,8 +182,8 @@ def test_predict_stdin_keeps_unicode_line_separators_inside_a_line(run_copy, cap
 
 
 def test_predict_input_that_cannot_be_read(run_copy, tmp_path, capsys, monkeypatch, no_weights_load):
-    assert main(["predict", str(run_copy), "--input", str(tmp_path)]) == 2
-    assert f"--input {tmp_path} is a directory" in error_of(capsys)
+    assert main(["predict", str(run_copy), "--data", str(tmp_path)]) == 2
+    assert f"--data {tmp_path} is a directory" in error_of(capsys)
 
     locked = tmp_path / "locked.txt"
     locked.write_text("good\n")
@@ -192,7 +192,7 @@ def test_predict_input_that_cannot_be_read(run_copy, tmp_path, capsys, monkeypat
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "read_bytes", denied)  # root reads any file, so the refusal is simulated
-    assert main(["predict", str(run_copy), "--input", str(locked)]) == 2
+    assert main(["predict", str(run_copy), "--data", str(locked)]) == 2
     err = error_of(capsys)
     assert f"cannot read the input file {locked} (Permission denied)" in err and "permissions" in err
 
@@ -225,7 +225,7 @@ def test_template_failing_on_one_predict_input_names_that_line(tmp_path, tiny_ll
     inputs = tmp_path / "in.txt"
     inputs.write_text("good great film\nabc\n")
     capsys.readouterr()
-    assert main(["predict", str(tmp_path / "run"), "--input", str(inputs)]) == 2
+    assert main(["predict", str(tmp_path / "run"), "--data", str(inputs)]) == 2
     err = error_of(capsys)
     assert f"{tmp_path / 'run' / 'config.yaml'}: prompt.template on the example at {inputs}:2" in err
     assert "ZeroDivisionError" in err

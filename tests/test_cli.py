@@ -43,13 +43,16 @@ def test_evaluate_reproduces_the_test_metric(finished_run, capsys):
     assert result["metrics"] == pytest.approx(stored, abs=1e-9)
 
 
-def test_predict_reads_plain_lines_and_json(finished_run, tmp_path, capsys):
+@pytest.mark.parametrize("option", ["--data", "--input"])  # --input: the old name, a hidden deprecated alias
+def test_predict_reads_plain_lines_and_json(finished_run, tmp_path, capsys, option):
     run_dir, _ = finished_run
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"text": "good great"}\nplain text line\n')
     capsys.readouterr()
-    assert main(["predict", str(run_dir), "--input", str(inputs)]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["predict", str(run_dir), option, str(inputs)]) == 0
+    out = capsys.readouterr()
+    assert ("--input is deprecated; use --data" in out.err) == (option == "--input")
+    rows = [json.loads(line) for line in out.out.splitlines()]
     assert [r["text"] for r in rows] == ["good great", "plain text line"]
     assert all(r["prediction"] in ("negative", "positive") and set(r["scores"]) == {"negative", "positive"} for r in rows)
 

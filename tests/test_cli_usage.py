@@ -41,3 +41,76 @@ def test_console_script_usage_errors_exit_2_without_traceback(argv):
     assert "Traceback" not in result.stderr + result.stdout
     if not argv:  # bare `tunelab` shows the help
         assert "Usage: tunelab" in result.stdout + result.stderr and "compare" in result.stdout + result.stderr
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and subcommand, as typed (`data check` included), read from the app itself."""
+    import typer.main
+
+    from tunelab.cli import app
+
+    paths, group = [], typer.main.get_command(app)
+
+    def walk(command, prefix):
+        for name, sub in getattr(command, "commands", {}).items():
+            if getattr(sub, "commands", None):
+                walk(sub, prefix + [name])
+            else:
+                paths.append(prefix + [name])
+
+    walk(group, [])
+    return paths
+
+
+def test_every_command_is_listed():
+    paths = command_paths()
+    assert ["init"] in paths and ["data", "check"] in paths and ["compare"] in paths and len(paths) >= 11
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_every_command_help_shows_an_example(path, capsys):
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())  # rich may wrap the epilog
+    assert "Example: " in text and "tunelab " + " ".join(path) in text[text.index("Example: "):]
+
+
+def test_predict_and_evaluate_share_the_data_option_and_input_is_hidden(capsys):
+    assert main(["predict", "--help"]) == 0
+    predict_help = capsys.readouterr().out
+    assert "--data" in predict_help and "--input" not in predict_help
+    assert main(["evaluate", "--help"]) == 0
+    assert "--data" in capsys.readouterr().out
+
+
+def test_predict_refuses_both_names_of_the_data_option(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "--data", "a.jsonl", "--input", "b.jsonl"]) == 2
+    assert "pass only --data" in capsys.readouterr().err
+
+
+def test_dry_run_estimates_time_from_finished_cells(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    rows = [{"text": f"{word} film number {i}", "label": label} for i in range(8)
+            for word, label in (("great", "positive"), ("awful", "negative"))]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "est", "model": {"name": "minilm-l6", "max_length": 32}, "output_dir": str(tmp_path / "runs"),
+        "data": {"train": "train.jsonl", "test": "train.jsonl", "k_shot": 2},
+        "train": {"log_to": ["csv"]}, "sweep": {"seeds": [1, 2], "strategies": ["head", "bitfit"]}}))
+    assert main(["compare", str(exp), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 cells: 0 finished, 4 to run; no estimate yet" in out
+    done = tmp_path / "runs" / "est" / "head-k2-seed1"  # a finished cell, as the runner leaves one
+    done.mkdir(parents=True)
+    for name, content in (("metrics.json", {"test": {}}), ("cell.json", {"id": done.name}),
+                          ("costs.json", {"train_seconds": 100.0, "eval_seconds": 20.0})):
+        (done / name).write_text(json.dumps(content))
+    assert main(["compare", str(exp), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "finished  head-k2-seed1" in out
+    # head seed 2 takes head's mean (120 s); both bitfit cells, with none finished, the mean of all (120 s)
+    assert "4 cells: 1 finished, 3 to run; estimated time for them: about 6 min 00 s" in out

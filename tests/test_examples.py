@@ -36,7 +36,8 @@ def test_example_passes_every_check_before_training(example, tmp_path, capsys, m
         # --dry-run loads and samples every data set-up and checks every cell's pairing, trains nothing
         assert main(["compare", str(example), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0, capsys.readouterr().err
         planned = capsys.readouterr().out.splitlines()
-        assert planned and all(line.split()[0] in ("to", "finished") for line in planned)
+        assert planned and all(line.split()[0] in ("to", "finished") for line in planned[:-1])
+        assert " cells: " in planned[-1]  # the count and the time estimate close the plan
         return
     reached = []
     monkeypatch.setattr(tunelab.run, "execute", lambda prepared, run_dir: reached.append(prepared) or

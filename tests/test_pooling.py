@@ -85,7 +85,7 @@ def test_cli_run_evaluate_and_export_keep_mean_pooling(tmp_path, tiny_bert_dir, 
     assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(stored, abs=1e-9)
     # Scores, not only metrics (4 test examples tie easily): predict reloads the mean-pooled model.
     saved = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert main(["predict", str(out), "--input", tiny_sentiment["test"]]) == 0
+    assert main(["predict", str(out), "--data", tiny_sentiment["test"]]) == 0
     again = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert max(abs(a["scores"][k] - b["scores"][k]) for a, b in zip(saved, again) for k in a["scores"]) < 1e-5
     assert main(["export", str(out), "--out", str(tmp_path / "merged")]) == 0

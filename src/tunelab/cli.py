@@ -57,7 +57,7 @@ def common(
     """Adapt pretrained language models and measure which strategy wins."""
 
 
-@app.command()
+@app.command(epilog="Example: tunelab run examples/demo_run.yaml train.learning_rate=1e-3 --out runs/my-run")
 def run(
     experiment: Path = typer.Argument(..., help="Experiment YAML file."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.learning_rate=2e-5"),
@@ -110,7 +110,7 @@ def print_result(strategy: str, result: dict, run_dir: Path) -> None:
     typer.echo(f"run directory: {run_dir}")
 
 
-@app.command()
+@app.command(epilog="Example: tunelab evaluate runs/my-run --data data/test.jsonl")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
     data: str = typer.Option(..., "--data", help="Data file (or hf:NAME[@CONFIG]:SPLIT) with labels."),
@@ -122,21 +122,27 @@ def evaluate(
     typer.echo(json.dumps(evaluate_run(run_dir, data), indent=2))
 
 
-@app.command()
+@app.command(epilog="Example: echo 'what a lovely little film' | tunelab predict runs/my-run   (or --data new.jsonl)")
 def predict(
     run_dir: Path = typer.Argument(..., help="A finished run directory."),
-    input: str = typer.Option("-", "--input", help="JSON Lines file of examples, or '-' for stdin (JSON lines or plain text lines)."),
+    data: str = typer.Option("-", "--data", help="JSON Lines file of examples, or '-' for stdin (JSON lines or plain text lines)."),
+    input: Optional[str] = typer.Option(None, "--input", hidden=True, help="Deprecated name of --data."),
 ):
     """Label new examples; writes one JSON object per line to stdout."""
     from tunelab.predict import predict_lines
 
+    if input is not None:  # the old name (before evaluate and predict shared --data) keeps working
+        if data != "-":
+            raise UserError("--input is the old name of --data; pass only --data")
+        typer.echo("warning: --input is deprecated; use --data (the same option as `tunelab evaluate`)", err=True)
+        data = input
     quiet_libraries()
-    lines = read_stdin_lines() if input == "-" else read_input_file(input)
-    for row in predict_lines(run_dir, lines, source="standard input" if input == "-" else input):
+    lines = read_stdin_lines() if data == "-" else read_input_file(data)
+    for row in predict_lines(run_dir, lines, source="standard input" if data == "-" else data):
         typer.echo(json.dumps(row, ensure_ascii=False))
 
 
-@app.command()
+@app.command(epilog="Example: tunelab prompt examples/sst2_zero_shot.yaml strategy.k=2 --n 2")
 def prompt(
     experiment: Path = typer.Argument(..., help="Experiment YAML file of a prompt strategy."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. strategy.k=2"),
@@ -157,19 +163,19 @@ def prompt(
 
 
 def read_input_file(path: str) -> list[str]:
-    """The lines of `--input PATH`; a missing, unreadable or non-UTF-8 file is a one-line error."""
+    """The lines of `--data PATH`; a missing, unreadable or non-UTF-8 file is a one-line error."""
     from tunelab.errors import DataError
 
     file = Path(path)
     if file.is_dir():
-        raise DataError(f"--input {path} is a directory; pass a file of examples (JSON lines or text lines) or '-' for stdin")
+        raise DataError(f"--data {path} is a directory; pass a file of examples (JSON lines or text lines) or '-' for stdin")
     if not file.exists():
-        raise DataError(f"input file not found: {path} (--input); check the path")
+        raise DataError(f"input file not found: {path} (--data); check the path")
     try:
         data = file.read_bytes()
     except OSError as err:
         raise DataError(f"cannot read the input file {path} ({err.strerror or err}); check its permissions "
-                        f"or pass another --input") from None
+                        f"or pass another --data") from None
     return input_lines(data, path, "re-save the file as UTF-8")
 
 
@@ -186,7 +192,7 @@ def input_lines(data: bytes, source: str, fix: str) -> list[str]:
     return physical_lines(decode_utf8(data, source, fix).removeprefix("\ufeff"))  # a BOM is no part of line 1
 
 
-@app.command()
+@app.command(epilog="Example: tunelab models")
 def models():
     """List the embedded models that work offline."""
     from tunelab.models import EMBEDDED
@@ -196,7 +202,7 @@ def models():
     typer.echo("Also accepted: a local model directory, or a Hugging Face hub id (needs network).")
 
 
-@app.command()
+@app.command(epilog="Example: tunelab export runs/my-lora-run --out merged-model")
 def export(
     run_dir: Path = typer.Argument(..., help="A finished lora or ia3 run directory."),
     out: Path = typer.Option(..., "--out", help="New directory for the merged model."),
@@ -208,7 +214,7 @@ def export(
     typer.echo(f"merged model written to {export_merged(run_dir, out)}")
 
 
-@app.command()
+@app.command(epilog="Example: tunelab strategies")
 def strategies():
     """List the registered strategies, then the model changes and the read-outs each pairs with."""
     from tunelab.methods import all_strategies
@@ -228,7 +234,7 @@ def strategies():
         typer.echo(f"  {'':14} {'':22} needs {readout.needs}; used by {readout.used_by}")
 
 
-@app.command()
+@app.command(epilog="Example: tunelab compare examples/demo.yaml --dry-run   (then without --dry-run: runs/demo/report.html)")
 def compare(
     experiment: Path = typer.Argument(..., help="Experiment YAML file with a `sweep:` section."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.epochs=3"),
@@ -246,9 +252,14 @@ def compare(
     if dry_run:
         from tunelab.sweep.cell import is_finished
 
+        from tunelab.sweep.estimate import estimate_line
+
         root = sweep_root(config, out)
-        for cell in plan_sweep(config)[1]:
-            typer.echo(f"{'finished' if is_finished(root, cell.id) else 'to run  '}  {cell.id}")
+        cells = plan_sweep(config)[1]
+        done = {cell.id for cell in cells if is_finished(root, cell.id)}
+        for cell in cells:
+            typer.echo(f"{'finished' if cell.id in done else 'to run  '}  {cell.id}")
+        typer.echo(estimate_line(root, [c for c in cells if c.id in done], [c for c in cells if c.id not in done]))
         return
     outcome = run_sweep(config, out)
     show_report(outcome.root)
@@ -257,7 +268,7 @@ def compare(
                    f"running the same command again retries them.", err=True)
 
 
-@app.command()
+@app.command(epilog="Example: tunelab report runs/demo")
 def report(runs_dir: Path = typer.Argument(..., help="A sweep directory (runs/<name>) or a folder of them.")):
     """Rebuild the report (HTML, Markdown, CSV, plots) from stored results; no model is loaded."""
     from tunelab.report import find_sweeps
@@ -294,7 +305,8 @@ def init(
     typer.echo(f"wrote {written.path} ({written.cells} cells); run: tunelab compare {written.path}")
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Inspect data files before an experiment uses them.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect data files before an experiment uses them.",
+                       epilog="Example: tunelab data check data/train.jsonl --test data/test.jsonl")
 app.add_typer(data_app, name="data")
 
 
