@@ -8,6 +8,7 @@ run would only warn about: duplicates, texts shared between train and test, and 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ class SplitCheck:
     problems: list[str] = field(default_factory=list)
     texts: dict = field(default_factory=dict)
     """text → where it first appears (for duplicates and train/test overlap)."""
+    first_label: dict = field(default_factory=dict)
+    """where a text first appears → its label there."""
 
 
 @dataclass
@@ -106,10 +109,21 @@ def check_split(name: str, source: str, records: list[dict], problems: list[str]
         split.labels[example["label"]] += 1
         where = record.get(SOURCE_KEY, "?")
         if example["text"] in split.texts:
-            split.duplicates.append(f"{where} repeats {split.texts[example['text']]}")
+            first = split.texts[example["text"]]
+            clash = split.first_label[first] != example["label"]  # the same text taught two answers
+            split.duplicates.append(f"{where} repeats {first}"
+                                    + (f" with another label ({example['label']!r}, there {split.first_label[first]!r})" if clash else ""))
         else:
             split.texts[example["text"]] = where
+            split.first_label[where] = example["label"]
+    split.problems.sort(key=line_number)  # in file order, whichever check found them
     return split
+
+
+def line_number(message: str) -> int:
+    """The line a `file:LINE: ...` message names (0 when it names none)."""
+    match = re.match(r".*?:(\d+)(?::|\s|$)", message)
+    return int(match.group(1)) if match else 0
 
 
 def add_lengths(report: DataCheck, tokenizer) -> None:

@@ -37,9 +37,10 @@ def record_fields(records: list[dict]) -> list[str]:
     return list(seen)
 
 
-def mostly(records: list[dict], field: str, test) -> bool:
-    """`test` holds for at least 95% of the records (a few broken rows do not hide a field)."""
-    return sum(1 for r in records if test(r.get(field))) >= 0.95 * len(records)
+def mostly(records: list[dict], field: str, test, share: float = 0.95) -> bool:
+    """`test` holds for at least `share` of the records (a few broken rows do not hide a field; they are
+    reported as problems of their own lines). A conventional name needs only a majority: the name says it."""
+    return sum(1 for r in records if test(r.get(field))) >= share * len(records)
 
 
 def is_label_value(value) -> bool:
@@ -71,7 +72,7 @@ def detect_fields(records: list[dict], source: str, text_field: str | None = Non
 
 
 def choose_label(records: list[dict], fields: list[str], source: str) -> tuple[str, str]:
-    known = [f for f in fields if f.lower() in LABEL_NAMES and mostly(records, f, is_label_value)]
+    known = [f for f in fields if f.lower() in LABEL_NAMES and mostly(records, f, is_label_value, 0.5)]
     if len(known) == 1:
         return known[0], "a conventional label name"
     if len(known) > 1:
@@ -86,8 +87,9 @@ def choose_label(records: list[dict], fields: list[str], source: str) -> tuple[s
 
 
 def choose_text(records: list[dict], fields: list[str], source: str) -> tuple[str, str]:
-    texts = [f for f in fields if mostly(records, f, lambda v: isinstance(v, str))]
-    known = [f for f in texts if f.lower() in TEXT_NAMES]
+    is_text = lambda v: isinstance(v, str)  # noqa: E731
+    texts = [f for f in fields if mostly(records, f, is_text)]
+    known = [f for f in fields if f.lower() in TEXT_NAMES and mostly(records, f, is_text, 0.5)]
     if len(known) == 1:
         return known[0], "a conventional text name"
     if len(texts) == 1:

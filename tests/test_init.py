@@ -1,0 +1,127 @@
+"""`tunelab init`: a ready experiment file from a user's data file — fields and labels detected (or a clear
+exit 2 naming the option to pass), paths relative to the file, a sweep that passes every check a sweep
+makes before training, no overwriting without --force, nothing written on bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from tunelab.cli import main
+from tunelab.config import load_experiment
+
+POSITIVE = ["a lovely film", "great acting and a warm story", "fun from start to end", "I smiled all the way",
+            "a gem of a movie", "bright, kind and clever", "the best thing this year", "moving and funny"]
+NEGATIVE = ["a dull mess", "tedious and far too long", "I walked out", "flat jokes and bad acting",
+            "a waste of a good cast", "boring from the first scene", "nothing works here", "loud and empty"]
+
+
+def jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def reviews(text="sentence", label="sentiment", pos="positive", neg="negative", repeat=3):
+    """Sentiment rows under the given field names (each text made unique per repeat)."""
+    return [{text: f"{t} ({i})", label: value} for i in range(repeat)
+            for texts, value in ((POSITIVE, pos), (NEGATIVE, neg)) for t in texts]
+
+
+def init(capsys, *argv):
+    code = main(["init", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_detected_fields_and_a_sweep_over_every_family_that_passes_the_dry_run(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    data = jsonl(tmp_path / "data" / "reviews.jsonl", reviews(repeat=4))  # 32 per class: K=16 for train and dev
+    test = jsonl(tmp_path / "data" / "held_out.jsonl", reviews(repeat=1))
+    out = tmp_path / "exps" / "mine.yaml"
+    code, stdout, err = init(capsys, data, "--test", test, "--out", out)
+    assert code == 0, err
+    assert "label field: 'sentiment'" in stdout and "text field: 'sentence'" in stdout
+    assert "labels: negative, positive" in stdout and f"wrote {out} (13 cells)" in stdout
+    raw = yaml.safe_load(out.read_text())
+    assert raw["task"] == {"type": "classification", "text_field": "sentence", "label_field": "sentiment",
+                           "label_names": ["negative", "positive"]}
+    assert raw["data"]["train"] == "../data/reviews.jsonl"  # relative to the experiment file, not the shell
+    config = load_experiment(out)
+    assert config.data.train == str(data.resolve()) and config.data.test == str(test.resolve())
+    assert config.data.k_shot == 16 and config.model.name == "minilm-l6"
+    strategies = {entry["name"]: entry for entry in raw["sweep"]["strategies"]}
+    assert set(strategies) == {"head", "full", "bitfit", "lora", "zero_shot", "few_shot", "pet"}
+    assert all(strategies[s]["model"]["name"] == "smollm2-135m" for s in ("zero_shot", "few_shot", "pet"))
+    assert "max_test" not in raw["data"]  # 16 test rows: all of them
+    assert "scale up" in out.read_text()  # the comment says how
+    # every check `tunelab compare` makes before training: data loaded and K-shot sampled, cells planned
+    assert main(["compare", str(out), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0, capsys.readouterr().err
+    assert "13 cells: 0 finished, 13 to run" in capsys.readouterr().out
+
+
+def test_csv_label_found_as_the_only_field_of_few_values_and_k_fits_the_smallest_class(tmp_path, capsys):
+    rows = reviews(text="review", label="polarity", pos="pos", neg="neg", repeat=1)[:13]  # 8 pos, 5 neg
+    data = tmp_path / "train.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, ["id", "review", "polarity"])
+        writer.writeheader()
+        writer.writerows({"id": str(i), **row} for i, row in enumerate(rows))
+    code, stdout, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
+    assert code == 0, err
+    assert "label field: 'polarity' (the only field with a few repeated values)" in stdout
+    assert "no --test: the test split is DATA itself" in stdout
+    raw = yaml.safe_load((tmp_path / "exp.yaml").read_text())
+    assert raw["data"]["k_shot"] == 2 and raw["sweep"]["k_shot"] == [2]  # 5 'neg' rows: 2 for train + 2 for dev
+    assert raw["task"]["text_field"] == "review" and raw["name"] == tmp_path.name  # "train" names its folder instead
+    assert main(["compare", str(tmp_path / "exp.yaml"), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0
+
+
+def test_integer_labels_leave_the_prompting_strategies_out(tmp_path, capsys):
+    data = jsonl(tmp_path / "train.jsonl", reviews(text="text", label="label", pos=1, neg=0))
+    code, stdout, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
+    assert code == 0, err
+    raw = yaml.safe_load((tmp_path / "exp.yaml").read_text())
+    assert raw["task"]["label_names"] == ["0", "1"] and "prompt" not in raw
+    assert {e["name"] for e in raw["sweep"]["strategies"]} == {"head", "full", "bitfit", "lora"}
+    assert "prompting strategies are left out" in stdout
+
+
+@pytest.mark.parametrize("rows, option", [
+    ([{"premise": f"a man sleeps {i}", "hypothesis": f"someone rests {i}", "label": "yes" if i % 2 else "no"}
+      for i in range(12)], "--text-field"),
+    ([{"text": f"row {i}", "topic": "a" if i % 2 else "b", "mood": "x" if i % 3 else "y"} for i in range(12)],
+     "--label-field"),
+], ids=["two text fields", "two label candidates"])
+def test_an_undecidable_field_exits_2_naming_the_option_and_writes_nothing(tmp_path, capsys, rows, option):
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "new" / "exp.yaml"
+    code, _, err = init(capsys, data, "--out", out)
+    assert code == 2 and option in err and err.startswith("error: ") and "Traceback" not in err
+    assert not out.parent.exists()
+    field = "premise" if option == "--text-field" else "topic"
+    assert init(capsys, data, "--out", out, option, field)[0] == 0
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, capsys):
+    data = jsonl(tmp_path / "train.jsonl", reviews(text="text", label="label"))
+    out = tmp_path / "exp.yaml"
+    out.write_text("# mine\n")
+    code, _, err = init(capsys, data, "--out", out)
+    assert code == 2 and "already exists" in err and "--force" in err
+    assert out.read_text() == "# mine\n"
+    assert init(capsys, data, "--out", out, "--force")[0] == 0
+    assert load_experiment(out).task.text_field == "text"
+
+
+def test_bad_data_exits_2_with_its_lines_and_writes_nothing(tmp_path, capsys):
+    rows = reviews(text="text", label="label")
+    rows[4]["text"] = "   "
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "exp.yaml"
+    code, _, err = init(capsys, data, "--out", out)
+    assert code == 2 and f"{data}:5: field 'text' is empty" in err and "tunelab data check" in err
+    assert not out.exists() and not list(tmp_path.glob(".*"))  # no staging or probe file left either
+    assert init(capsys, tmp_path / "missing.jsonl", "--out", out)[0] == 2 and not out.exists()
