@@ -7,7 +7,6 @@ run would only warn about: duplicates, texts shared between train and test, and 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from tunelab.config import TaskConfig
 from tunelab.data.fields import Fields, detect_fields
-from tunelab.data.loaders import SOURCE_KEY, load_records, physical_lines, read_text
+from tunelab.data.loaders import SOURCE_KEY, load_records, read_jsonl
 from tunelab.data.validate import normalise_one
 from tunelab.errors import DataError, ModelError
 
@@ -60,21 +59,8 @@ def read_collecting(source: str) -> tuple[list[dict], list[str]]:
     path = Path(source)
     if path.suffix.lower() != ".jsonl" or not path.is_file():
         return load_records(source), []
-    records, problems = [], []
-    for number, line in enumerate(physical_lines(read_text(path)), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.append(f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})")
-            continue
-        if not isinstance(record, dict):
-            problems.append(f"{path}:{number}: each line must be a JSON object, got {type(record).__name__}")
-            continue
-        record[SOURCE_KEY] = f"{path}:{number}"
-        records.append(record)
-    return records, problems
+    problems: list[str] = []
+    return read_jsonl(path, problems), problems
 
 
 def check_data(train: str, test: str | None = None, text_field: str | None = None, label_field: str | None = None,

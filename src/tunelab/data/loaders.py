@@ -63,20 +63,31 @@ def physical_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def read_jsonl(path: Path) -> list[Record]:
+def read_jsonl(path: Path, problems: list[str] | None = None) -> list[Record]:
+    """Records of a JSON Lines file. With `problems`, a bad line is listed there and skipped instead of
+    raised (`tunelab data check` reports every bad line at once)."""
     records = []
     for number, line in enumerate(physical_lines(read_text(path)), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{number}: each line must be a JSON object, got {type(record).__name__}")
-        record[SOURCE_KEY] = f"{path}:{number}"
-        records.append(record)
+            records.append(json_record(line, f"{path}:{number}"))
+        except DataError as err:
+            if problems is None:
+                raise
+            problems.append(str(err))
     return records
+
+
+def json_record(line: str, where: str) -> Record:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: invalid JSON ({err.msg}, column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: each line must be a JSON object, got {type(record).__name__}")
+    record[SOURCE_KEY] = where
+    return record
 
 
 def read_json(path: Path) -> list[Record]:
