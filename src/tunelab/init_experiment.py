@@ -47,7 +47,7 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; name a file, e.g. {out / 'experiment.yaml'}")
     for path, option in ((data, "DATA"), (test, "--test")):
-        if path and not Path(path).is_file():
+        if path and not path.startswith("hf:") and not Path(path).is_file():
             raise DataError(f"{option} {path}: file not found")
     report = check_data(data, test, text_field, label_field)
     if not report.usable:
@@ -89,7 +89,10 @@ def experiment_name(data: str) -> str:
 
 
 def relative(path: str, out: Path) -> str:
-    """`path` as the experiment file will read it: relative to the file's folder (config.resolve_relative_paths)."""
+    """`path` as the experiment file will read it: relative to the file's folder (config.resolve_relative_paths);
+    a `datasets` split (hf:...) as given."""
+    if path.startswith("hf:"):
+        return path
     return os.path.relpath(Path(path).resolve(), out.resolve().parent)
 
 
