@@ -270,9 +270,11 @@ def show_report(root: Path) -> None:
     from rich.console import Console
 
     from tunelab.report import build_report, terminal_table
+    from tunelab.report.build import terminal_recommendation
 
     built = build_report(root)
     Console().print(terminal_table(built))
+    typer.echo(terminal_recommendation(built))
     typer.echo(f"report: {built.html}\nmarkdown: {built.markdown}\nleaderboard: {built.csv}")
 
 

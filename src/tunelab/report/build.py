@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from tunelab.report.leaderboard import (PERTURBED, Row, SearchChoice, build_lead
 from tunelab.report.continual import continual_groups, continual_plots, continual_section
 from tunelab.report.multitask import multitask_section
 from tunelab.report.plots import PLOT_FILES, all_plots
+from tunelab.report.recommend import Recommendation, recommend, recommendation_blocks, recommendation_lines, row_examples
 from tunelab.report.results import SweepResults, load_results
 
 
@@ -33,22 +34,26 @@ class Report:
     html: Path
     markdown: Path
     csv: Path
+    recommendations: list[Recommendation] = field(default_factory=list)
 
 
 def build_report(root: Path) -> Report:
     results = load_results(root)
     rows, choices = build_leaderboard(results)
     metrics = metric_keys(results)
+    examples = {row.group: row_examples(row) for row in rows}  # stored test predictions, read once
+    recommendations = recommend(rows, results.metric, examples)
     tests = prompt_ab_tests(results.cells, results.metric)
     plots = all_plots(rows, results.metric)
     sections = report_sections(results, rows, metrics, choices, tests, plots)
+    sections.insert(0, Section("Recommendation", recommendation_blocks(recommendations)))
     per_task = multitask_section(results)  # multi-task cells: each task's metrics behind the mean
     if per_task is not None:
-        sections.insert(2, per_task)  # after the leaderboard
+        sections.insert(3, per_task)  # after the leaderboard
     continual = continual_groups(results)  # continual-learning cells: their accuracy matrices
     matrices = continual_plots(continual)
     if continual:
-        sections.insert(2, continual_section(continual, matrices))  # after the leaderboard
+        sections.insert(3, continual_section(continual, matrices))  # after the leaderboard
     title = f"tunelab report: {results.name}"
     root = Path(root)
     (root / "plots").mkdir(exist_ok=True)
@@ -66,7 +71,8 @@ def build_report(root: Path) -> Report:
     headers, body, best = table(rows, metrics)
     write_atomic(root / "leaderboard.md", (markdown_table(Table(headers, body, best)) + "\n").encode("utf-8"))
     write_csv(root / "leaderboard.csv", csv_rows(rows, metrics))
-    return Report(results, rows, metrics, root / "report.html", root / "report.md", root / "leaderboard.csv")
+    return Report(results, rows, metrics, root / "report.html", root / "report.md", root / "leaderboard.csv",
+                  recommendations)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -92,8 +98,11 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
     return [
         overview(results),
         Section("Leaderboard", [
-            Text("Test-split metrics as mean ± standard deviation over seeds, rows in sweep order. Bold: the best "
-                 "of its column among rows with the same K. Fractions are shown ×100. Rows with a hyper-parameter "
+            Text("Test-split metrics as mean ± standard deviation over seeds, rows ranked by the main metric within "
+                 "each K. The 95% interval is a bootstrap over test examples of the seed-averaged main metric (how "
+                 "far another test set of this size could move it). Bold: the best of its metric column among rows "
+                 "with the same K, and in the last column the best on dev and the cheapest row statistically tied "
+                 "with it (see Recommendation). Fractions are shown ×100. Rows with a hyper-parameter "
                  "search use the combination chosen on the dev split. Training time and evaluation speed are per cell."
                  + perturbed_note(metrics) + once_note(results, rows)),
             Table(*table(rows, metrics)) if rows else Text("No cell has finished yet."),
@@ -239,6 +248,12 @@ def failure_section(results: SweepResults) -> Section:
     return Section("Failures", blocks)
 
 
+def terminal_recommendation(report: Report) -> str:
+    """The recommendation block of the report as plain lines, for the terminal summary."""
+    lines = [line for rec in report.recommendations for line in recommendation_lines(rec)]
+    return "\n".join(["Recommendation:"] + [f"  {line}" for line in lines]) if lines else ""
+
+
 def terminal_table(report: Report):
     """The leaderboard as a rich Table (best cells bold green)."""
     from rich import box
@@ -247,7 +262,7 @@ def terminal_table(report: Report):
 
     headers, body, best = table(report.rows, report.metrics, compact=True)
     # No vertical rules and "82.6±6.7" keep a row on one line of an 80-column terminal; headers may wrap.
-    out = RichTable(title=f"{report.results.name}: leaderboard (mean±std over seeds; bold = best at its K)",
+    out = RichTable(title=f"{report.results.name}: leaderboard (ranked; mean±std over seeds; bold = best at its K)",
                     box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     body = [[c.replace(" ± ", "±") for c in cells] for cells in body]
     for header in headers:
