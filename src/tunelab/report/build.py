@@ -16,9 +16,11 @@ from pathlib import Path
 import yaml
 
 from tunelab.report.abtest import ABResult, prompt_ab_tests
-from tunelab.report.document import Code, Image, Section, Table, Text, markdown_table, to_html, to_markdown
+from tunelab.report.curves import anchor, drill_down
+from tunelab.report.document import Code, Image, Link, Section, Table, Text, markdown_table, to_html, to_markdown
 from tunelab.report.leaderboard import (PERTURBED, Row, SearchChoice, build_leaderboard, csv_rows, is_fraction,
-                                        metric_keys, table)
+                                        metric_keys, row_label, table)
+from tunelab.report.errors import analyse, error_blocks
 from tunelab.report.continual import continual_groups, continual_plots, continual_section
 from tunelab.report.multitask import multitask_section
 from tunelab.report.plots import PLOT_FILES, all_plots
@@ -46,7 +48,23 @@ def build_report(root: Path) -> Report:
     tests = prompt_ab_tests(results.cells, results.metric)
     plots = all_plots(rows, results.metric)
     sections = report_sections(results, rows, metrics, choices, tests, plots)
+    label_names = (results.config.get("task") or {}).get("label_names")
+    analyses = [a for a in (analyse(row, examples[row.group], label_names) for row in rows if examples[row.group]) if a]
+    for a in analyses:
+        if a.one_class:
+            a.row.verdict += f"; {a.majority[1]:.0%} '{a.majority[0]}'"
+            for rec in recommendations:
+                if a.row in (rec.best, rec.pick):
+                    rec.warnings.append(f"{row_label(a.row)} predicts '{a.majority[0]}' for {a.majority[1]:.0%} of the "
+                                        f"test examples: its score is the class balance (see Error analysis).")
     sections.insert(0, Section("Recommendation", recommendation_blocks(recommendations)))
+    if analyses or rows:
+        at = next(i for i, s in enumerate(sections) if s.title == "Plots") + 1
+        sections.insert(at, Section("Error analysis", error_blocks(analyses)))
+    drill, curves = drill_down(Path(root), rows, results.metric)
+    if rows:
+        at = next(i for i, s in enumerate(sections) if s.title == "Error analysis") + 1
+        sections.insert(at, Section("Drill-down", drill))
     per_task = multitask_section(results)  # multi-task cells: each task's metrics behind the mean
     if per_task is not None:
         sections.insert(3, per_task)  # after the leaderboard
@@ -65,6 +83,11 @@ def build_report(root: Path) -> Report:
         if old.name not in matrices:
             old.unlink()
     for name, png in matrices.items():
+        write_atomic(root / "plots" / name, png)
+    for old in (root / "plots").glob("curves_*.png"):
+        if old.name not in curves:
+            old.unlink()
+    for name, png in curves.items():
         write_atomic(root / "plots" / name, png)
     write_atomic(root / "report.md", to_markdown(title, sections).encode("utf-8"))
     write_atomic(root / "report.html", to_html(title, sections).encode("utf-8"))
@@ -105,7 +128,7 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
                  "with it (see Recommendation). Fractions are shown ×100. Rows with a hyper-parameter "
                  "search use the combination chosen on the dev split. Training time and evaluation speed are per cell."
                  + perturbed_note(metrics) + once_note(results, rows)),
-            Table(*table(rows, metrics)) if rows else Text("No cell has finished yet."),
+            linked_table(rows, metrics) if rows else Text("No cell has finished yet."),
         ]),
         Section("Plots", [Image(name, png, name.removesuffix(".png").replace("_", " ")) for name, png in plots.items()]
                 + ([Text("Metric against K is drawn when the sweep has two or more K values (sweep.k_shot).")]
@@ -121,6 +144,12 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
             Code(yaml.safe_dump(results.config, sort_keys=False, allow_unicode=True), "yaml"),
         ]),
     ]
+
+
+def linked_table(rows: list[Row], metrics: list[str]) -> Table:
+    """The leaderboard with each strategy linked to its drill-down (cells' files, learning curves)."""
+    headers, body, best = table(rows, metrics)
+    return Table(headers, [[Link(cells[0], "#" + anchor(row))] + cells[1:] for row, cells in zip(rows, body)], best)
 
 
 def overview(results: SweepResults) -> Section:

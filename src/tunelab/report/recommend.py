@@ -101,6 +101,8 @@ class Recommendation:
     discordant: float | None = None
     warning: str = ""
     note: str = ""
+    warnings: list[str] = field(default_factory=list)
+    """Other warnings about best or pick (e.g. a one-class predictor, from report/errors.py)."""
 
 
 def total_params(row: Row) -> float:
@@ -234,6 +236,7 @@ def recommendation_lines(rec: Recommendation) -> list[str]:
                      f"{t.n} test examples, seeds averaged); exact McNemar p = {t.p_value:.2g} (tied: p ≥ {ALPHA}).")
     if rec.note:
         lines.append(rec.note[0].upper() + rec.note[1:] + ".")
+    lines += [f"Warning: {w}" for w in rec.warnings]
     if rec.warning:
         lines.append("Warning: " + rec.warning)
     elif rec.mde is not None:
