@@ -193,6 +193,8 @@ def test_one_class_warning_and_confusion_counts(tmp_path):
     md = build_report(root).markdown.read_text()
     section = md.split("## Error analysis")[1].split("\n## ")[0]
     assert "| const | 16 | a | 100% | **predicts (almost) one class** |" in section
+    const_row = next(line for line in md.splitlines() if line.startswith("| [const]"))
+    assert const_row.endswith("; one class (100% 'a') |")  # the leaderboard says it too
     assert "| hand | 16 | b | 33% |  |" in section or "| hand | 16 | a | 50% |  |" in section
     assert "| a | 66.7 | 66.7 | 66.7 | 3 | 2 | 1 | 0 |" in section  # gold a: 2 → a, 1 → b, 0 → c
 

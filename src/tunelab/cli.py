@@ -273,8 +273,8 @@ def show_report(root: Path) -> None:
     from tunelab.report.build import terminal_recommendation
 
     built = build_report(root)
+    typer.echo(terminal_recommendation(built))  # first: the answer, then the table behind it
     Console().print(terminal_table(built))
-    typer.echo(terminal_recommendation(built))
     typer.echo(f"report: {built.html}\nmarkdown: {built.markdown}\nleaderboard: {built.csv}")
 
 

@@ -19,8 +19,8 @@ from tunelab.report.abtest import ABResult, prompt_ab_tests
 from tunelab.report.curves import anchor, drill_down
 from tunelab.report.document import Code, Image, Link, Section, Table, Text, markdown_table, to_html, to_markdown
 from tunelab.report.leaderboard import (PERTURBED, Row, SearchChoice, build_leaderboard, csv_rows, is_fraction,
-                                        metric_keys, row_label, table)
-from tunelab.report.errors import analyse, error_blocks
+                                        metric_keys, table)
+from tunelab.report.errors import analyse, error_blocks, flag_one_class
 from tunelab.report.continual import continual_groups, continual_plots, continual_section
 from tunelab.report.multitask import multitask_section
 from tunelab.report.plots import PLOT_FILES, all_plots
@@ -45,26 +45,17 @@ def build_report(root: Path) -> Report:
     metrics = metric_keys(results)
     examples = {row.group: row_examples(row) for row in rows}  # stored test predictions, read once
     recommendations = recommend(rows, results.metric, examples)
+    label_names = (results.config.get("task") or {}).get("label_names")
+    analyses = [a for a in (analyse(row, examples[row.group], label_names) for row in rows if examples[row.group]) if a]
+    flag_one_class(analyses, recommendations)  # before the tables are written: it adds to verdicts
     tests = prompt_ab_tests(results.cells, results.metric)
     plots = all_plots(rows, results.metric)
     sections = report_sections(results, rows, metrics, choices, tests, plots)
-    label_names = (results.config.get("task") or {}).get("label_names")
-    analyses = [a for a in (analyse(row, examples[row.group], label_names) for row in rows if examples[row.group]) if a]
-    for a in analyses:
-        if a.one_class:
-            a.row.verdict += f"; {a.majority[1]:.0%} '{a.majority[0]}'"
-            for rec in recommendations:
-                if a.row in (rec.best, rec.pick):
-                    rec.warnings.append(f"{row_label(a.row)} predicts '{a.majority[0]}' for {a.majority[1]:.0%} of the "
-                                        f"test examples: its score is the class balance (see Error analysis).")
     sections.insert(0, Section("Recommendation", recommendation_blocks(recommendations)))
-    if analyses or rows:
-        at = next(i for i, s in enumerate(sections) if s.title == "Plots") + 1
-        sections.insert(at, Section("Error analysis", error_blocks(analyses)))
     drill, curves = drill_down(Path(root), rows, results.metric)
     if rows:
-        at = next(i for i, s in enumerate(sections) if s.title == "Error analysis") + 1
-        sections.insert(at, Section("Drill-down", drill))
+        at = next(i for i, s in enumerate(sections) if s.title == "Plots") + 1
+        sections[at:at] = [Section("Error analysis", error_blocks(analyses)), Section("Drill-down", drill)]
     per_task = multitask_section(results)  # multi-task cells: each task's metrics behind the mean
     if per_task is not None:
         sections.insert(3, per_task)  # after the leaderboard
@@ -279,8 +270,13 @@ def failure_section(results: SweepResults) -> Section:
 
 def terminal_recommendation(report: Report) -> str:
     """The recommendation block of the report as plain lines, for the terminal summary."""
-    lines = [line for rec in report.recommendations for line in recommendation_lines(rec)]
-    return "\n".join(["Recommendation:"] + [f"  {line}" for line in lines]) if lines else ""
+    import shutil
+    import textwrap
+
+    width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+    lines = [textwrap.fill(line, width, initial_indent="  ", subsequent_indent="    ")
+             for rec in report.recommendations for line in recommendation_lines(rec)]
+    return "\n".join(["Recommendation:"] + lines) if lines else ""
 
 
 def terminal_table(report: Report):

@@ -107,6 +107,19 @@ def example_text(record: dict) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def flag_one_class(analyses: list[ErrorAnalysis], recommendations: list) -> None:
+    """A one-class row says so in its leaderboard verdict, and in the recommendation when it is the
+    dev-best or the pick."""
+    for a in analyses:
+        if not a.one_class:
+            continue
+        a.row.verdict = (a.row.verdict or "–") + f"; one class ({a.majority[1]:.0%} '{a.majority[0]}')"
+        for rec in recommendations:
+            if a.row in (rec.best, rec.pick):
+                rec.warnings.append(f"{row_label(a.row)} predicts '{a.majority[0]}' for {a.majority[1]:.0%} of the "
+                                    f"test examples: its score is the class balance (see Error analysis).")
+
+
 def error_blocks(analyses: list[ErrorAnalysis]) -> list:
     if not analyses:
         return [Text("No error analysis: the task has no classes (generation) or no stored test predictions.")]

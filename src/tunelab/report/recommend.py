@@ -30,6 +30,8 @@ from tunelab.report.results import PREDICTIONS_FILE
 from tunelab.stats import min_detectable_difference, paired_bootstrap
 
 POWER = 0.8
+OTHER_RESAMPLES = 200
+"""Bootstrap resamples for a main metric other than accuracy (accuracy's are vectorised: 2,000)."""
 MEANINGFUL = 0.05
 """An accuracy difference (5 points) worth separating; a larger detectable difference draws the warning."""
 
@@ -78,7 +80,7 @@ def row_interval(examples: Examples, metric: str, n_resamples: int = 2000) -> tu
             if index[0] < 0:
                 return 0.0
             return seed_mean(metric, [[seed[i] for i in index] for seed in examples.preds], [examples.refs[i] for i in index])
-        boot = paired_bootstrap(np.arange(n), np.full(n, -1), metric_fn=fn, n_resamples=min(n_resamples, 500))
+        boot = paired_bootstrap(np.arange(n), np.full(n, -1), metric_fn=fn, n_resamples=n_resamples)
     else:
         return None  # a flattened key such as f1_<label>: no metric function to resample
     return boot.low, boot.high
@@ -122,6 +124,10 @@ def cost_key(row: Row, model_size: dict[str, float]) -> tuple:
 def recommend(rows: list[Row], metric: str, examples: dict[str, Examples | None],
               n_resamples: int = 2000) -> list[Recommendation]:
     """One recommendation per K; sets each row's 95% interval, its verdict and the pick's mark."""
+    if metric != "accuracy":
+        # Other metrics are recomputed per resample and seed (sklearn, rouge: milliseconds each, not one
+        # vectorised mean): fewer resamples keep a report of many rows within seconds to a minute.
+        n_resamples = min(n_resamples, OTHER_RESAMPLES)
     # A model's size: the smallest total among its rows (a head or an adapter adds a little on top).
     model_size: dict[str, float] = defaultdict(lambda: math.inf)
     for row in rows:
