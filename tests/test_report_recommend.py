@@ -219,6 +219,13 @@ def test_page_links_curves_viewport_and_sortable_tables(tmp_path, capsys):
     cells += [cell("zero_shot", 1, predictions(flips(40, {3, 4})), dev=0.7, params=0, family="prompting")]
     root = write_sweep(tmp_path / "s", cells)
     (root / "zero_shot-k16-seed1" / "config.yaml").unlink()  # a file that is not there gets no link
+    failed = {"id": "bitfit-k16-seed1", "group": "bitfit-k16", "strategy": "bitfit", "k_shot": 16, "seed": 1,
+              "error_type": "RuntimeError", "message": "broken", "log": "logs/bitfit-k16-seed1.log"}
+    (root / "bitfit-k16-seed1.failed.json").write_text(json.dumps(failed))
+    (root / "logs" / "bitfit-k16-seed1.log").write_text("Traceback ...\n")
+    plan = json.loads((root / "sweep.json").read_text())
+    plan["cells"].append({k: failed[k] for k in ("id", "group", "strategy", "k_shot", "seed")})
+    (root / "sweep.json").write_text(json.dumps(plan))
     assert main(["report", str(root)]) == 0
     out = capsys.readouterr().out
     assert "Recommendation:" in out and "Pick zero_shot (small)" in out and "Warning: 40 test examples" in out
@@ -227,10 +234,12 @@ def test_page_links_curves_viewport_and_sortable_tables(tmp_path, capsys):
     assert 'class="leaderboard sortable"' in html and 'querySelectorAll("table.sortable th")' in html
     assert '<div class="scroll">' in html
     assert html.index("<h2 id=\"recommendation\">") < html.index("<h2 id=\"leaderboard\">")
+    assert '<p class="pick">K=16: Pick zero_shot (small)' in html and '<p class="warning">Warning: 40 test' in html
     links = re.findall(r'href="([^"]+)"', html)
     files = [unquote(h) for h in links if not h.startswith("#")]
     assert "lora-k16-seed2/predictions.jsonl" in files and "logs/lora-k16-seed1.log" in files
     assert "zero_shot-k16-seed1/config.yaml" not in files and "zero_shot-k16-seed1/metrics.json" in files
+    assert "logs/bitfit-k16-seed1.log" in files  # a failed cell's log, from the Failures section
     assert all((root / f).is_file() for f in files)
     anchors = [h[1:] for h in links if h.startswith("#")]
     assert anchors and all(f'<a id="{a}"></a>' in html for a in anchors)

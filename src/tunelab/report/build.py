@@ -257,7 +257,8 @@ def failure_section(results: SweepResults) -> Section:
     blocks = []
     if results.failures:
         body = [[f["id"], f.get("error_type", "?"), (f.get("message") or "").splitlines()[0][:300] if f.get("message") else "",
-                 f.get("log", "")] for f in results.failures]
+                 Link(f["log"], f["log"]) if f.get("log") and (results.root / f["log"]).is_file() else f.get("log", "")]
+                for f in results.failures]
         blocks += [Text(f"{len(results.failures)} cell(s) failed; the sweep went on without them. Running "
                         f"`tunelab compare` again retries them."), Table(["cell", "error", "message", "log"], body)]
     else:

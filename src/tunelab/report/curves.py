@@ -42,7 +42,7 @@ def read_log(path: Path) -> dict[str, list[tuple[float, float]]]:
                 for key, value in record.items():
                     if key and (key.startswith("eval_") or key == "loss") and number(value) is not None:
                         series.setdefault(key, []).append((epoch, number(value)))
-    except (OSError, csv.Error):
+    except (OSError, ValueError, csv.Error):  # unreadable or not UTF-8: no curves, the report still builds
         return {}
     return series
 

@@ -20,6 +20,8 @@ from urllib.parse import quote
 @dataclass
 class Text:
     text: str
+    kind: str = ""
+    """"warning" or "pick": the HTML page highlights the paragraph (Markdown shows plain text)."""
 
 
 @dataclass
@@ -119,7 +121,8 @@ table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; cursor: pointer; } td.best { font-weight: bold; background: #e6f4ea; }
 th[aria-sort=ascending]::after { content: " ▲"; } th[aria-sort=descending]::after { content: " ▼"; }
-.scroll { overflow-x: auto; max-width: 100%; } p.warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.4rem 0.6rem; }
+.scroll { overflow-x: auto; max-width: 100%; } p.pick { font-size: 1.1rem; font-weight: bold; }
+p.warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.4rem 0.6rem; }
 @media (max-width: 600px) { body { margin: 1rem auto; padding: 0 0.5rem; } table { font-size: 0.8rem; } }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0; }
 pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; font-size: 0.85rem; }
@@ -175,10 +178,9 @@ def to_html(title: str, sections: list[Section]) -> str:
     for section in sections:
         parts.append(f'<h2 id="{slug(section.title)}">{html.escape(section.title)}</h2>')
         for block in section.blocks:
-            if isinstance(block, Text) and block.text.startswith("Warning:"):
-                parts.append(f'<p class="warning">{html.escape(block.text)}</p>')
-            elif isinstance(block, Text):
-                parts.append(f"<p>{html.escape(block.text)}</p>")
+            if isinstance(block, Text):
+                kind = f' class="{html.escape(block.kind)}"' if block.kind else ""
+                parts.append(f"<p{kind}>{html.escape(block.text)}</p>")
             elif isinstance(block, Table):
                 parts.append(html_table(block))
             elif isinstance(block, Image):

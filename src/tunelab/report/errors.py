@@ -137,7 +137,8 @@ def error_blocks(analyses: list[ErrorAnalysis]) -> list:
     for a in analyses:
         k = "all" if a.row.k_shot is None else a.row.k_shot
         blocks.append(Text(f"{row_label(a.row)} (K={k}, {a.row.model}, {len(a.row.seeds)} seed(s))"
-                           + (f" — warning: {a.majority[1]:.0%} of its predictions are '{a.majority[0]}'." if a.one_class else "")))
+                           + (f" — warning: {a.majority[1]:.0%} of its predictions are '{a.majority[0]}'." if a.one_class else ""),
+                           "warning" if a.one_class else ""))
         matrix = len(a.classes) <= MAX_MATRIX
         headers = ["gold", "precision", "recall", "F1", "support"] + ([f"→ {c}" for c in a.classes] if matrix else [])
         body = [[c, *(f"{v * 100:.1f}" for v in a.per_class[c][:3]), str(a.per_class[c][3])]

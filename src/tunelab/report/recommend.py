@@ -256,7 +256,8 @@ def recommendation_blocks(recs: list[Recommendation]) -> list:
 
     if not recs:
         return [Text("No cell has finished yet.")]
-    blocks = [Text(line) for rec in recs for line in recommendation_lines(rec)]
+    blocks = [Text(line, "pick" if i == 0 else "warning" if line.startswith("Warning:") else "")
+              for rec in recs for i, line in enumerate(recommendation_lines(rec))]
     blocks.append(Text(
         "How this is chosen: the best strategy by mean dev metric over seeds (never test); every other strategy at "
         "its K is compared with it over the same test examples (each example's correctness averaged over seeds; "
