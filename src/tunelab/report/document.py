@@ -149,7 +149,8 @@ def html_table(table: Table) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
-# Click a header: sort the table's rows by that column (numbers by value, "84.4 ± 1.5" by 84.4; "–" last);
+# Click a header: sort the table's rows by that column (numbers by value: "84.4 ± 1.5" by 84.4, "22.57M" by
+# 22.57e6; "–" last);
 # click again: the other way round.
 SORT_SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach(function (th) {
@@ -158,8 +159,9 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
     var up = th.getAttribute("aria-sort") !== "ascending";
     table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", up ? "ascending" : "descending");
-    function key(row) { var t = row.cells[col].textContent.trim(), n = parseFloat(t.replace(/[,\\[%]/g, ""));
-      return isNaN(n) ? t : n; }
+    function key(row) { var t = row.cells[col].textContent.trim();
+      var m = t.replace(/[,\\[]/g, "").match(/^-?[0-9.]+(e-?[0-9]+)?(M)?/);  // "22.57M (100%)" is 22.57e6
+      return m ? parseFloat(m[0]) * (m[2] ? 1e6 : 1) : t; }
     Array.from(body.rows).sort(function (a, b) {
       var x = key(a), y = key(b);
       if (x === "–" || y === "–") return (x === "–") - (y === "–");
