@@ -264,6 +264,6 @@ def test_old_cells_generation_and_missing_predictions_do_not_break_the_report(tm
     md = report.markdown.read_text()
     assert "No error analysis: the task has no classes" in md
     by = {r.strategy: r for r in report.rows}
-    assert by["old"].interval is None and by["old"].verdict == "not tested (no predictions)"
+    assert by["old"].interval is None and by["old"].verdict == "not tested (no readable predictions)"
     assert by["cot"].verdict.startswith("tied")
     assert "| [old](#row-old-k16) | small | fine-tuning | 16 | **50.0** | – | 1 | – | – | – | – | not tested" in md

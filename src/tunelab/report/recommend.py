@@ -162,7 +162,7 @@ def recommend_at_k(k, rows: list[Row], metric: str, examples, model_size, n_resa
             continue
         other = examples.get(row.group)
         if other is None or other.keys != base.keys:
-            row.verdict = "not tested (other examples)" if other else "not tested (no predictions)"
+            row.verdict = "not tested (other examples)" if other else "not tested (no readable predictions)"
             continue
         test = paired_test(row_label(best), k, {}, row_label(best), row_label(row), best.seeds,
                            base.preds, other.preds, base.refs, metric, n_resamples)
