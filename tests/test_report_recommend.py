@@ -267,3 +267,23 @@ def test_old_cells_generation_and_missing_predictions_do_not_break_the_report(tm
     assert by["old"].interval is None and by["old"].verdict == "not tested (no readable predictions)"
     assert by["cot"].verdict.startswith("tied")
     assert "| [old](#row-old-k16) | small | fine-tuning | 16 | **50.0** | – | 1 | – | – | – | – | not tested" in md
+
+
+def test_text_overlap_metric_ties_by_the_bootstrap_interval_not_exact_match(tmp_path):
+    """ROUGE: no generated summary matches its target exactly, so McNemar on exact match would tie every row."""
+    targets = [f"the council approved the new park plan number {i}" for i in range(30)]
+    close = [{"text": f"doc {i}", "target": t, "prediction": t + " today"} for i, t in enumerate(targets)]
+    far = [{"text": f"doc {i}", "target": t, "prediction": "stocks fell sharply"} for i, t in enumerate(targets)]
+    cells = [cell("sft", 1, [dict(r, label=r["target"]) for r in close], dev=0.6, total=10**8),
+             cell("zero_shot", 1, [dict(r, label=r["target"]) for r in far], dev=0.1, params=0)]
+    for c, rows in zip(cells, (close, far)):
+        c["predictions"], c["test"], c["dev"] = rows, {"rouge1": 0.9 if rows is close else 0.05}, {"rouge1": c["dev"]["accuracy"]}
+    root = write_sweep(tmp_path / "s", cells, task={"type": "generation"})
+    plan = json.loads((root / "sweep.json").read_text())
+    (root / "sweep.json").write_text(json.dumps({**plan, "metric": "rouge1", "metrics": ["rouge1"]}))
+    rows, rec = recommendation(root)
+    test = rec.tests["zero_shot-k16"]
+    assert test.p_value == 1.0  # exact match: both wrong everywhere
+    assert test.low > 0 and rec.tied == [] and rec.pick.strategy == "sft"
+    assert next(r for r in rows if r.strategy == "zero_shot").verdict.startswith("worse on test (difference in [")
+    assert rec.mde is None and rec.warning == ""  # the detectable difference is for right/wrong scores only

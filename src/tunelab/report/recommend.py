@@ -7,7 +7,8 @@ Per K (rows with different K are not like for like):
 - **pick**: the cheapest row statistically tied with best on test: each other row is compared with best
   over the same test examples, each side's correctness averaged over its own seeds (the example is the
   unit, as in the prompt A/B tests): exact McNemar (sign) test, tied when p ≥ 0.05, and a paired
-  bootstrap interval of the difference of the seed-averaged main metric.
+  bootstrap interval of the difference of the seed-averaged main metric. Text-overlap metrics (ROUGE,
+  BLEU) have no right/wrong per example: tied when that interval holds 0.
 - **cheapest**: the smallest model (its total parameters, what serving costs), then the fewest
   trainable parameters (what each task stores), then the shortest training time.
 - **resolution**: the smallest accuracy difference a McNemar test on n test examples detects at
@@ -167,18 +168,34 @@ def recommend_at_k(k, rows: list[Row], metric: str, examples, model_size, n_resa
         test = paired_test(row_label(best), k, {}, row_label(best), row_label(row), best.seeds,
                            base.preds, other.preds, base.refs, metric, n_resamples)
         rec.tests[row.group] = test
-        if test.p_value >= ALPHA:
+        tied, evidence = judge(test, metric)
+        if tied:
             rec.tied.append(row)
-            row.verdict = f"tied (p = {test.p_value:.2g})"
+            row.verdict = f"tied ({evidence})"
         else:
-            row.verdict = f"{'worse' if test.only_a > test.only_b else 'better'} on test (p = {test.p_value:.2g})"
+            worse = test.only_a > test.only_b if by_correctness(metric) else sign * test.diff > 0
+            row.verdict = f"{'worse' if worse else 'better'} on test ({evidence})"
     rec.pick = min([best] + rec.tied, key=lambda r: cost_key(r, model_size))
     if rec.pick is not best:
-        rec.pick.verdict = f"cheapest tied (p = {rec.tests[rec.pick.group].p_value:.2g})"
+        rec.pick.verdict = f"cheapest tied ({judge(rec.tests[rec.pick.group], metric)[1]})"
         rec.pick.best.add("verdict")
     best.best.add("verdict")
     resolution(rec, base, examples, rows, metric)
     return rec
+
+
+def by_correctness(metric: str) -> bool:
+    """Whether ties are judged on right/wrong per example (McNemar). Text-overlap metrics (ROUGE, BLEU) are
+    not: nearly every generated text is "wrong" by exact match, which would tie everything."""
+    return metric in ("accuracy", "exact_match", "f1", "mcc") or metric.startswith("f1_") or not registered(metric)
+
+
+def judge(test: ABResult, metric: str) -> tuple[bool, str]:
+    """(tied?, the evidence in words): McNemar p ≥ α, or for text-overlap metrics the bootstrap interval of
+    the difference holding 0."""
+    if by_correctness(metric):
+        return test.p_value >= ALPHA, f"p = {test.p_value:.2g}"
+    return test.low <= 0.0 <= test.high, f"difference in [{fmt(metric, test.low)}, {fmt(metric, test.high)}]"
 
 
 def resolution(rec: Recommendation, base: Examples, examples, rows: list[Row], metric: str) -> None:
@@ -193,6 +210,8 @@ def resolution(rec: Recommendation, base: Examples, examples, rows: list[Row], m
     if rival is None:
         return
     rec.rival = rival
+    if not by_correctness(metric):
+        return  # the detectable difference below is for right/wrong scores
     rec.discordant = float(np.mean(np.abs(base.right() - examples[rival.group].right())))
     rec.mde = min_detectable_difference(rec.n, rec.discordant, ALPHA, POWER)
     if rec.tests[rival.group].p_value >= ALPHA and rec.mde > MEANINGFUL:
@@ -239,7 +258,9 @@ def recommendation_lines(rec: Recommendation) -> list[str]:
         t = rec.tests[rec.pick.group]
         lines.append(f"Cheapest tied: {describe(rec.pick, m)} {row_label(rec.best)} − {row_label(rec.pick)} on test: "
                      f"{fmt(t.metric, t.diff)} [95% {fmt(t.metric, t.low)}, {fmt(t.metric, t.high)}] (paired bootstrap over "
-                     f"{t.n} test examples, seeds averaged); exact McNemar p = {t.p_value:.2g} (tied: p ≥ {ALPHA}).")
+                     f"{t.n} test examples, seeds averaged); "
+                     + (f"exact McNemar p = {t.p_value:.2g} (tied: p ≥ {ALPHA})." if by_correctness(m) else
+                        f"tied: the interval holds 0 ({m} is no right/wrong score, so no McNemar test)."))
     if rec.note:
         lines.append(rec.note[0].upper() + rec.note[1:] + ".")
     lines += [f"Warning: {w}" for w in rec.warnings]
@@ -261,7 +282,8 @@ def recommendation_blocks(recs: list[Recommendation]) -> list:
     blocks.append(Text(
         "How this is chosen: the best strategy by mean dev metric over seeds (never test); every other strategy at "
         "its K is compared with it over the same test examples (each example's correctness averaged over seeds; "
-        "exact McNemar test, tied when p ≥ 0.05; paired bootstrap interval of the difference); the pick is the "
+        "exact McNemar test, tied when p ≥ 0.05; paired bootstrap interval of the difference; for text-overlap "
+        "metrics such as ROUGE or BLEU, tied when that interval holds 0); the pick is the "
         "cheapest of the tied: smallest model, then fewest trainable parameters, then shortest training. The "
         "smallest detectable difference solves Connor's (1987) sample size for paired proportions, "
         "n = [z₀.₉₇₅·√ψ + z₀.₈·√(ψ − δ²)]² / δ², for δ at the test split's n, with ψ the two strategies' "
