@@ -146,6 +146,9 @@ def test_joint_pet_reads_each_task_through_its_own_template_and_words(tmp_path, 
             entry["prompt"] = prompt
 
     path = multitask_yaml(tmp_path, tiny_llama_dir, two_tasks, edit=edit)
+    assert main(["prompt", str(path), "--n", "1"]) == 0  # each task's first test prompt, through its template
+    shown = capsys.readouterr().out
+    assert "[task senti]" in shown and " It was" in shown and "[task subj]" in shown and " This is" in shown
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out)]) == 0
     metrics = read(out / "metrics.json")
