@@ -280,6 +280,23 @@ def report(runs_dir: Path = typer.Argument(..., help="A sweep directory (runs/<n
         show_report(root)
 
 
+@app.command()
+def board(
+    runs_dir: Path = typer.Argument(..., help="A sweep directory (runs/<name>), finished or still running."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; the default is this machine only."),
+):
+    """Serve a sweep on localhost: leaderboard and plots that refresh as cells finish, each cell's log
+    and learning curves, and a playground for the saved runs. Reads the sweep; writes nothing there.
+
+    Example: tunelab board runs/demo --port 8765   (then open http://127.0.0.1:8765/)
+    """
+    from tunelab.board.app import serve
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # transformers loads only for the playground
+    serve(runs_dir, host=host, port=port)
+
+
 def show_report(root: Path) -> None:
     from rich.console import Console
 
