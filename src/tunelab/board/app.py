@@ -32,6 +32,7 @@ def create_app(root: Path):
 
     view, playground = SweepView(root), Playground()
     app = Flask("tunelab.board")
+    app.extensions["tunelab_view"] = view
 
     @app.errorhandler(LookupError)
     def not_found(err):
@@ -101,6 +102,7 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
     from werkzeug.serving import make_server
 
     app = create_app(root)  # a bad RUNS_DIR stops here, before any port is taken
+    app.extensions["tunelab_view"].summary()  # a damaged sweep.json exits 2 now; the first page load answers at once
     try:
         # bound here, not by werkzeug: on a busy port it prints its own text and calls sys.exit(1)
         listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)

@@ -15,7 +15,6 @@ from pathlib import Path
 from tunelab.errors import UserError
 from tunelab.report.leaderboard import build_leaderboard, metric_keys, table
 from tunelab.report.results import SWEEP_FILE, load_results, read_json
-from tunelab.sweep.cell import log_path
 
 CELL_FILES = ("config.yaml", "metrics.json", "predictions.jsonl", "costs.json", "cell.json", "logs.csv")
 """The files of a finished cell the board links to (text; the weights are not served)."""
@@ -93,6 +92,8 @@ class SweepView:
         return path
 
     def log(self, cell_id: str) -> str:
+        from tunelab.sweep.cell import log_path  # here: the sweep package imports torch, which the rest never needs
+
         path = log_path(self.cell_dir(cell_id).parent, cell_id)
         inside(self.root, path)
         if not path.is_file():
