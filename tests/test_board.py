@@ -6,18 +6,56 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("flask", reason="the board extra (Flask) is not installed: pip install 'tunelab[board]'")
 
+from conftest import cpu_only_env  # noqa: E402
 from test_report import cell, write_sweep  # noqa: E402  (the synthetic sweeps of the report tests)
 from tunelab.board.app import create_app  # noqa: E402
 from tunelab.cli import main  # noqa: E402
 from tunelab.report import build_report, load_results  # noqa: E402
 from tunelab.report.leaderboard import build_leaderboard, metric_keys, table  # noqa: E402
+
+
+def start_board(root: Path) -> tuple[subprocess.Popen, str]:
+    """`tunelab board ROOT --port 0` in its own process; (process, its address from the first line)."""
+    process = subprocess.Popen([sys.executable, "-m", "tunelab.cli", "board", str(root), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cpu_only_env())
+    ready, _, _ = select.select([process.stdout], [], [], 120)
+    line = process.stdout.readline() if ready else ""
+    if not line.startswith("board: http://127.0.0.1:"):
+        process.kill()
+        pytest.fail(f"the board did not start: {line!r}")
+    return process, line.split()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_the_command_serves_on_loopback_by_default(sweep):
+    board, url = start_board(sweep)  # the real server (werkzeug), started as a user would
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "api/summary", timeout=30) as response:
+            assert json.loads(response.read())["finished"] == 4
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert b'id="finished"' in response.read()
+    finally:
+        stop(board)
 
 
 def snapshot(root: Path) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -20,28 +19,8 @@ from browser import browser, png_size
 from conftest import cpu_only_env
 
 
-def start_board(root: Path) -> tuple[subprocess.Popen, str]:
-    """`tunelab board ROOT --port 0` in its own process; (process, its address from the first line)."""
-    process = subprocess.Popen([sys.executable, "-m", "tunelab.cli", "board", str(root), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cpu_only_env())
-    ready, _, _ = select.select([process.stdout], [], [], 120)
-    line = process.stdout.readline() if ready else ""
-    if not line.startswith("board: http://127.0.0.1:"):
-        process.kill()
-        pytest.fail(f"the board did not start: {line!r}")
-    return process, line.split()[1]
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def test_board_counts_finished_cells_while_a_sweep_runs(tmp_path, tiny_bert_dir, tiny_sentiment):
+    from test_board import start_board, stop  # here: that module skips where Flask is missing
     from test_sweep import sweep_yaml
 
     path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head", "bitfit"], "seeds": [1]})
