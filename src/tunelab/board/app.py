@@ -12,10 +12,12 @@ Routes (all read-only; nothing is written into the sweep directory):
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import logging
 import socket
 import sys
+import threading
 from pathlib import Path
 
 from tunelab.errors import UserError
@@ -117,6 +119,9 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = 8765) -> None:
               f"can reach it can read the results and run the saved models", file=sys.stderr)
     print(f"board: http://{host if ':' not in host else f'[{host}]'}:{server.socket.getsockname()[1]}/  "
           f"(sweep {Path(root)}; Ctrl-C stops)", flush=True)
+    # torch and transformers (the cell log's module imports them; the playground needs them) load in the
+    # background while the page is read, so the first click on a cell does not wait seconds for them
+    threading.Thread(target=importlib.import_module, args=("tunelab.sweep.cell",), daemon=True).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

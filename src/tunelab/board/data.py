@@ -125,13 +125,14 @@ def version_of(finished: set[str], failed: set[str]) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
-SKIPPED_LOG_KEYS = {"step", "epoch", "learning_rate", "grad_norm", "total_flos", "train_runtime",
+SKIPPED_LOG_KEYS = {"step", "epoch", "learning_rate", "grad_norm", "total_flos", "train_runtime", "train_loss",
                     "train_samples_per_second", "train_steps_per_second", "eval_runtime",
                     "eval_samples_per_second", "eval_steps_per_second"}
 
 
 def read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """`logs.csv` (one row per Trainer log: training loss, or eval_* metrics) → name → [(epoch, value)]."""
+    """`logs.csv` (one row per Trainer log: training loss, or eval_* metrics) → name → [(epoch, value)].
+    Not curves: step counters, the learning rate, speeds, and `train_loss` (one mean over the whole run)."""
     curves: dict[str, list[tuple[float, float]]] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
