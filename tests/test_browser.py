@@ -62,6 +62,10 @@ def test_board_counts_finished_cells_while_a_sweep_runs(tmp_path, tiny_bert_dir,
             assert rows == ["head", "bitfit"]
             assert page.wait_for("const imgs = [...document.querySelectorAll('#plots img')];"
                                  "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 200)")
+            # a phone-width screen scrolls the leaderboard inside its box, never the whole page sideways
+            (tmp_path / "board-1400px.png").write_bytes(page.screenshot(1400))
+            (tmp_path / "board-420px.png").write_bytes(page.screenshot(420))
+            assert page.js("return document.documentElement.scrollWidth") <= 421
             # the playground: a finished cell's saved predictor answers a typed sentence
             page.js("document.getElementById('cell').value = 'head-kall-seed1';"
                     "document.getElementById('text').value = 'good fine great';"
