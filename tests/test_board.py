@@ -93,11 +93,11 @@ def test_summary_is_the_reports_leaderboard_and_writes_nothing(sweep, client):
     headers, body, best = table(rows, metric_keys(results))
     # the same table the report prints (one source of truth), best marks included
     assert summary["leaderboard"] == {"headers": headers, "rows": body, "best": [sorted(b) for b in best]}
-    assert [r[0] for r in summary["leaderboard"]["rows"]] == ["head", "full"]
+    assert [r[0] for r in summary["leaderboard"]["rows"]] == ["full", "head"]  # ranked by the main metric
     states = {c["id"]: c["state"] for c in summary["cells"]}
     assert states["lora-k16-seed1"] == "failed" and states["bitfit-k16-seed1"] == "pending"
     assert states["full-k16-seed2"] == "finished"
-    assert summary["plots"] == ["pareto.png", "seed_spread.png"]
+    assert summary["plots"] == ["costs.png", "pareto.png", "seed_spread.png"]
     png = client.get("/api/plots/pareto.png")
     assert png.status_code == 200 and png.data.startswith(b"\x89PNG")
     assert client.get("/api/plots/metric_vs_k.png").status_code == 404  # one K: the report draws none either
@@ -118,7 +118,7 @@ def test_counts_and_plots_follow_cells_as_they_finish(sweep, client):
     os.replace(sweep.parent / "more" / "bitfit-k16-seed1", sweep / "bitfit-k16-seed1")
     second = client.get("/api/summary").get_json()
     assert (second["finished"], second["pending"]) == (5, 0) and second["version"] != first["version"]
-    assert [r[0] for r in second["leaderboard"]["rows"]] == ["head", "full", "bitfit"]
+    assert [r[0] for r in second["leaderboard"]["rows"]] == ["bitfit", "full", "head"]  # ranked: 95, 85, 65
     assert client.get("/api/summary").get_json()["version"] == second["version"]  # stable while nothing changes
     assert json.loads((sweep / "sweep.json").read_text()) == plan
 
