@@ -189,7 +189,8 @@ class Learner:
         stats = train_model(wrapped, self.tokenizer, features + self.buffer, self.encode(run.splits.dev, index),
                             exp.train, out_dir, score_dev=lambda logits, ids: self.score_dev(index, logits, ids),
                             metric_for_best=metric)
-        self.remember(index, run, features)
+        if index < len(self.strategy.tasks) - 1:  # nothing trains after the last task: no buffer, no Fisher
+            self.remember(index, run, features)
         return stats
 
     def remember(self, index: int, run: TaskRun, features: list[dict]) -> None:
