@@ -25,7 +25,8 @@ from tunelab.errors import ConfigError
 from tunelab.metrics import compute_metrics
 from tunelab.training.continual_matrix import transfer
 from tunelab.training.forgetting import ContinualLoss, EwcState, draw_buffer, fisher_diagonal
-from tunelab.training.task_heads import TaskLabels, TaskMaskedModel, encode_task_examples, predict_task, union_labels
+from tunelab.training.task_heads import (TaskLabels, TaskMaskedModel, build_masked_model, encode_task_examples,
+                                         predict_task, union_labels)
 from tunelab.training.tasks import TaskRun, load_task_splits, task_experiments
 
 CLASSIFICATION = ("classification", "pair_classification")
@@ -132,18 +133,9 @@ class ContinualStrategy:
         self.experiment = inner.experiment
 
     def fit(self, splits, run_dir: Path):
-        from transformers import set_seed
-
-        from tunelab.costs import parameter_costs
         from tunelab.methods.classifier import train_costs
 
-        exp = self.experiment
-        set_seed(exp.train.seed)  # the new head's initialisation depends on it
-        loaded = self.inner.load_base()
-        model = TaskMaskedModel(self.inner.prepare(loaded), self.task_labels)
-        costs = parameter_costs(model)
-        if costs["trainable_params"] == 0:
-            raise ConfigError(f"strategy '{exp.strategy.name}' leaves no parameter to train; check its settings")
+        loaded, model, costs = build_masked_model(self.inner, self.task_labels)
         learner = Learner(self, model, loaded.tokenizer)
         rows, outputs = [learner.evaluate()[0]], None
         per_task = []
