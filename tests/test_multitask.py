@@ -146,6 +146,9 @@ def test_joint_pet_reads_each_task_through_its_own_template_and_words(tmp_path, 
             entry["prompt"] = prompt
 
     path = multitask_yaml(tmp_path, tiny_llama_dir, two_tasks, edit=edit)
+    assert main(["prompt", str(path), "--n", "1"]) == 0  # each task's first test prompt, through its template
+    shown = capsys.readouterr().out
+    assert "[task senti]" in shown and " It was" in shown and "[task subj]" in shown and " This is" in shown
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out)]) == 0
     metrics = read(out / "metrics.json")
@@ -229,7 +232,7 @@ def set_in(raw: dict, dotted: str, value) -> None:
     ("tasks.1.task.type", "generation", "type: generation", r"task\.type=generation in task 'subj'"),
     ("strategy.name", "zero_shot", "name: zero_shot", r"strategy 'zero_shot' does not train a label read-out"),
     ("strategy.name", "pet", "name: subj", r"task 'subj' has no prompt template.*tasks\.1"),
-    ("train.label_smoothing", 0.1, "label_smoothing:", r"train\.label_smoothing is not supported in multi-task"),
+    ("train.label_smoothing", 0.1, "label_smoothing:", r"train\.label_smoothing is not supported with multitask\.joint: true"),
     ("tasks.1.metrics", ["f1"], "metrics:", r"task 'subj' does not measure 'accuracy'"),
 ])
 def test_bad_multitask_input_exits_2_naming_key_and_line(tmp_path, tiny_bert_dir, two_tasks, capsys, no_weights,

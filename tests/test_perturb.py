@@ -96,8 +96,8 @@ def test_leaderboard_shows_perturbed_accuracy_and_a_dash_for_older_cells(tmp_pat
     assert "perturbed_accuracy" in rows["lora"]["best"]
     md = report.markdown.read_text()
     assert "perturbed accuracy (%)" in md and "| **75.0 ± 7.1** |" in md and "perturbed copy of the test split" in md
-    head = next(line for line in md.splitlines() if line.startswith("| head "))
-    assert head.split("|")[5].strip() == "–"  # strategy, family, K, accuracy, perturbed
+    head = next(line for line in md.splitlines() if line.startswith("| [head]"))  # the leaderboard's row
+    assert head.split("|")[7].strip() == "–"  # strategy, model, family, K, accuracy, its interval, perturbed
     console = Console(width=80, record=True)
     console.print(terminal_table(report))
     lines = console.export_text().splitlines()

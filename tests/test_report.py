@@ -71,13 +71,15 @@ def test_leaderboard_mean_std_and_best_marks(tmp_path):
     rows, choices = build_leaderboard(load_results(write_sweep(tmp_path / "s", cells)))
     assert choices == []
     by = {(r.strategy, r.k_shot): r for r in rows}
-    assert [(r.strategy, r.k_shot) for r in rows] == [("head", 4), ("head", 16), ("full", 16), ("zero_shot", 16)]
+    # ranked by the main metric within each K (sweep order was head, full, zero_shot)
+    assert [(r.strategy, r.k_shot) for r in rows] == [("head", 4), ("full", 16), ("zero_shot", 16), ("head", 16)]
     assert by["full", 16].stats["accuracy"] == pytest.approx(mean_std([0.80, 0.90, 0.85]))
     assert by["full", 16].stats["accuracy"][1] == pytest.approx(0.05)
     assert by["full", 16].seeds == [1, 2, 3]
-    assert by["full", 16].best == {"accuracy", "f1", "eval_examples_per_second"}  # ties: both marked
-    assert by["zero_shot", 16].best == {"trainable_params"}
-    assert by["head", 16].best == {"train_seconds", "eval_examples_per_second", "peak_memory_mb"}
+    assert by["full", 16].model == "tiny"
+    # only metric columns are marked: the fewest parameters or the fastest evaluation of a worse row is no reason to pick it
+    assert by["full", 16].best == {"accuracy", "f1"}
+    assert by["zero_shot", 16].best == set() and by["head", 16].best == set()
     assert by["head", 4].best == set()
 
 
@@ -177,16 +179,16 @@ def test_report_files_and_cli_rebuild_from_stored_results(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert f"report: {root / 'report.html'}" in out and "lora" in out
     html = (root / "report.html").read_text()
-    assert '<table class="leaderboard">' in html and html.count('<img src="data:image/png;base64,') == 3
+    assert '<table class="leaderboard sortable">' in html and html.count('<img src="data:image/png;base64,') == 4
     assert "lora" in html and "deliberately broken" in html and "bitfit-k16-seed2" in html
     assert '<td class="best">' in html
     md = (root / "report.md").read_text()
     for heading in ("## Leaderboard", "## Plots", "## Prompt A/B tests", "## Failures", "## Chosen hyper-parameters",
                     "## Resolved configuration"):
         assert heading in md
-    assert "| lora | fine-tuning | 16 | **82.0 ± 1.0** |" in md
+    assert "| [lora](#row-lora-k16) | tiny | fine-tuning | 16 | **82.0 ± 1.0** |" in md  # linked to its drill-down
     assert "![pareto](plots/pareto.png)" in md
-    for name in ("pareto.png", "metric_vs_k.png", "seed_spread.png"):
+    for name in ("pareto.png", "costs.png", "metric_vs_k.png", "seed_spread.png"):
         assert (root / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(open(root / "leaderboard.csv")))
     lora = next(r for r in rows if r["strategy"] == "lora")
@@ -196,7 +198,7 @@ def test_report_files_and_cli_rebuild_from_stored_results(tmp_path, monkeypatch,
     for name in ("report.html", "report.md", "leaderboard.csv"):
         (root / name).unlink()
     assert main(["report", str(root)]) == 0
-    assert (root / "report.html").read_text() .count("data:image/png;base64,") == 3
+    assert (root / "report.html").read_text() .count("data:image/png;base64,") == 4
 
 
 def test_report_of_a_directory_without_sweep_exits_2(tmp_path, capsys):
@@ -233,7 +235,7 @@ def test_one_k_draws_no_metric_vs_k_plot_and_removes_a_stale_one(tmp_path):
     (root / "plots").mkdir()
     (root / "plots" / "metric_vs_k.png").write_bytes(b"stale")
     report = build_report(root)
-    assert sorted(p.name for p in (root / "plots").iterdir()) == ["pareto.png", "seed_spread.png"]
+    assert sorted(p.name for p in (root / "plots").iterdir()) == ["costs.png", "pareto.png", "seed_spread.png"]
     md = report.markdown.read_text()
     assert "metric_vs_k" not in md and "two or more K values" in md
 

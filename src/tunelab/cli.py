@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import warnings
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,6 +18,13 @@ import typer
 
 from tunelab.errors import UserError
 from tunelab.outdir import check_output_dir
+
+
+class Executor(str, Enum):
+    """Where `tunelab compare` runs cells (`--executor`)."""
+
+    local = "local"
+    ray = "ray"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Adapt pretrained language models and measure which strategy wins.")
 USER_ERROR = 2
@@ -240,6 +248,9 @@ def compare(
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.epochs=3"),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default: <output_dir>/<name>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells (and which are finished) without running."),
+    executor: Optional[Executor] = typer.Option(
+        None, "--executor", help="Where cells run: one after another here (local) or as Ray tasks (ray); "
+                                 "default: the file's sweep.executor."),
 ):
     """Run every strategy × K × seed × prompt variant of a sweep (resumable), then write the report."""
     from tunelab.config import load_experiment
@@ -247,6 +258,9 @@ def compare(
 
     quiet_libraries()
     config = load_experiment(experiment, overrides or [])
+    if executor and isinstance(config.sweep, dict):
+        config.sweep["executor"] = executor.value
+        config.lines[("sweep", "executor")] = f"command-line option '--executor {executor.value}'"
     # before any cell, and in a dry run too: the plan should not promise a sweep that cannot be written
     check_output_dir(sweep_root(config, out), *output_origin(out, config), may_exist=True)
     if dry_run:
@@ -277,12 +291,31 @@ def report(runs_dir: Path = typer.Argument(..., help="A sweep directory (runs/<n
         show_report(root)
 
 
+@app.command()
+def board(
+    runs_dir: Path = typer.Argument(..., help="A sweep directory (runs/<name>), finished or still running."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; the default is this machine only."),
+):
+    """Serve a sweep on localhost: leaderboard and plots that refresh as cells finish, each cell's log
+    and learning curves, and a playground for the saved runs. Reads the sweep; writes nothing there.
+
+    Example: tunelab board runs/demo --port 8765   (then open http://127.0.0.1:8765/)
+    """
+    from tunelab.board.app import serve
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # transformers loads only for the playground
+    serve(runs_dir, host=host, port=port)
+
+
 def show_report(root: Path) -> None:
     from rich.console import Console
 
     from tunelab.report import build_report, terminal_table
+    from tunelab.report.build import terminal_recommendation
 
     built = build_report(root)
+    typer.echo(terminal_recommendation(built))  # first: the answer, then the table behind it
     Console().print(terminal_table(built))
     typer.echo(f"report: {built.html}\nmarkdown: {built.markdown}\nleaderboard: {built.csv}")
 

@@ -114,3 +114,33 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
         return float(mean), 0.0
     var = math.fsum((x - mean) ** 2 for x in values) / (len(values) - 1)
     return float(mean), math.sqrt(var)
+
+
+def min_detectable_difference(n: int, discordant: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest difference of two paired accuracies a two-sided McNemar test on n examples detects
+    with the given power (Connor 1987's sample size for paired proportions, solved for δ):
+
+        n = [z_{1−α/2} · √ψ + z_{power} · √(ψ − δ²)]² / δ²
+
+    δ = p₁₀ − p₀₁ is the difference of the accuracies, ψ = p₁₀ + p₀₁ the share of discordant examples
+    (one system right, the other wrong). ψ ≥ |δ| always, so ψ is taken as max(discordant, δ): two systems
+    that never disagreed still need about (z_{1−α/2} + z_{power})² / n ≈ 7.85 / n of one-sided
+    disagreement to be told apart. Returns δ in (0, 1]; 1.0 when no difference is detectable at n.
+    """
+    from scipy.stats import norm
+
+    if n < 1:
+        return 1.0
+    z_a, z_b = norm.ppf(1 - alpha / 2), norm.ppf(power)
+
+    def excess(delta: float) -> float:  # > 0 once n examples are enough to detect delta
+        psi = max(discordant, delta)
+        return delta * math.sqrt(n) - z_a * math.sqrt(psi) - z_b * math.sqrt(max(psi - delta * delta, 0.0))
+
+    if excess(1.0) < 0:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(60):  # bisection: excess grows with delta
+        mid = (low + high) / 2
+        low, high = (mid, high) if excess(mid) < 0 else (low, mid)
+    return high

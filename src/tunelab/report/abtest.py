@@ -92,6 +92,12 @@ def compare(strategy, k, search, a, b, pairs, metric: str, n_resamples: int) -> 
         keys, refs = seed_keys, [str(reference(r)) for r in rows_a]
         preds_a.append([str(r.get("prediction")) for r in rows_a])
         preds_b.append([str(r.get("prediction")) for r in rows_b])
+    return paired_test(strategy, k, search, a, b, [p[0] for p in pairs], preds_a, preds_b, refs, metric, n_resamples)
+
+
+def paired_test(strategy, k, search, a, b, seeds, preds_a, preds_b, refs, metric: str, n_resamples: int) -> ABResult:
+    """McNemar and paired bootstrap of A against B from their per-seed predictions on the same examples.
+    A and B may have different numbers of seeds (each side is averaged over its own)."""
     right_a = np.mean([[p == r for p, r in zip(row, refs)] for row in preds_a], axis=0)  # (n,) share of seeds right
     right_b = np.mean([[p == r for p, r in zip(row, refs)] for row in preds_b], axis=0)
     # Exact McNemar (sign) test over examples: those A gets right in more seeds than B, and vice versa.
@@ -106,7 +112,7 @@ def compare(strategy, k, search, a, b, pairs, metric: str, n_resamples: int) -> 
                                 metric_fn=seed_mean_metric(metric, preds_a, preds_b, refs),
                                 n_resamples=min(n_resamples, 1000))
     return ABResult(
-        strategy, k, search, a, b, [p[0] for p in pairs], len(refs), metric,
+        strategy, k, search, a, b, seeds, len(refs), metric,
         score_a=seed_mean(metric, preds_a, refs), score_b=seed_mean(metric, preds_b, refs),
         diff=boot.diff, low=boot.low, high=boot.high, only_a=test.b, only_b=test.c, p_value=test.p_value,
     )

@@ -9,19 +9,22 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
 from tunelab.report.abtest import ABResult, prompt_ab_tests
-from tunelab.report.document import Code, Image, Section, Table, Text, markdown_table, to_html, to_markdown
+from tunelab.report.curves import anchor, drill_down
+from tunelab.report.document import Code, Image, Link, Section, Table, Text, markdown_table, to_html, to_markdown
 from tunelab.report.leaderboard import (PERTURBED, Row, SearchChoice, build_leaderboard, csv_rows, is_fraction,
                                         metric_keys, table)
+from tunelab.report.errors import analyse, error_blocks, flag_one_class
 from tunelab.report.continual import continual_groups, continual_plots, continual_section
 from tunelab.report.multitask import multitask_section
 from tunelab.report.plots import PLOT_FILES, all_plots
+from tunelab.report.recommend import Recommendation, recommend, recommendation_blocks, recommendation_lines, row_examples
 from tunelab.report.results import SweepResults, load_results
 
 
@@ -33,22 +36,33 @@ class Report:
     html: Path
     markdown: Path
     csv: Path
+    recommendations: list[Recommendation] = field(default_factory=list)
 
 
 def build_report(root: Path) -> Report:
     results = load_results(root)
     rows, choices = build_leaderboard(results)
     metrics = metric_keys(results)
+    examples = {row.group: row_examples(row) for row in rows}  # stored test predictions, read once
+    recommendations = recommend(rows, results.metric, examples)
+    label_names = (results.config.get("task") or {}).get("label_names")
+    analyses = [a for a in (analyse(row, examples[row.group], label_names) for row in rows if examples[row.group]) if a]
+    flag_one_class(analyses, recommendations)  # before the tables are written: it adds to verdicts
     tests = prompt_ab_tests(results.cells, results.metric)
     plots = all_plots(rows, results.metric)
     sections = report_sections(results, rows, metrics, choices, tests, plots)
+    sections.insert(0, Section("Recommendation", recommendation_blocks(recommendations)))
+    drill, curves = drill_down(Path(root), rows, results.metric)
+    if rows:
+        at = next(i for i, s in enumerate(sections) if s.title == "Plots") + 1
+        sections[at:at] = [Section("Error analysis", error_blocks(analyses)), Section("Drill-down", drill)]
     per_task = multitask_section(results)  # multi-task cells: each task's metrics behind the mean
     if per_task is not None:
-        sections.insert(2, per_task)  # after the leaderboard
+        sections.insert(3, per_task)  # after the leaderboard
     continual = continual_groups(results)  # continual-learning cells: their accuracy matrices
     matrices = continual_plots(continual)
     if continual:
-        sections.insert(2, continual_section(continual, matrices))  # after the leaderboard
+        sections.insert(3, continual_section(continual, matrices))  # after the leaderboard
     title = f"tunelab report: {results.name}"
     root = Path(root)
     (root / "plots").mkdir(exist_ok=True)
@@ -61,12 +75,18 @@ def build_report(root: Path) -> Report:
             old.unlink()
     for name, png in matrices.items():
         write_atomic(root / "plots" / name, png)
+    for old in (root / "plots").glob("curves_*.png"):
+        if old.name not in curves:
+            old.unlink()
+    for name, png in curves.items():
+        write_atomic(root / "plots" / name, png)
     write_atomic(root / "report.md", to_markdown(title, sections).encode("utf-8"))
     write_atomic(root / "report.html", to_html(title, sections).encode("utf-8"))
     headers, body, best = table(rows, metrics)
     write_atomic(root / "leaderboard.md", (markdown_table(Table(headers, body, best)) + "\n").encode("utf-8"))
     write_csv(root / "leaderboard.csv", csv_rows(rows, metrics))
-    return Report(results, rows, metrics, root / "report.html", root / "report.md", root / "leaderboard.csv")
+    return Report(results, rows, metrics, root / "report.html", root / "report.md", root / "leaderboard.csv",
+                  recommendations)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -92,11 +112,14 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
     return [
         overview(results),
         Section("Leaderboard", [
-            Text("Test-split metrics as mean ± standard deviation over seeds, rows in sweep order. Bold: the best "
-                 "of its column among rows with the same K. Fractions are shown ×100. Rows with a hyper-parameter "
+            Text("Test-split metrics as mean ± standard deviation over seeds, rows ranked by the main metric within "
+                 "each K. The 95% interval is a bootstrap over test examples of the seed-averaged main metric (how "
+                 "far another test set of this size could move it). Bold: the best of its metric column among rows "
+                 "with the same K, and in the last column the best on dev and the cheapest row statistically tied "
+                 "with it (see Recommendation). Fractions are shown ×100. Rows with a hyper-parameter "
                  "search use the combination chosen on the dev split. Training time and evaluation speed are per cell."
                  + perturbed_note(metrics) + once_note(results, rows)),
-            Table(*table(rows, metrics)) if rows else Text("No cell has finished yet."),
+            linked_table(rows, metrics) if rows else Text("No cell has finished yet."),
         ]),
         Section("Plots", [Image(name, png, name.removesuffix(".png").replace("_", " ")) for name, png in plots.items()]
                 + ([Text("Metric against K is drawn when the sweep has two or more K values (sweep.k_shot).")]
@@ -112,6 +135,12 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
             Code(yaml.safe_dump(results.config, sort_keys=False, allow_unicode=True), "yaml"),
         ]),
     ]
+
+
+def linked_table(rows: list[Row], metrics: list[str]) -> Table:
+    """The leaderboard with each strategy linked to its drill-down (cells' files, learning curves)."""
+    headers, body, best = table(rows, metrics)
+    return Table(headers, [[Link(cells[0], "#" + anchor(row))] + cells[1:] for row, cells in zip(rows, body)], best)
 
 
 def overview(results: SweepResults) -> Section:
@@ -228,7 +257,8 @@ def failure_section(results: SweepResults) -> Section:
     blocks = []
     if results.failures:
         body = [[f["id"], f.get("error_type", "?"), (f.get("message") or "").splitlines()[0][:300] if f.get("message") else "",
-                 f.get("log", "")] for f in results.failures]
+                 Link(f["log"], f["log"]) if f.get("log") and (results.root / f["log"]).is_file() else f.get("log", "")]
+                for f in results.failures]
         blocks += [Text(f"{len(results.failures)} cell(s) failed; the sweep went on without them. Running "
                         f"`tunelab compare` again retries them."), Table(["cell", "error", "message", "log"], body)]
     else:
@@ -239,6 +269,17 @@ def failure_section(results: SweepResults) -> Section:
     return Section("Failures", blocks)
 
 
+def terminal_recommendation(report: Report) -> str:
+    """The recommendation block of the report as plain lines, for the terminal summary."""
+    import shutil
+    import textwrap
+
+    width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+    lines = [textwrap.fill(line, width, initial_indent="  ", subsequent_indent="    ")
+             for rec in report.recommendations for line in recommendation_lines(rec)]
+    return "\n".join(["Recommendation:"] + lines) if lines else ""
+
+
 def terminal_table(report: Report):
     """The leaderboard as a rich Table (best cells bold green)."""
     from rich import box
@@ -247,7 +288,7 @@ def terminal_table(report: Report):
 
     headers, body, best = table(report.rows, report.metrics, compact=True)
     # No vertical rules and "82.6±6.7" keep a row on one line of an 80-column terminal; headers may wrap.
-    out = RichTable(title=f"{report.results.name}: leaderboard (mean±std over seeds; bold = best at its K)",
+    out = RichTable(title=f"{report.results.name}: leaderboard (ranked; mean±std over seeds; bold = best at its K)",
                     box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     body = [[c.replace(" ± ", "±") for c in cells] for cells in body]
     for header in headers:

@@ -4,9 +4,10 @@ Hyper-parameter search: the cells of one row may hold several search combination
 the combination with the best mean *dev* metric over seeds (never test), as LM-BFF does, and the
 report lists every combination with its dev and test means.
 
-Best values are marked among rows with the same K (comparing different K is not like for like):
-the highest (or lowest, by the metric's direction) metric mean, the fewest trainable parameters,
-the shortest training time, the fastest evaluation and the lowest peak memory.
+Rows are ranked by the main metric's test mean within each K (comparing different K is not like
+for like). Marks only where they mean something: the best mean of each metric column at its K, and
+(report/recommend.py) the cheapest row statistically tied with the dev-best one. Cost columns are
+not marked: the fewest parameters of a much worse row is no reason to pick it.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ class Row:
     """The resolved config of the row's first cell (model, train and strategy settings used)."""
     stats: dict[str, tuple[float, float]] = field(default_factory=dict)
     best: set[str] = field(default_factory=set)
+    model: str = "—"
+    cells: list[CellResult] = field(default_factory=list)
+    """The row's cells (chosen search combination), in seed order: predictions, logs and links come from them."""
+    interval: tuple[float, float] | None = None
+    """95% bootstrap interval (over test examples) of the seed-averaged main metric; set by report/recommend.py."""
+    verdict: str = ""
+    """Against the dev-best row at its K (best on dev, cheapest tied, tied, worse); set by report/recommend.py."""
 
     def mean(self, metric: str) -> float | None:
         return self.stats[metric][0] if metric in self.stats else None
@@ -141,7 +149,10 @@ def build_leaderboard(results: SweepResults) -> tuple[list[Row], list[SearchChoi
             choices.append(choice)
         rows.append(make_row(group, sorted(chosen, key=lambda c: c.meta["seed"]), metrics, results.metric))
     order = {cell["group"]: i for i, cell in enumerate(planned_groups(results))}
-    rows.sort(key=lambda r: (r.k_shot is None, r.k_shot or 0, order.get(r.group, len(order))))
+    sign = 1 if higher_is_better(results.metric) else -1
+    # Ranked by the main metric within each K (the winner first); rows without it last, in sweep order.
+    rows.sort(key=lambda r: (r.k_shot is None, r.k_shot or 0, r.mean(results.metric) is None,
+                             -sign * (r.mean(results.metric) or 0.0), order.get(r.group, len(order))))
     mark_best(rows, metrics)
     return rows, choices
 
@@ -165,7 +176,8 @@ def make_row(group: str, cells: list[CellResult], metrics: list[str], main: str)
         dev=[c.dev[main] for c in cells if main in c.dev],
         costs={col: mean_of([c.costs.get(col) for c in cells]) for col in COST_COLUMNS},
         trainable_percent=mean_of([c.costs.get("trainable_percent") for c in cells]),
-        config=first.get("config", {}),
+        config=first.get("config", {}), cells=cells,
+        model=str(((first.get("config") or {}).get("model") or {}).get("name") or "—"),
     )
     row.stats = {m: mean_std(v) for m, v in values.items() if v}
     return row
@@ -185,7 +197,6 @@ def mark_best(rows: list[Row], metrics: list[str]) -> None:
         if len(same_k) < 2:
             continue
         columns = {m: (lambda r, m=m: r.mean(m), higher_is_better(m)) for m in metrics}
-        columns.update({c: (lambda r, c=c: r.costs.get(c), up) for c, up in COST_COLUMNS.items()})
         for name, (get, up) in columns.items():
             present = [(get(r), r) for r in same_k if get(r) is not None]
             if not present:
@@ -225,24 +236,40 @@ def fmt_number(value: float | None, unit: str = "") -> str:
     return f"{value:,.1f}{unit}" if value < 1000 else f"{value:,.0f}{unit}"
 
 
+def fmt_interval(metric: str, interval: tuple[float, float] | None) -> str:
+    if interval is None:
+        return "–"
+    scale = 100.0 if is_fraction(metric) else 1.0
+    return f"[{interval[0] * scale:.1f}, {interval[1] * scale:.1f}]"
+
+
 def table(rows: list[Row], metrics: list[str], compact: bool = False) -> tuple[list[str], list[list[str]], list[set[int]]]:
-    """(headers, cells as text, per row the indices of its best cells) — one source for every format.
-    compact (the terminal): no family column, no percentage, short headers."""
+    """(headers, cells as text, per row the indices of its marked cells) — one source for every format.
+    compact (the terminal, 80 columns): no family, interval, seeds or verdict column, no K column when all rows share one K (the recommendation printed
+    below it carries them), no percentage, short headers."""
     unit = "\n(%)" if compact else " (%)"  # compact: two-line headers keep the terminal table within 80 columns
-    headers = ["strategy"] + ([] if compact else ["family"]) + ["K"]
-    headers += [header_of(m).replace(" ", "\n" if compact else " ") + (unit if is_fraction(m) else "") for m in metrics]
-    headers += (["seeds", "params", "train\ns", "eval\nex/s", "peak\nMB"] if compact else
-                ["seeds", "trainable params", "train time (s)", "eval ex/s", "peak memory (MB)"])
-    keys = ["strategy"] + ([] if compact else ["family"]) + ["K"] + metrics
-    keys += ["seeds", "trainable_params", "train_seconds", "eval_examples_per_second", "peak_memory_mb"]
+    show_k = not compact or len({row.k_shot for row in rows}) > 1  # one K: the recommendation names it
+    headers = ["strategy", "model"] + ([] if compact else ["family"]) + ["K"] * show_k
+    headers += [header_of(m).replace(" ", "\n" if compact else " ") + (unit if is_fraction(m) else "") for m in metrics[:1]]
+    headers += [f"95% interval of {header_of(metrics[0])}"] if metrics and not compact else []
+    headers += [header_of(m).replace(" ", "\n" if compact else " ") + (unit if is_fraction(m) else "") for m in metrics[1:]]
+    headers += (["params", "train\ns", "eval\nex/s", "peak\nMB"] if compact else
+                ["seeds", "trainable params", "train time (s)", "eval ex/s", "peak memory (MB)", "vs best on dev"])
+    keys = ["strategy", "model"] + ([] if compact else ["family"]) + ["K"] * show_k + metrics[:1] + ["interval"] * bool(metrics and not compact)
+    keys += metrics[1:] + ([] if compact else ["seeds"])
+    keys += ["trainable_params", "train_seconds", "eval_examples_per_second", "peak_memory_mb"]
+    keys += [] if compact else ["verdict"]
     body, best = [], []
     for row in rows:
-        n = len(row.seeds)
-        cells = [row_label(row)] + ([] if compact else [row.family]) + ["all" if row.k_shot is None else str(row.k_shot)]
-        cells += [fmt_metric(m, row.stats.get(m), len(row.values.get(m, []))) for m in metrics]
-        cells += [str(n), fmt_params(row.costs["trainable_params"], None if compact else row.trainable_percent),
+        cells = [row_label(row), row.model] + ([] if compact else [row.family])
+        cells += ["all" if row.k_shot is None else str(row.k_shot)] * show_k
+        values = [fmt_metric(m, row.stats.get(m), len(row.values.get(m, []))) for m in metrics]
+        cells += values[:1] + [fmt_interval(metrics[0], row.interval)] * bool(metrics and not compact) + values[1:]
+        cells += [] if compact else [str(len(row.seeds))]
+        cells += [fmt_params(row.costs["trainable_params"], None if compact else row.trainable_percent),
                   fmt_number(row.costs["train_seconds"]), fmt_number(row.costs["eval_examples_per_second"]),
                   fmt_number(row.costs["peak_memory_mb"])]
+        cells += [] if compact else [row.verdict or "–"]
         body.append(cells)
         best.append({i for i, key in enumerate(keys) if key in row.best})
     return headers, body, best
@@ -255,14 +282,16 @@ def csv_rows(rows: list[Row], metrics: list[str]) -> list[dict]:
         record = {
             "strategy": row.strategy, "method": row.method, "family": row.family, "k_shot": row.k_shot,
             "prompt_variant": row.variant or "", "search": json.dumps(row.search) if row.search else "",
-            "seeds": " ".join(map(str, row.seeds)),
+            "model": row.model, "seeds": " ".join(map(str, row.seeds)),
         }
         for m in metrics:
             mean, std = row.stats.get(m, (None, None))
             record[f"{m}_mean"], record[f"{m}_std"] = mean, std
+        record["interval_low"], record["interval_high"] = row.interval or (None, None)
         record["dev_mean"] = sum(row.dev) / len(row.dev) if row.dev else None
         record.update({col: row.costs[col] for col in COST_COLUMNS})
         record["trainable_percent"] = row.trainable_percent
         record["best"] = ";".join(sorted(row.best))
+        record["verdict"] = row.verdict
         out.append(record)
     return out

@@ -1,5 +1,7 @@
 """Report plots (matplotlib, PNG bytes): quality vs trainable parameters with the Pareto front,
-quality vs K per strategy, and the spread over seeds.
+quality vs the other costs (training time, evaluation speed, peak memory), quality vs K per
+strategy, and the spread over seeds. Points are coloured by family (fine-tuning, parameter-efficient,
+prompting), the same colour in every plot.
 
 Strategies that train nothing (prompting) have 0 trainable parameters, which a log axis cannot
 show: they are drawn at x = 1 and the axis label says so.
@@ -59,12 +61,17 @@ def plot_pareto(rows: list[Row], metric: str) -> bytes:
         if row.mean(metric) is not None and row.costs.get("trainable_params") is not None:
             by_k[row.k_shot].append(row)
     scale, zero_drawn, labels = _scale(metric), False, []
-    for (k, members), color in zip(sorted(by_k.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)), _colors()):
+    several_k = len(by_k) > 1
+    # Fronts in greys: colours belong to families.
+    for (k, members), color, marker in zip(sorted(by_k.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)),
+                                           ["0.3", "0.55", "0.75"] * 3, "os^Dv<>p"):
         xs = [max(r.costs["trainable_params"], 1.0) for r in members]
         zero_drawn |= any(r.costs["trainable_params"] == 0 for r in members)
         ys = [r.mean(metric) * scale for r in members]
         errs = [r.stats[metric][1] * scale for r in members]
-        ax.errorbar(xs, ys, yerr=errs, fmt="o", color=color, capsize=3, label=f"K={'all' if k is None else k}")
+        for x, y, err, row in zip(xs, ys, errs, members):  # colour: family; marker: K
+            ax.errorbar([x], [y], yerr=[err], fmt=marker, color=family_color(row.family), capsize=3,
+                        label=(row.family or "other") + (f", K={'all' if k is None else k}" if several_k else ""))
         labels += [((x, y), row_label(r)) for x, y, r in zip(xs, ys, members)]
         front = pareto_front(list(zip(xs, ys)), higher_is_better(metric))
         # The front as a staircase carried on to the largest x, its members ringed.
@@ -77,8 +84,64 @@ def plot_pareto(rows: list[Row], metric: str) -> bytes:
     ax.set_ylabel(_axis_label(metric))
     ax.set_title(f"{metric} vs trainable parameters (mean ± std over seeds)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    unique_legend(ax)
     annotate_apart(ax, labels)
+    return _png(fig)
+
+
+FAMILY_COLORS = {"fine-tuning": "tab:blue", "parameter-efficient": "tab:green", "prompting": "tab:orange"}
+
+
+def family_color(family: str) -> str:
+    """One colour per family in every plot; other families (plugins) get a stable colour of their own."""
+    extra = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:red"]
+    return FAMILY_COLORS.get(family) or extra[sum(map(ord, family or "")) % len(extra)]
+
+
+def unique_legend(ax, **kwargs) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    seen = dict(zip(labels, handles))  # one entry per family however many points it has
+    ax.legend(seen.values(), seen.keys(), fontsize=8, **kwargs)
+
+
+COST_AXES = (("train_seconds", "training time per cell (s, log scale)", True),
+             ("eval_examples_per_second", "evaluation speed (examples/s, log scale)", True),
+             ("peak_memory_mb", "peak memory (MB)", False))
+
+
+def plot_costs(rows: list[Row], metric: str) -> bytes | None:
+    """The main metric against training time, evaluation speed and peak memory, one panel each: the
+    costs a user pays, which trainable parameters alone hide (a 0-parameter prompt on a large LM is slow
+    and big). A zero training time (prompting) is drawn at the axis's left edge, 0.1 s."""
+    shown = [r for r in rows if r.mean(metric) is not None]
+    if not any(r.costs.get(key) is not None for r in shown for key, _, _ in COST_AXES):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12.0, 3.8), sharey=True)
+    scale = _scale(metric)
+    from matplotlib.ticker import NullFormatter
+
+    for ax, (key, label, log) in zip(axes, COST_AXES):
+        labels = []
+        for row in shown:
+            x = row.costs.get(key)
+            if x is None:
+                continue
+            x = max(x, 0.1) if log else x
+            ax.errorbar([x], [row.mean(metric) * scale], yerr=[row.stats[metric][1] * scale], fmt="o", capsize=3,
+                        color=family_color(row.family), label=row.family or "other")
+            labels.append(((x, row.mean(metric) * scale), row_label(row)))
+        if log:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # "2×10¹ 3×10¹ ..." under every minor tick is unreadable
+        ax.set_xlabel(label, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        unique_legend(ax, loc="best")
+        annotate_apart(ax, labels)
+    for ax in axes[:-1]:
+        ax.get_legend().remove()  # one legend is enough: the colours are the same in every panel
+    axes[0].set_ylabel(_axis_label(metric))
+    fig.suptitle(f"{metric} against what each strategy costs (mean ± std over seeds)", fontsize=10)
     return _png(fig)
 
 
@@ -146,8 +209,9 @@ def plot_seed_spread(rows: list[Row], metric: str) -> bytes:
     scale = _scale(metric)
     for y, row in enumerate(shown):
         values = [v * scale for v in row.values[metric]]
-        ax.scatter(values, [y] * len(values), color="tab:blue", alpha=0.7, zorder=3)
-        ax.plot([min(values), max(values)], [y, y], color="tab:blue", alpha=0.4)
+        color = family_color(row.family)
+        ax.scatter(values, [y] * len(values), color=color, alpha=0.7, zorder=3)
+        ax.plot([min(values), max(values)], [y, y], color=color, alpha=0.4)
         ax.scatter([row.mean(metric) * scale], [y], marker="|", s=300, color="black", zorder=4)
     ax.set_yticks(range(len(shown)), [f"{row_label(r)} (K={'all' if r.k_shot is None else r.k_shot})" for r in shown])
     ax.invert_yaxis()
@@ -169,13 +233,16 @@ def all_plots(rows: list[Row], metric: str) -> dict[str, bytes]:
     if not any(r.mean(metric) is not None for r in rows):
         return {}
     plots = {"pareto.png": plot_pareto(rows, metric)}
+    costs = plot_costs(rows, metric)
+    if costs is not None:
+        plots["costs.png"] = costs
     if len({r.k_shot for r in rows}) > 1:  # with one K the curve is a single column of dots
         plots["metric_vs_k.png"] = plot_metric_vs_k(rows, metric)
     plots["seed_spread.png"] = plot_seed_spread(rows, metric)
     return plots
 
 
-PLOT_FILES = ("pareto.png", "metric_vs_k.png", "seed_spread.png")
+PLOT_FILES = ("pareto.png", "costs.png", "metric_vs_k.png", "seed_spread.png")
 
 
 def plot_accuracy_matrix(tasks: list[str], matrix: list[list[float]], metric: str, title: str) -> bytes:

@@ -97,11 +97,14 @@ class ResultsOnly:
 
 def run_cell(meta: dict, root: Path, source: str) -> dict:
     """Prepare and execute one cell into `root/<id>` (atomic); returns its metrics; raises on failure."""
+    print(f"tunelab: cell {meta['id']} started in process {os.getpid()}", flush=True)
     where = f"{source} (sweep cell {meta['id']})"
     config = validate_experiment(meta["config"], source=where).located_at(where)
     prepared = prepare(config)
     wrapped = replace(prepared, strategy=CellStrategy(prepared.strategy, meta, prepared.config))  # the rest as prepared
-    return execute(wrapped, cell_dir(root, meta["id"]))
+    result = execute(wrapped, cell_dir(root, meta["id"]))
+    print(f"tunelab: cell {meta['id']} finished", flush=True)  # once per completed training, in the cell's log
+    return result
 
 
 def record_failure(root: Path, meta: dict, error_type: str, message: str, tb: str = "") -> None:

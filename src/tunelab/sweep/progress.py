@@ -1,8 +1,10 @@
-"""One live display for a sweep: cells done, the current cell, elapsed time and ETA.
+"""One live display for a sweep: cells done, the running cell(s), elapsed time and ETA.
 
-The ETA is the mean duration of the cells run so far in this session times the cells left, minus
-the time already spent on the current one (cells finished in an earlier session don't count: they
-were skipped in no time). Finished cells are printed above the live lines, one line each.
+One cell at a time (the local executor): the ETA is the mean duration of the cells run so far in
+this session times the cells left, minus the time already spent on the current one (cells finished
+in an earlier session don't count: they were skipped in no time). Several at once (Ray): the time
+per finished cell so far (elapsed / done) times the cells left. Finished cells are printed above
+the live lines, one line each.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ class SweepDisplay:
         self.total, self.finished_before = total, finished_before
         self.done = self.failed = 0
         self.durations: list[float] = []
-        self.current: str | None = None
-        self.started = self.cell_started = time.perf_counter()
+        self.running: dict[str, float] = {}
+        """Cells started and not finished, with when they started."""
+        self.parallel = False
+        self.started = time.perf_counter()
         self.console = console or Console()
         self.live = Live(self, console=self.console, refresh_per_second=2, redirect_stdout=False, redirect_stderr=False)
 
@@ -43,7 +47,10 @@ class SweepDisplay:
         if not self.durations:
             return None
         left = self.todo - self.done
-        running = time.perf_counter() - self.cell_started if self.current else 0.0
+        now = time.perf_counter()
+        if self.parallel:
+            return (now - self.started) / self.done * left
+        running = sum(now - started for started in self.running.values())
         return sum(self.durations) / len(self.durations) * left - running
 
     def __rich__(self) -> Group:
@@ -55,11 +62,10 @@ class SweepDisplay:
             Text(f"elapsed {clock(time.perf_counter() - self.started)}  ETA {clock(self.eta()) if self.done < self.todo else '0:00'}"),
             Text(f"{self.failed} failed", style="red") if self.failed else Text(""),
         )
-        if self.current:
-            now = Text(f"running {self.current} ({clock(time.perf_counter() - self.cell_started)})", style="cyan")
-        else:
-            now = Text("")
-        return Group(bar, now)
+        now = time.perf_counter()
+        shown = [f"{cell_id} ({clock(now - started)})" for cell_id, started in list(self.running.items())[:4]]
+        more = f" and {len(self.running) - 4} more" if len(self.running) > 4 else ""
+        return Group(bar, Text(f"running {', '.join(shown)}{more}" if shown else "", style="cyan"))
 
     def __enter__(self) -> "SweepDisplay":
         if self.finished_before:
@@ -68,18 +74,18 @@ class SweepDisplay:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.current = None
+        self.running.clear()
         self.live.stop()
 
     def start(self, cell_id: str) -> None:
-        self.current, self.cell_started = cell_id, time.perf_counter()
+        self.running[cell_id] = time.perf_counter()
+        self.parallel = self.parallel or len(self.running) > 1
         self.live.refresh()
 
     def finish(self, cell_id: str, ok: bool, summary: str) -> None:
-        self.durations.append(time.perf_counter() - self.cell_started)
+        self.durations.append(time.perf_counter() - self.running.pop(cell_id, self.started))
         self.done += 1
         self.failed += 0 if ok else 1
         mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
         self.console.print(f"{mark} {escape(cell_id)}  {escape(summary)}  [dim]({clock(self.durations[-1])})[/dim]", highlight=False)
-        self.current = None
         self.live.refresh()

@@ -65,23 +65,57 @@ def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Consol
     check_unchanged(root, cells)
     check_data(unfinished(root, cells), config.source)
     check_models(unfinished(root, cells), config, sweep)
-    root.mkdir(parents=True, exist_ok=True)
-    outcome = SweepOutcome(root, cells)
-    with sweep_lock(root), stop_on_sigterm():
-        check_unchanged(root, cells)  # again under the lock: another sweep may have finished cells meanwhile
-        todo = unfinished(root, cells)
-        write_sweep_file(root, config, sweep, cells)
-        outcome.skipped = len(cells) - len(todo)
-        execute_cell = run_in_child if sweep.isolation == "process" else run_in_process
-        with SweepDisplay(len(cells), outcome.skipped, console) as display:
-            for cell in todo:
-                display.start(cell.id)
-                ok = execute_cell(cell, root, config.source)
-                outcome.ran += 1
-                if not ok:
-                    outcome.failed.append(cell.id)
-                display.finish(cell.id, ok, summarise(root, cell.id, ok))
+    with cell_executor(config, sweep, unfinished(root, cells)) as execute:  # Ray: connected and checked first
+        root.mkdir(parents=True, exist_ok=True)
+        outcome = SweepOutcome(root, cells)
+        with sweep_lock(root), stop_on_sigterm():
+            check_unchanged(root, cells)  # again under the lock: another sweep may have finished cells meanwhile
+            todo = unfinished(root, cells)
+            write_sweep_file(root, config, sweep, cells)
+            outcome.skipped = len(cells) - len(todo)
+            with SweepDisplay(len(cells), outcome.skipped, console) as display:
+                for cell, ok in execute(todo, root, display):
+                    outcome.ran += 1
+                    if not ok:
+                        outcome.failed.append(cell.id)
+                    display.finish(cell.id, ok, summarise(root, cell.id, ok))
     return outcome
+
+
+@contextlib.contextmanager
+def cell_executor(config: ExperimentConfig, sweep: SweepConfig, todo: list[Cell]):
+    """A function (cells, root, display) → iterator of (cell, ok), on this machine or on Ray. Ray is
+    connected and the resources of the cells `todo` checked here, before the sweep directory is touched."""
+    if sweep.executor == "local" or not todo:  # nothing to run: no cluster to reach
+        yield lambda cells, root, display: run_locally(cells, root, config.source, display, sweep.isolation)
+        return
+    from tunelab.sweep.ray_executor import check_resources, ray_session, run_on_ray
+
+    requests = resource_requests(config, sweep, todo)  # the cells run later are among these
+    with ray_session(sweep.ray_address, config.locate("sweep", "ray_address")) as ray:
+        check_resources(ray, requests)
+        yield lambda cells, root, display: run_on_ray(
+            ray, cells, root, config.source, display, {c.id: requests[c.id][0] for c in cells}, sweep.retries)
+
+
+def run_locally(cells: list[Cell], root: Path, source: str, display, isolation: str):
+    execute_cell = run_in_child if isolation == "process" else run_in_process
+    for cell in cells:
+        display.start(cell.id)
+        yield cell, execute_cell(cell, root, source)
+
+
+def resource_requests(config: ExperimentConfig, sweep: SweepConfig, cells: list[Cell]) -> dict:
+    """cell id → ({"CPU": n, "GPU": g}, where the file sets that request)."""
+    index = {entry.label: i for i, entry in enumerate(sweep.strategies)}
+    requests = {}
+    for cell in cells:
+        i = index[cell.strategy]
+        entry = sweep.strategies[i]
+        key = ("sweep", "strategies", i, "resources") if entry.resources else ("sweep", "resources")
+        want = entry.resources or sweep.resources
+        requests[cell.id] = ({"CPU": want.num_cpus, "GPU": want.num_gpus}, f"{config.locate(*key)}: {'.'.join(map(str, key))}")
+    return requests
 
 
 def unfinished(root: Path, cells: list[Cell]) -> list[Cell]:
@@ -222,6 +256,7 @@ def write_sweep_file(root: Path, config: ExperimentConfig, sweep: SweepConfig, c
         "source": config.source,
         "written": datetime.now().isoformat(timespec="seconds"),
         "isolation": sweep.isolation,
+        "executor": sweep.executor,
         "metric": config.train.metric_for_best or config.metrics[0],
         "metrics": config.metrics,
         "config": config.model_dump(mode="json"),

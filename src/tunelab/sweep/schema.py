@@ -35,6 +35,15 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SEARCHABLE = ("train", "model", "prompt", "settings")
 
 
+class Resources(StrictSettings):
+    """What one cell asks of a Ray worker (`sweep.executor: ray`)."""
+
+    num_cpus: float = Field(1, gt=0)
+    """CPU cores a cell holds while it runs (its torch threads are set to this, rounded up)."""
+    num_gpus: float = Field(0, ge=0)
+    """GPUs a cell holds (fractions share one GPU between cells)."""
+
+
 class StrategyEntry(StrictSettings):
     name: str
     """Registered strategy name (`tunelab strategies`)."""
@@ -62,6 +71,8 @@ class StrategyEntry(StrictSettings):
     (one model per task) beside an entry training one joint model, on the same seeds."""
     search_trials: int | None = Field(None, gt=0)
     """Random search: run this many combinations drawn from the grid instead of all of them."""
+    resources: Resources | None = None
+    """What each of this strategy's cells asks of a Ray worker (default: `sweep.resources`)."""
 
     @property
     def label(self) -> str:
@@ -98,6 +109,16 @@ class SweepConfig(StrictSettings):
     isolation: Literal["process", "none"] = "process"
     """`process`: each cell runs in its own process (clean peak memory, a crash cannot stop the
     sweep); `none`: in this process (faster start-up; used by tests)."""
+    executor: Literal["local", "ray"] = "local"
+    """`local`: cells run one after another on this machine; `ray`: each cell is a Ray task on the
+    cluster at `ray_address` (or on a Ray started for this sweep). `tunelab compare --executor` overrides it."""
+    ray_address: str | None = None
+    """Address of a running Ray cluster (`HOST:PORT` of its head, `auto`, or `ray://HOST:PORT`);
+    unset: a local Ray is started for the sweep and stopped after it."""
+    resources: Resources = Resources()
+    """What each cell asks of a Ray worker, unless its strategy entry says otherwise."""
+    retries: int = Field(2, ge=0)
+    """Ray: how many times a cell whose worker process or machine died is run again elsewhere."""
     search_seed: int = 0
     """Seed of random hyper-parameter search (which grid points are drawn)."""
     save_artifacts: bool = True

@@ -25,7 +25,8 @@ from tunelab.errors import ConfigError
 from tunelab.metrics import compute_metrics
 from tunelab.training.continual_matrix import transfer
 from tunelab.training.forgetting import ContinualLoss, EwcState, draw_buffer, fisher_diagonal
-from tunelab.training.task_heads import TaskLabels, TaskMaskedModel, encode_task_examples, predict_task, union_labels
+from tunelab.training.task_heads import (TaskLabels, TaskMaskedModel, build_masked_model, encode_task_examples,
+                                         predict_task, union_labels)
 from tunelab.training.tasks import TaskRun, load_task_splits, task_experiments
 
 CLASSIFICATION = ("classification", "pair_classification")
@@ -132,18 +133,9 @@ class ContinualStrategy:
         self.experiment = inner.experiment
 
     def fit(self, splits, run_dir: Path):
-        from transformers import set_seed
-
-        from tunelab.costs import parameter_costs
         from tunelab.methods.classifier import train_costs
 
-        exp = self.experiment
-        set_seed(exp.train.seed)  # the new head's initialisation depends on it
-        loaded = self.inner.load_base()
-        model = TaskMaskedModel(self.inner.prepare(loaded), self.task_labels)
-        costs = parameter_costs(model)
-        if costs["trainable_params"] == 0:
-            raise ConfigError(f"strategy '{exp.strategy.name}' leaves no parameter to train; check its settings")
+        loaded, model, costs = build_masked_model(self.inner, self.task_labels)
         learner = Learner(self, model, loaded.tokenizer)
         rows, outputs = [learner.evaluate()[0]], None
         per_task = []
@@ -189,7 +181,8 @@ class Learner:
         stats = train_model(wrapped, self.tokenizer, features + self.buffer, self.encode(run.splits.dev, index),
                             exp.train, out_dir, score_dev=lambda logits, ids: self.score_dev(index, logits, ids),
                             metric_for_best=metric)
-        self.remember(index, run, features)
+        if index < len(self.strategy.tasks) - 1:  # nothing trains after the last task: no buffer, no Fisher
+            self.remember(index, run, features)
         return stats
 
     def remember(self, index: int, run: TaskRun, features: list[dict]) -> None:

@@ -104,17 +104,17 @@ def check_strategy(config: ExperimentConfig, info) -> None:
 
 
 def check_techniques(config: ExperimentConfig) -> None:
-    """Training techniques not (yet) combined with multi-task runs are refused, not silently dropped."""
+    """Techniques not (yet) combined with one joint model are refused, not silently dropped (each task
+    alone trains through the plain strategy, where they work; train.augment is refused for every
+    multi-task run by augmentation's own check in run.prepare)."""
+    if not config.multitask.joint:
+        return
     train = config.train
-    refused = [("augment", train.augment is not None)]
-    if config.multitask.joint:  # each task alone trains through the plain strategy, where these work
-        refused += [("label_smoothing", bool(train.label_smoothing)), ("rdrop_alpha", bool(train.rdrop_alpha)),
-                    ("adversarial", getattr(train, "adversarial", None) is not None)]
-    for key, given in refused:
-        if given:
-            joint = " with multitask.joint: true (the other tasks' logits are masked out)" if key != "augment" else ""
-            raise ConfigError(f"{config.locate('train', key)}: train.{key} is not supported in multi-task runs{joint}; "
-                              f"remove it{' or set multitask.joint: false' if joint else ''}")
+    given = [("label_smoothing", bool(train.label_smoothing)), ("rdrop_alpha", bool(train.rdrop_alpha)),
+             ("adversarial", train.adversarial is not None)]
+    for key in [key for key, on in given if on][:1]:
+        raise ConfigError(f"{config.locate('train', key)}: train.{key} is not supported with multitask.joint: true "
+                          f"(the other tasks' logits are masked out); remove it or set multitask.joint: false")
 
 
 def check_task_type(run: TaskRun) -> None:

@@ -70,6 +70,10 @@ class JointPetStrategy:
         self.pets = [info.cls(settings, run.experiment, run.experiment.task.label_names) for run in runs]
         self.task_labels = union_labels(runs)
 
+    def preview(self, splits, n: int) -> list[str]:
+        """`tunelab prompt`: the first n test prompts of every task, as the LM reads them."""
+        return [f"[task {run.name}]\n{block}" for pet, run in zip(self.pets, self.runs) for block in pet.preview(run.splits, n)]
+
     def encode(self, index: int, plans, examples: list[dict], split: str) -> list[dict]:
         """One task's PET features, label words placed in its own rows of the union (token 0 elsewhere)."""
         sizes = [sum(len(plan.verbalizer[label]) for label in plan.labels) for plan in plans]
