@@ -7,12 +7,12 @@ a path from the request, so no request can read outside the sweep directory.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import threading
 from pathlib import Path
 
 from tunelab.errors import UserError
+from tunelab.report.curves import log_curves
 from tunelab.report.leaderboard import build_leaderboard, metric_keys, table
 from tunelab.report.results import SWEEP_FILE, load_results, read_json
 
@@ -104,7 +104,7 @@ class SweepView:
 
     def curves(self, cell_id: str) -> dict[str, list[tuple[float, float]]]:
         directory = self.cell_dir(cell_id)
-        return read_curves(directory / "logs.csv") if (directory / "logs.csv").is_file() else {}
+        return log_curves(directory / "logs.csv") if (directory / "logs.csv").is_file() else {}
 
 
 def inside(root: Path, path: Path) -> None:
@@ -123,31 +123,6 @@ def version_of(finished: set[str], failed: set[str]) -> str:
     """Changes exactly when a cell finishes or fails: the page redraws (and refetches plots) only then."""
     text = "\n".join(sorted(finished)) + "\n--\n" + "\n".join(sorted(failed))
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
-
-
-SKIPPED_LOG_KEYS = {"step", "epoch", "learning_rate", "grad_norm", "total_flos", "train_runtime", "train_loss",
-                    "train_samples_per_second", "train_steps_per_second", "eval_runtime",
-                    "eval_samples_per_second", "eval_steps_per_second"}
-
-
-def read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """`logs.csv` (one row per Trainer log: training loss, or eval_* metrics) → name → [(epoch, value)].
-    Not curves: step counters, the learning rate, speeds, and `train_loss` (one mean over the whole run)."""
-    curves: dict[str, list[tuple[float, float]]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                epoch = float(row.get("epoch") or "nan")
-            except ValueError:
-                continue
-            for key, text in row.items():
-                if key in SKIPPED_LOG_KEYS or not text:
-                    continue
-                try:
-                    curves.setdefault(key, []).append((epoch, float(text)))
-                except ValueError:
-                    continue  # a non-numeric column (a per-class list written as text)
-    return curves
 
 
 def plot_curves(curves: dict[str, list[tuple[float, float]]], title: str) -> bytes:

@@ -30,21 +30,34 @@ def anchor(row: Row) -> str:
     return f"row-{slug(row.group)}"
 
 
+NOT_CURVES = {"step", "epoch", "learning_rate", "grad_norm", "total_flos", "train_runtime", "train_loss",
+              "train_samples_per_second", "train_steps_per_second", "eval_runtime",
+              "eval_samples_per_second", "eval_steps_per_second"}
+"""Columns of `logs.csv` that are no learning curve: counters, the learning rate, speeds, and
+`train_loss` (one mean over the whole run)."""
+
+
+def log_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """`logs.csv` (one row per Trainer log: training loss, or eval_* metrics) → name → [(epoch, value)].
+    Raises OSError/UnicodeDecodeError/csv.Error on an unreadable file (the caller decides what that means)."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            epoch = number(record.get("epoch"))
+            if epoch is None:
+                continue
+            for key, value in record.items():
+                if key and key not in NOT_CURVES and number(value) is not None:  # text columns are no curve
+                    curves.setdefault(key, []).append((epoch, number(value)))
+    return curves
+
+
 def read_log(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """column → [(epoch, value)] for the dev metric/loss columns and the training loss; {} when unreadable."""
-    series: dict[str, list[tuple[float, float]]] = {}
+    """`log_curves`, or {} when the file is unreadable: the report still builds."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            for record in csv.DictReader(handle):
-                epoch = number(record.get("epoch"))
-                if epoch is None:
-                    continue
-                for key, value in record.items():
-                    if key and (key.startswith("eval_") or key == "loss") and number(value) is not None:
-                        series.setdefault(key, []).append((epoch, number(value)))
-    except (OSError, ValueError, csv.Error):  # unreadable or not UTF-8: no curves, the report still builds
+        return log_curves(path)
+    except (OSError, ValueError, csv.Error):  # ValueError covers a file that is not UTF-8
         return {}
-    return series
 
 
 def number(text) -> float | None:
