@@ -12,7 +12,7 @@ UV="$TOOLS/bin/uv"
 # /opt/wheels holds the CPU build of torch that requirements/pins.in asks for.
 FIND_LINKS=(--find-links "${TORCH_WHEELS:-/opt/wheels}")
 for version in 3.11; do
-  "$UV" pip compile pyproject.toml requirements/build.in --extra dev --extra ray --extra board --extra tracking -c requirements/pins.in \
+  "$UV" pip compile pyproject.toml requirements/build.in --extra dev --extra ray --extra board --extra tracking --extra setfit -c requirements/pins.in \
     --python-version "$version" "${FIND_LINKS[@]}" --generate-hashes \
     --custom-compile-command "make lock" -q -o "requirements/lock-py$version.txt"
 done
