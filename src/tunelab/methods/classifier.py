@@ -88,6 +88,10 @@ class ClassifierStrategy:
             raise ConfigError(f"strategy '{self.strategy_name}' leaves no parameter to train; check its settings")
         stats = self.train(model, loaded, splits, run_dir)
         costs.update(train_costs(stats, model))
+        if hasattr(loaded.model, "config"):  # the read-out's pooling as applied (a sweep may search model.pooling)
+            from tunelab.pooling import pooling_of
+
+            costs["pooling"] = pooling_of(None, loaded.model.config)
         return ClassifierPredictor(self, model, loaded), costs
 
     def train(self, model, loaded: LoadedModel, splits, run_dir: Path):

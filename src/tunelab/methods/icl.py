@@ -44,7 +44,14 @@ from tunelab.prompts.plan import (
     verbalizer_words,
     where,
 )
-from tunelab.prompts.search import LabelWordSearch, choose_by_dev, search_plan_words
+from tunelab.prompts.autotemplate import TemplateGeneration
+from tunelab.prompts.search import (
+    LabelWordSearch,
+    choose_by_dev,
+    choose_words_on_dev,
+    search_plan_words,
+    write_search_record,
+)
 from tunelab.settings import StrictSettings
 
 
@@ -61,6 +68,8 @@ class ZeroShotSettings(StrictSettings):
     """Several templates to choose from by dev score (instead of prompt.template); the choice is recorded."""
     search_label_words: LabelWordSearch | None = None
     """Choose label words automatically on the training split (LM-BFF); replaces prompt.verbalizer's words."""
+    generate_templates: TemplateGeneration | None = None
+    """Let a causal LM write templates from the training examples (LM-BFF); they join the template choice on dev."""
     batch_size: int | None = Field(None, gt=0)
     """Prompts per forward pass; default train.eval_batch_size."""
 
@@ -91,6 +100,7 @@ class InContextStrategy:
     def __init__(self, settings, experiment, label_names: list[str] | None):
         self.settings, self.experiment, self.label_names = settings, experiment, list(label_names or [])
         self._engine: PromptEngine | None = None
+        self.generation_record: dict | None = None  # what `generate_templates` wrote and rejected (fit only)
 
     @functools.cached_property
     def prompt(self):
@@ -106,7 +116,8 @@ class InContextStrategy:
         """Whether the seed changes the result: only through the seed's K-shot draw, which demonstrations,
         label-word search (train) and template choice (dev) read. Otherwise a sweep runs one seed."""
         multiple_templates = len(getattr(settings, "templates", None) or []) > 1
-        return bool(getattr(settings, "k", 0) or settings.search_label_words or multiple_templates)
+        return bool(getattr(settings, "k", 0) or settings.search_label_words or multiple_templates
+                    or settings.generate_templates)
 
     @property
     def selection(self) -> str:
@@ -128,6 +139,9 @@ class InContextStrategy:
                               "every example; use selection random or balanced, or turn calibrate off")
         if s.search_label_words and multiple_choice:
             raise ConfigError(f"{where(exp, 'strategy', 'search_label_words')}multiple-choice tasks have no label words")
+        if s.generate_templates and multiple_choice:
+            raise ConfigError(f"{where(exp, 'strategy', 'generate_templates')}template generation scores label words; "
+                              "multiple-choice tasks have none")
         if s.templates and self.prompt.template is not None:
             raise ConfigError(f"{where(exp, 'strategy', 'templates')}set either prompt.template or strategy.templates")
 
@@ -137,13 +151,14 @@ class InContextStrategy:
     def check_data(self, splits) -> None:
         """Fields, splits and prompt lengths against the data — still before any model is loaded."""
         exp, s = self.experiment, self.settings
-        needs_train = bool(self.k or s.search_label_words)
+        needs_train = bool(self.k or s.search_label_words or s.generate_templates)
         if needs_train and not splits.train:
-            what = "its demonstrations" if self.k else "label words"
+            what = "its demonstrations" if self.k else "label words" if s.search_label_words else "generated templates"
             raise ConfigError(f"{exp.source}: strategy '{self.strategy_name}' draws {what} from data.train, which is "
                               "not set (data.k_shot then gives the LM-BFF few-shot protocol)")
-        if len(self.templates()) > 1 and not splits.dev:
-            raise ConfigError(f"{where(exp, 'strategy', 'templates')}choosing a template needs a dev split: set data.dev "
+        if (len(self.templates()) > 1 or s.generate_templates) and not splits.dev:
+            key = "templates" if len(self.templates()) > 1 else "generate_templates"
+            raise ConfigError(f"{where(exp, 'strategy', key)}choosing a template needs a dev split: set data.dev "
                               "or data.k_shot (never the test split)")
         rendered = {"test": splits.test, "dev": splits.dev, "train": splits.train if needs_train else []}
         check_fields(exp, self.prompt, self.templates(), [e for examples in rendered.values() for e in examples])
@@ -183,19 +198,38 @@ class InContextStrategy:
         s, engine = self.settings, self.engine()
         record: dict = {"template": plan.settings.template}
         if s.search_label_words:
-            words, record["label_words"] = search_plan_words(engine, plan, splits.train, s.search_label_words)
-            plan = plan.replace(verbalizer=words)
+            _, found = search_plan_words(engine, plan, splits.train, s.search_label_words)
+            metric = self.experiment.train.metric_for_best or self.experiment.metrics[0]
+            plan, record["label_words"] = choose_words_on_dev(plan, found, splits.dev, self.evaluate_calibrated, metric)
         if s.calibrate:
             plan = plan.replace(calibration=content_free_probs(engine, plan))
         if splits.dev:
             record["dev"] = self.evaluate(plan, splits.dev)
         return plan, record
 
+    def evaluate_calibrated(self, plan, examples: list[dict]) -> dict:
+        """Dev score of a candidate as the strategy will use it (calibrated when `calibrate` is on)."""
+        if self.settings.calibrate:
+            plan = plan.replace(calibration=content_free_probs(self.engine(), plan))
+        return self.evaluate(plan, examples)
+
     def run_trials(self, splits) -> list[tuple]:
         """Load the LM into the engine, then `trial` every template: [(plan, record)] (data already checked)."""
         self.engine().model = load_lm(self.experiment).model
         base = self.base_plan(splits)
-        return [self.trial(base.with_template(t), splits) for t in self.templates()]
+        templates = self.templates() + self.generated_templates(base, splits)
+        return [self.trial(base.with_template(t), splits) for t in templates]
+
+    def generated_templates(self, plan, splits) -> list[str]:
+        """Templates a causal LM wrote from the training split (`generate_templates`); [] when not asked."""
+        from tunelab.prompts.autoprompt import generated_for
+
+        generation = self.settings.generate_templates
+        if generation is None:
+            return []
+        found = generated_for(self.experiment, self.engine(), plan, splits, generation)
+        self.generation_record = found
+        return found["kept"]
 
     # --- Strategy protocol ---------------------------------------------------------------------
 
@@ -208,7 +242,11 @@ class InContextStrategy:
         best = choose_by_dev([r for _, r in trials], metric) if len(trials) > 1 else 0
         plan, record = trials[best]
         if len(trials) > 1 or self.settings.search_label_words:
-            plan = plan.replace(search={"metric": metric, "chosen": best, "trials": [r for _, r in trials]})
+            search = {"metric": metric, "chosen": best, "trials": [r for _, r in trials]}
+            if self.generation_record:
+                search["generated_templates"] = self.generation_record
+            plan = plan.replace(search=search)
+            write_search_record(run_dir, search)
         costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": time.perf_counter() - started,
                  "best_dev": record.get("dev", {}), "demonstrations": len(plan.demonstrations) or plan.k,
                  "peak_memory_mb": peak_memory_mb(next(engine.model.parameters()).device)}
@@ -223,7 +261,7 @@ class InContextStrategy:
         """The first n test prompts exactly as the model reads them (`tunelab prompt`); no model is loaded."""
         self.check_data(splits)
         notes = []
-        if self.settings.search_label_words or len(self.templates()) > 1:
+        if self.settings.search_label_words or len(self.templates()) > 1 or self.settings.generate_templates:
             notes.append("note: label words and/or the template are chosen at run time (search); shown: the first "
                          "template with prompt.verbalizer's words")
         if self.selection == "nearest" and self.k:

@@ -59,6 +59,8 @@ from tunelab.prompts.plan import (
     save_plan,
     where,
 )
+from tunelab.prompts.autotemplate import TemplateGeneration
+from tunelab.prompts.search import LabelWordSearch
 from tunelab.settings import StrictSettings
 
 
@@ -73,6 +75,10 @@ class PetSettings(StrictSettings):
     """How a label with several words turns their logits into one."""
     batch_size: int | None = Field(None, gt=0)
     """Prediction batch size; default train.eval_batch_size."""
+    search_label_words: LabelWordSearch | None = None
+    """Choose label words before training: ranked by the untrained model on train, pruned on dev (LM-BFF)."""
+    generate_templates: TemplateGeneration | None = None
+    """Let a causal LM write templates from the training examples; the best zero-shot dev score trains (LM-BFF)."""
 
 
 @register("pet", "Prompt-based fine-tuning: cross-entropy over the verbalizer's label words at the answer position", family="prompting")
@@ -112,6 +118,10 @@ class PetStrategy:
             raise ConfigError(f"{where(exp, 'strategy', 'train')}soft-prompt methods shift the mask position; "
                               "with a masked LM use train: full, lm_head, bitfit, partial, adapter, lora or ia3")
         self.change.check()
+        if (self.settings.search_label_words or self.settings.generate_templates) and not self.causal:
+            key = "search_label_words" if self.settings.search_label_words else "generate_templates"
+            raise ConfigError(f"{where(exp, 'strategy', key)}strategy.{key}: prompt search scores words with a causal LM's next-token "
+                              "logits; use a causal model (e.g. smollm2-135m) or set the template and words by hand")
 
     def plan(self):
         return new_plan(self.experiment, self.prompt, self.label_names)
@@ -163,6 +173,11 @@ class PetStrategy:
         self.encode(plan, splits.test, "test")  # fail on test-prompt problems before training
         set_seed(exp.train.seed)
         loaded = self.load_base()
+        if self.settings.search_label_words or self.settings.generate_templates:
+            from tunelab.methods.pet_search import search_before_training
+
+            plan = search_before_training(self, loaded, plan, splits, run_dir)
+            train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
         model = self.wrap(self.prepare(loaded), plan)
         costs = parameter_costs(model)
         collator = PetCollator(self.engine.tokenizer.pad_token_id or 0)

@@ -7,14 +7,26 @@ Label words (Gao et al., 2021, simplified; `tunelab.prompts.search_label_words` 
 candidates are the user's words, or — when none are given — the `vocabulary_top_k` most likely
 vocabulary tokens at the answer position for each class (mean log-probability over that class's
 training prompts, whole-word tokens only). Each class then gets the `top_n` words whose
-log-likelihood best separates it from the other classes.
+log-likelihood best separates it from the other classes. A candidate of several tokens is scored
+by the MEAN of its tokens' log-probabilities (`word_score: mean`, so a long word is not
+penalised for its length) or by their sum (`word_score: sum`, the word's log-likelihood).
+
+Pruning on dev (`dev_top_n` > 1, LM-BFF's second stage): each class's `dev_top_n` best words
+form candidate verbalizers (one word per class, ranked by the sum of the words' ranks on train);
+the `dev_top_n` best of them are scored on the dev split and the best by the dev metric is kept.
+Every candidate and its dev score is recorded (`prompt.json`, the report's prompt-search table).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+from pathlib import Path
+from typing import Literal
+
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tunelab.errors import ConfigError
 from tunelab.metrics import get_metric
@@ -34,11 +46,22 @@ class LabelWordSearch(StrictSettings):
     """How many words each label gets."""
     vocabulary_top_k: int = Field(30, gt=0)
     """Without `candidates`: this many likeliest whole-word tokens per class become candidates."""
+    word_score: Literal["mean", "sum"] = "mean"
+    """A candidate of several tokens scores the mean of its tokens' log-probabilities, or their sum."""
+    dev_top_n: int = Field(1, gt=0)
+    """Candidate verbalizers scored on the dev split (the best by dev metric is kept); 1: the training ranking decides."""
+
+    @model_validator(mode="after")
+    def _one_word_when_pruning(self):
+        if self.dev_top_n > 1 and self.top_n != 1:
+            raise ValueError("dev_top_n > 1 compares verbalizers of one word per label; set top_n: 1")
+        return self
 
 
 def search_plan_words(engine: PromptEngine, plan: PromptPlan, train: list[dict], search: LabelWordSearch) -> tuple[dict, dict]:
     """(verbalizer {label: [words]}, record of the search) for `plan`'s template, on zero-shot prompts."""
-    zero = plan.replace(demonstrations=[], k=0, calibration=None)
+    zero = plan.replace(demonstrations=[], k=0, calibration=None,
+                        length_norm="token" if search.word_score == "mean" else "none")
     if search.candidates:
         candidates = list(search.candidates)
         score_fn = lambda examples, words: engine.word_scores(zero, examples, words)  # noqa: E731
@@ -48,9 +71,37 @@ def search_plan_words(engine: PromptEngine, plan: PromptPlan, train: list[dict],
                                        after_space=engine.build(zero, train[:1])[0].query[-1:].isspace())
         candidates = list(column)
         score_fn = lambda examples, words: logprobs[:, [column[w] for w in words]]  # noqa: E731
-    chosen = search_label_words(score_fn, train, candidates, labels=plan.labels, top_n=search.top_n)
-    words = {str(label): list(ws) for label, ws in chosen.items()}
-    return words, {"candidates": candidates, "chosen": words}
+    per_label = max(search.top_n, search.dev_top_n)
+    chosen = search_label_words(score_fn, train, candidates, labels=plan.labels, top_n=per_label)
+    ranked = {str(label): list(ws) for label, ws in chosen.items()}
+    if search.dev_top_n == 1:
+        return ranked, {"candidates": candidates, "chosen": ranked, "word_score": search.word_score}
+    verbalizers = candidate_verbalizers(ranked, search.dev_top_n)
+    return verbalizers[0], {"candidates": candidates, "ranked": ranked, "word_score": search.word_score,
+                            "verbalizers": verbalizers}
+
+
+def candidate_verbalizers(ranked: dict[str, list[str]], n: int) -> list[dict[str, list[str]]]:
+    """The n best one-word-per-label verbalizers from each label's ranked words (by the sum of ranks)."""
+    labels = list(ranked)
+    combos = sorted(itertools.product(*(range(len(ranked[label])) for label in labels)), key=sum)  # stable
+    return [{label: [ranked[label][r]] for label, r in zip(labels, combo)} for combo in combos[:n]]
+
+
+def choose_words_on_dev(plan: PromptPlan, record: dict, dev: list[dict], evaluate, metric: str) -> tuple[PromptPlan, dict]:
+    """Score each candidate verbalizer of a search record on dev; (plan with the best, record with the scores).
+
+    `evaluate(plan, examples) -> metrics` scores zero-shot (or few-shot) with the plan as given.
+    """
+    verbalizers = record.get("verbalizers")
+    if not verbalizers:
+        return plan.replace(verbalizer=record["chosen"]), record
+    if not dev:
+        raise ConfigError("label-word search with dev_top_n > 1 chooses on the dev split: set data.dev or data.k_shot")
+    scored = [{"words": words, "dev": evaluate(plan.replace(verbalizer=words), dev)} for words in verbalizers]
+    best = choose_by_dev(scored, metric)
+    record = {**record, "verbalizers": scored, "metric": metric, "chosen": scored[best]["words"]}
+    return plan.replace(verbalizer=scored[best]["words"]), record
 
 
 def next_token_logprobs(engine: PromptEngine, plan: PromptPlan, examples: list[dict], batch_size: int = 8) -> np.ndarray:
@@ -98,6 +149,14 @@ def vocabulary_candidates(tokenizer, logprobs: np.ndarray, examples: list[dict],
                 found += 1
                 chosen.setdefault(word, token_id)
     return chosen
+
+
+SEARCH_FILE = "prompt_search.json"
+"""Beside the cell's results (kept without `save_artifacts` too): the candidates and their dev scores, for the report."""
+
+
+def write_search_record(run_dir, search: dict) -> None:
+    (Path(run_dir) / SEARCH_FILE).write_text(json.dumps(search, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def choose_by_dev(records: list[dict], metric: str) -> int:

@@ -24,6 +24,7 @@ from tunelab.report.errors import analyse, error_blocks, flag_one_class
 from tunelab.report.continual import continual_groups, continual_plots, continual_section
 from tunelab.report.multitask import multitask_section
 from tunelab.report.plots import PLOT_FILES, all_plots
+from tunelab.report.prompt_search import prompt_search_section
 from tunelab.report.recommend import Recommendation, recommend, recommendation_blocks, recommendation_lines, row_examples
 from tunelab.report.results import SweepResults, load_results
 
@@ -127,6 +128,7 @@ def report_sections(results, rows, metrics, choices, tests, plots) -> list[Secti
                 or [Text("No plots: no cell has finished yet.")]),
         ab_section(tests),
         search_section(choices, results.metric),
+        *filter(None, [prompt_search_section(results.cells)]),
         chosen_section(rows),
         failure_section(results),
         Section("Resolved configuration", [
@@ -243,7 +245,8 @@ def chosen_section(rows: list[Row]) -> Section:
         strategy.pop("name", None)
         trains = row.costs.get("trainable_params") != 0  # prompting without training: no optimiser settings
         body.append([
-            row.group, config.get("model", {}).get("name", "?"), json.dumps(strategy) if strategy else "defaults",
+            row.group, config.get("model", {}).get("name", "?") + pooling_note(row),
+            json.dumps(strategy) if strategy else "defaults",
             *(setting_text(train.get(key, "?")) if trains else "–" for key in ("learning_rate", "epochs", "batch_size")),
             ", ".join(f"{k}={v}" for k, v in row.search.items()) or "–",
         ])
@@ -251,6 +254,12 @@ def chosen_section(rows: list[Row]) -> Section:
         Table(["row", "model", "strategy settings", "learning rate", "epochs", "batch size", "chosen by search"], body)
         if body else Text("No cell has finished yet."),
     ])
+
+
+def pooling_note(row: Row) -> str:
+    """' (mean pooling)' for a classification-head row: the read-out its cells applied (costs.json)."""
+    pooling = sorted({c.costs["pooling"] for c in row.cells if c.costs.get("pooling")})
+    return f" ({'/'.join(pooling)} pooling)" if pooling else ""
 
 
 def failure_section(results: SweepResults) -> Section:
