@@ -5,7 +5,8 @@ causal LM's log-likelihood of each candidate decides the label (`tunelab.prompts
 Demonstrations come from the training split (the K-shot one under `data.k_shot`), never from
 test; `random` and `balanced` draw the same k for every example (their prefix is scored once),
 `nearest` picks each example's k most similar training examples by minilm-l6 sentence embedding.
-Optional: contextual calibration, LM-BFF label-word search on train, template choice on dev.
+Optional: contextual calibration, LM-BFF label-word search on train (pruned on dev), templates
+written by an LM from train (`tunelab.prompts.autotemplate`), template choice on dev.
 
     strategy:
       name: few_shot
@@ -13,7 +14,9 @@ Optional: contextual calibration, LM-BFF label-word search on train, template ch
       selection: balanced          # random | balanced | nearest
       calibrate: true              # divide by p(label | "N/A")
       templates: ["Review: {{ text }}\\nSentiment:", "{{ text }} It was"]   # chosen by dev score
-      search_label_words: {candidates: [great, terrible, good, bad], top_n: 1}
+      search_label_words: {candidates: [great, terrible, good, bad], top_n: 1}   # or the LM's own vocabulary,
+                                                                                 # dev_top_n: 4 verbalizers tried on dev
+      generate_templates: {top_n: 3}   # the LM writes templates from train; they join the choice on dev
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ any weight loads. The read-out is `verbalizer` (`tunelab.readouts`). One templat
     strategy: {name: pet, train: lora, delta: {r: 8}}
     strategy: {name: pet, train: bitfit, delta: {add_biases: true}}   # Llama has no biases of its own
     strategy: {name: pet, train: adapter, delta: {kind: pfeiffer, reduction_factor: 16}}
+
+With `search_label_words` and/or `generate_templates` (causal LMs), the template and words are
+chosen before training by the untrained model's zero-shot dev score (`tunelab.methods.pet_search`).
 """
 
 from __future__ import annotations
