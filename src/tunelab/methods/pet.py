@@ -174,6 +174,8 @@ class PetStrategy:
         plan = self.plan()
         train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
         self.encode(plan, splits.test, "test")  # fail on test-prompt problems before training
+        if (self.settings.search_label_words or self.settings.generate_templates) and not splits.dev:
+            raise ConfigError(f"{exp.source}: pet's prompt search chooses on the dev split: set data.dev or data.k_shot")
         set_seed(exp.train.seed)
         loaded = self.load_base()
         if self.settings.search_label_words or self.settings.generate_templates:

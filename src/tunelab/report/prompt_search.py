@@ -60,7 +60,10 @@ def prompt_search_section(cells) -> Section | None:
         path = cell.directory / SEARCH_FILE
         if not path.is_file():
             continue
-        record = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # a damaged record only costs its rows; the rest of the report stands
         rows, marks = candidate_rows(cell, record)
         body += rows
         best += marks
