@@ -72,11 +72,13 @@ def test_generated_templates_are_rendered_in_the_sandbox_and_bad_ones_rejected(t
     assert plan["prompt"]["template"] == record["trials"][record["chosen"]]["template"]
 
 
-def test_template_generation_needs_label_words_and_a_dev_split(tmp_path, tiny_lm_dir, data_dir):
+def test_template_generation_without_a_dev_split_is_refused_before_the_model_loads(tmp_path, tiny_lm_dir, data_dir):
     config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "zero_shot", "generate_templates": {}},
                         prompt={"verbalizer": WORDS}, data={"dev": None})
-    with pytest.raises(ConfigError, match="strategy.generate_templates|generate_templates.*dev split|dev split"):
-        prepare(config).strategy.check_data(prepare(config).splits)
+    prepared = prepare(config)
+    with pytest.raises(ConfigError, match="line \\d+: choosing a template needs a dev split"):
+        prepared.strategy.check_data(prepared.splits)
+    assert prepared.strategy.engine().model is None
 
 
 # --------------------------------------------------------------------------- label words
@@ -193,3 +195,13 @@ def test_pet_search_refuses_a_masked_lm_before_training(tmp_path, data_dir, bert
                         prompt={"template": "{{ text }} It was {{ mask }}.", "verbalizer": WORDS})
     with pytest.raises(ConfigError, match="strategy.search_label_words.*causal LM's next-token logits"):
         prepare(config)
+
+
+def test_pet_search_without_a_dev_split_stops_before_the_weights_load(tmp_path, tiny_lm_dir, data_dir, monkeypatch):
+    import tunelab.models
+
+    monkeypatch.setattr(tunelab.models, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    config = experiment(tmp_path, tiny_lm_dir, data_dir, {"name": "pet", "search_label_words": SEARCH},
+                        prompt={"verbalizer": WORDS}, data={"dev": None})
+    with pytest.raises(ConfigError, match="prompt search chooses on the dev split"):
+        run(config, tmp_path / "run")
