@@ -163,6 +163,9 @@ class InContextStrategy:
             key = "templates" if len(self.templates()) > 1 else "generate_templates"
             raise ConfigError(f"{where(exp, 'strategy', key)}choosing a template needs a dev split: set data.dev "
                               "or data.k_shot (never the test split)")
+        if s.search_label_words and s.search_label_words.dev_top_n > 1 and not splits.dev:
+            raise ConfigError(f"{where(exp, 'strategy', 'search_label_words')}dev_top_n chooses label words on the dev "
+                              "split: set data.dev or data.k_shot (never the test split)")
         rendered = {"test": splits.test, "dev": splits.dev, "train": splits.train if needs_train else []}
         check_fields(exp, self.prompt, self.templates(), [e for examples in rendered.values() for e in examples])
         if not s.search_label_words:
@@ -244,7 +247,7 @@ class InContextStrategy:
         metric = self.experiment.train.metric_for_best or self.experiment.metrics[0]
         best = choose_by_dev([r for _, r in trials], metric) if len(trials) > 1 else 0
         plan, record = trials[best]
-        if len(trials) > 1 or self.settings.search_label_words:
+        if len(trials) > 1 or self.settings.search_label_words or self.generation_record:
             search = {"metric": metric, "chosen": best, "trials": [r for _, r in trials]}
             if self.generation_record:
                 search["generated_templates"] = self.generation_record
