@@ -187,9 +187,11 @@ class PetStrategy:
                         aggregation=self.settings.aggregation)
 
     def fit(self, splits, run_dir: Path):
-        from transformers import set_seed
+        plan, train, dev = self.encode_splits(splits)
+        return self.train_on(plan, train, dev, run_dir)
 
-        exp = self.experiment
+    def encode_splits(self, splits) -> tuple:
+        """(plan, train features, dev features); the test prompts are checked too — all before any weight loads."""
         plan = self.plan()
         self.use_demonstrations(splits.train)
         if self.demos is not None:
@@ -197,7 +199,14 @@ class PetStrategy:
         train = self.encode_sets(plan, splits.train, "train", 1)[0]
         dev = [f for features in self.encode_sets(plan, splits.dev, "dev", self.test_sets) for f in features]
         self.dev_sets = self.test_sets if splits.dev else 1
-        self.encode(plan, splits.test[:1] if self.demos else splits.test, "test")  # test-prompt problems before training
+        self.encode(plan, splits.test, "test")  # test-prompt problems (fields, mask) before training
+        return plan, train, dev
+
+    def train_on(self, plan, train: list[dict], dev: list[dict], run_dir: Path, epochs: int | None = None):
+        """Load the LM, train it on encoded features (best dev epoch kept); returns (predictor, costs)."""
+        from transformers import set_seed
+
+        exp = self.experiment
         set_seed(exp.train.seed)
         loaded = self.load_base()
         model = self.wrap(self.prepare(loaded), plan)
@@ -205,7 +214,8 @@ class PetStrategy:
         collator = PetCollator(self.engine.tokenizer.pad_token_id or 0)
         from tunelab.train import train_model
 
-        stats = train_model(model, self.engine.tokenizer, train, dev, exp.train, run_dir, score_dev=self.score_dev,
+        cfg = exp.train if epochs is None else exp.train.model_copy(update={"epochs": epochs})
+        stats = train_model(model, self.engine.tokenizer, train, dev, cfg, run_dir, score_dev=self.score_dev,
                             metric_for_best=exp.train.metric_for_best or exp.metrics[0], collator=collator)
         costs.update(train_costs(stats, model))
         return PetPredictor(self, model, loaded, plan), costs
