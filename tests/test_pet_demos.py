@@ -185,3 +185,25 @@ def test_pet_with_demonstrations_runs_saves_and_reloads(llama_dir, tmp_path):
 def test_bad_demonstration_settings_fail_before_any_model(llama_dir, demonstrations, message):
     with pytest.raises(ConfigError, match=message):
         prepare(experiment(llama_dir, demonstrations))
+
+
+def test_masked_lm_demonstrations_fill_the_mask_with_the_label_word(tmp_path, bert_tokenizer):
+    from transformers import BertForMaskedLM
+
+    from conftest import tiny_bert_config
+
+    torch.manual_seed(0)
+    BertForMaskedLM(tiny_bert_config()).save_pretrained(tmp_path / "mlm")
+    bert_tokenizer.save_pretrained(tmp_path / "mlm")
+    config = experiment(tmp_path / "mlm", {"per_label": 1})
+    config.prompt = {"template": "{{ text }} It was {{ mask }}.", "verbalizer": WORDS}
+    prepared = prepare(config)
+    strategy, splits = prepared.strategy, prepared.splits
+    strategy.use_demonstrations(splits.train)
+    [features] = strategy.encode_sets(strategy.plan(), splits.test[:3], "test", 1)
+    [demos] = strategy.demos.sets(splits.test[:3], 1)
+    for feature, chosen, text in zip(features, demos, decoded(strategy, features)):
+        assert feature["input_ids"].count(bert_tokenizer.mask_token_id) == 1  # only the query's answer is masked
+        assert feature["input_ids"][feature["answer_pos"]] == bert_tokenizer.mask_token_id
+        for demo in chosen:
+            assert f"it was {WORDS[demo['label']].strip()}." in normal(text)
