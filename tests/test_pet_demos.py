@@ -69,11 +69,10 @@ def test_encoded_inputs_hold_one_filled_in_demonstration_per_label_then_the_quer
     for text, example, chosen in zip(decoded(strategy, features), splits.test, demos):
         assert sorted(d["label"] for d in chosen) == ["negative", "positive"]
         tokenizer = strategy.engine.tokenizer
+        as_read = lambda t: normal(tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"]))  # noqa: E731
         for demo in chosen:  # each demonstration: its prompt, filled with its label's word, in the encoded input
-            filled = f"Review: {demo['text']}\nSentiment: {WORDS[demo['label']].strip()}"
-            assert normal(tokenizer.decode(tokenizer(filled, add_special_tokens=False)["input_ids"])) in normal(text)
-        query = normal(tokenizer.decode(tokenizer(f"Review: {example['text']}\nSentiment:", add_special_tokens=False)["input_ids"]))
-        assert normal(text).endswith(query)  # the query comes last: the answer is the next token
+            assert as_read(f"Review: {demo['text']}\nSentiment: {WORDS[demo['label']].strip()}") in normal(text)
+        assert normal(text).endswith(as_read(f"Review: {example['text']}\nSentiment:"))  # the query comes last: the answer is the next token
     plain = strategy.encode(plan, splits.test, "test")
     assert all(len(f["input_ids"]) > len(p["input_ids"]) for f, p in zip(features, plain))
 

@@ -202,7 +202,7 @@ class PetStrategy:
         self.encode(plan, splits.test, "test")  # test-prompt problems (fields, mask) before training
         return plan, train, dev
 
-    def train_on(self, plan, train: list[dict], dev: list[dict], run_dir: Path, epochs: int | None = None):
+    def train_on(self, plan, train: list[dict], dev: list[dict], run_dir: Path, epochs: float | None = None):
         """Load the LM, train it on encoded features (best dev epoch kept); returns (predictor, costs)."""
         from transformers import set_seed
 
@@ -247,8 +247,9 @@ class PetStrategy:
         notes = [f"note: demonstration set 1 of {self.test_sets} (their label distributions are averaged)"]
         demos = self.demos.sets(splits.test[:n], 1)[0]
         budget = context_budget(self.experiment)
-        return notes + [f"=== prompt {i}: {len(d)} demonstrations ===\n" + "".join(self.demos.render(self.engine, plan, r, d, budget))
-                        for i, (r, d) in enumerate(zip(rows, demos), start=1)]
+        texts = ["".join(self.demos.render(self.engine, plan, r, d, budget)) for r, d in zip(rows, demos)]
+        return notes + [f"=== prompt {i}: {len(d)} demonstrations ===\n{text}"
+                        for i, (d, text) in enumerate(zip(demos, texts), start=1)]
 
 
 class PetPredictor:
