@@ -141,8 +141,9 @@ def test_a_sweep_distils_each_teacher_cell_and_reports_both_rows(tmp_path, tiny_
     _, cells = plan_sweep(load_experiment(path))
     students = [c for c in cells if c.strategy == "student"]
     assert [(c.after, c.config["strategy"]["teacher_cell"]) for c in students] == [("head-k2-seed1",) * 2, ("head-k2-seed2",) * 2]
-    outcome = run_sweep(load_experiment(path))
-    assert outcome.failed == [] and outcome.ran == 4
+    one_seed = ["sweep.seeds=[2]"]  # (the run itself: one seed is enough)
+    outcome = run_sweep(load_experiment(path, one_seed))
+    assert outcome.failed == [] and outcome.ran == 2
     root = outcome.root
     costs = json.loads((root / "student-k2-seed2" / "costs.json").read_text())
     assert costs["teacher"] == "head-k2-seed2" and costs["teacher_pool"] == 6 and costs["eval_examples_per_second"] > 0
@@ -153,10 +154,13 @@ def test_a_sweep_distils_each_teacher_cell_and_reports_both_rows(tmp_path, tiny_
         board = {row["strategy"]: row for row in csv.DictReader(handle)}
     assert set(board) == {"head", "student"}  # the teacher's row beside the student's, speed and all
     assert all(float(row["eval_examples_per_second"]) > 0 and row["accuracy_mean"] for row in board.values())
+    section = (root / "report.md").read_text().split("## Distillation", 1)[1].split("\n## ", 1)[0]
+    student_line = next(line for line in section.splitlines() if line.startswith("| student-k2 "))
+    assert "| head-k2 |" in student_line and "×" in student_line  # the teacher named, the speed-up computed
     # resume: nothing to do; a removed student cell re-runs alone, from the finished teacher cell
-    assert run_sweep(load_experiment(path)).ran == 0
-    shutil.rmtree(root / "student-k2-seed1")
-    again = run_sweep(load_experiment(path))
+    assert run_sweep(load_experiment(path, one_seed)).ran == 0
+    shutil.rmtree(root / "student-k2-seed2")
+    again = run_sweep(load_experiment(path, one_seed))
     assert (again.ran, again.failed) == (1, [])
 
 
