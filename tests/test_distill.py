@@ -183,9 +183,10 @@ def test_a_missing_teacher_cell_fails_its_student_clearly_and_a_rerun_recovers(t
     (["head", {"name": "distill", "settings": {"teacher": "nowhere"}}], "names no earlier entry"),
     ([{"name": "head", "search": {"train.learning_rate": [0.1, 0.01]}}, {"name": "distill", "settings": {"teacher": "head"}}],
      "a teacher must be one model"),
+    (["head", {"name": "distill", "settings": {"teacher": "head"}}], "sweep.save_artifacts is false"),
 ])
 def test_bad_teachers_in_a_sweep_exit_2_before_any_cell(tmp_path, tiny_bert_dir, capsys, strategies, expected):
-    path = sweep_file(tmp_path, tiny_bert_dir, strategies)
+    path = sweep_file(tmp_path, tiny_bert_dir, strategies, save_artifacts="save_artifacts" not in expected)
     assert main(["compare", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err
@@ -203,3 +204,47 @@ def test_a_teacher_of_another_task_exits_2(tmp_path, tiny_bert_dir, teacher_run,
     strategy.experiment.train.label_smoothing = 0.1
     with pytest.raises(ConfigError, match="label_smoothing"):
         strategy.check()
+
+
+def test_ray_submits_a_student_only_after_its_teacher_cell_ended(tmp_path):
+    """The Ray executor holds a cell back until the cell it reads (`after`) has ended (a fake Ray: order only)."""
+    from tunelab.sweep.expand import Cell
+    from tunelab.sweep.ray_executor import run_on_ray
+
+    events = []
+
+    class FakeRay:
+        class exceptions:
+            RayError = RuntimeError
+
+        def remote(self, max_calls):
+            def wrap(function):
+                class Task:
+                    def options(self, **_):
+                        return self
+
+                    def remote(self, meta, root, source, cpus):
+                        events.append(("submit", meta["id"]))
+                        return meta["id"]
+                return Task()
+            return wrap
+
+        def wait(self, refs, num_returns):
+            events.append(("end", refs[0]))
+            return refs[:1], refs[1:]
+
+        def get(self, ref):
+            return True
+
+        def cancel(self, ref, force):
+            pass
+
+    cells = [Cell("head-s1", "head", "head", "f", 2, 1, None), Cell("student-s1", "student", "distill", "d", 2, 1, None,
+             after="head-s1"), Cell("head-s2", "head", "head", "f", 2, 2, None),
+             Cell("other", "student", "distill", "d", 2, 2, None, after="finished-before")]  # its teacher is not to run
+    display = type("Display", (), {"start": lambda self, cell_id: None})()
+    resources = {c.id: {"CPU": 1} for c in cells}
+    done = [cell.id for cell, ok in run_on_ray(FakeRay(), cells, tmp_path, "x.yaml", display, resources, 0)]
+    assert sorted(done) == sorted(c.id for c in cells)
+    assert events.index(("submit", "student-s1")) > events.index(("end", "head-s1"))
+    assert events.index(("submit", "other")) < events.index(("end", "head-s1"))  # nothing to wait for: at once

@@ -112,6 +112,9 @@ def link_teacher(config: ExperimentConfig, sweep: SweepConfig, entry: StrategyEn
             return None  # a finished run directory: the strategy checks it
         raise ConfigError(f"{at}: sweep.strategies.{index}.settings.{setting}: {name!r} names no earlier entry of the sweep "
                           f"({', '.join(labels[:index]) or 'none before it'}) and no run directory")
+    if not sweep.save_artifacts:
+        raise ConfigError(f"{at}: sweep.strategies.{index}.settings.{setting}: {name!r} is read from its cells' saved "
+                          f"weights, but sweep.save_artifacts is false; set it to true")
     if labels.index(name) >= index:
         raise ConfigError(f"{at}: sweep.strategies.{index}.settings.{setting}: {name!r} must be an entry listed before "
                           f"{entry.label!r}: its cells run first; move it up")
