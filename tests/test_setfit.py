@@ -67,6 +67,7 @@ def test_setfit_run_evaluate_and_predict_from_the_cli(tmp_path, tiny_bert_dir, t
     assert main(["run", str(exp), "--out", str(out)]) == 0
     costs = json.loads((out / "costs.json").read_text())
     assert costs["trainable_params"] > 0 and costs["train_seconds"] > 0 and costs["eval_examples_per_second"] > 0
+    assert costs["peak_memory_mb"] > 0
     metrics = json.loads((out / "metrics.json").read_text())["test"]
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", tiny_sentiment["test"]]) == 0

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from tunelab.costs import peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.metrics import compute_metrics
 from tunelab.methods.registry import register
@@ -92,7 +93,7 @@ class SetFitStrategy:
             "trainable_params": trainable, "total_params": trainable, "trainable_percent": 100.0,
             "train_seconds": seconds, "body_train_seconds": body_seconds, "train_pairs": pairs, "steps": steps,
             "epochs": self.settings.epochs, "train_examples_per_second": pairs * self.settings.epochs / max(body_seconds, 1e-9),
-            "device": str(body.device),
+            "device": str(body.device), "peak_memory_mb": peak_memory_mb(body.device),
         }
         if splits.dev:  # no checkpoint is chosen on dev: the score is for the sweep's search and the report
             costs["best_dev"] = self.score(predictor, splits.dev)
