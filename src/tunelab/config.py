@@ -56,7 +56,7 @@ class ModelConfig(Section):
 
 
 class TaskConfig(Section):
-    type: Literal["classification", "pair_classification", "generation", "multiple_choice"] = "classification"
+    type: Literal["classification", "pair_classification", "generation", "multiple_choice", "token_classification"] = "classification"
     text_field: str = "text"
     text_pair_field: str | None = None
     """Second sentence for pair classification (e.g. `text_pair`)."""
@@ -67,6 +67,10 @@ class TaskConfig(Section):
     """Reference text for generation tasks."""
     choices_field: str = "choices"
     """Candidate answers of multiple-choice tasks; the label is the correct choice's text."""
+    tokens_field: str = "tokens"
+    """token_classification: the list of words of each record."""
+    tags_field: str = "tags"
+    """token_classification: the IOB2 tag of each word (`O`, `B-PER`, `I-PER`, ...)."""
 
     @field_validator("label_names")
     @classmethod
@@ -320,6 +324,12 @@ class StrategyConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+TASK_DEFAULT_METRICS = {
+    "token_classification": ("entity_f1", "entity_precision", "entity_recall", "per_type_f1"),
+}
+"""Metrics of task types that classification's default (accuracy, f1) does not fit."""
+
+
 class ExperimentConfig(Section):
     name: str = "experiment"
     """Folder under `output_dir` that holds this experiment's runs: a plain folder name, no path."""
@@ -345,6 +355,16 @@ class ExperimentConfig(Section):
     # Where the config came from, so later checks (strategy settings) can name file and line.
     _source: str = PrivateAttr("<config>")
     _lines: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_default_metrics(cls, raw):
+        # The default metrics are classification's; a task type with metrics of its own gets those unless the file names some.
+        if isinstance(raw, dict) and "metrics" not in raw and isinstance(raw.get("task"), dict):
+            defaults = TASK_DEFAULT_METRICS.get(raw["task"].get("type"))
+            if defaults:
+                raw = {**raw, "metrics": list(defaults)}
+        return raw
 
     @field_validator("name")
     @classmethod

@@ -62,6 +62,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         return prepare_continual(config)
     info = located(config, ("strategy", "name"), lambda: get_strategy(config.strategy.name))
     located(config, ("metrics",), lambda: [get_metric(name) for name in config.metrics])
+    check_metric_kinds(config)
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
     check_augment(config, info)  # train.augment: the strategy trains, its models exist (no weights)
     model_checked = check_model(config)  # config.json only: no weights load (nor smollm2's conversion)
@@ -75,6 +76,20 @@ def prepare(config: ExperimentConfig) -> Prepared:
     if config.train.adversarial is not None:
         check_trains(info.cls, config.locate("train", "adversarial"))
     return Prepared(config, strategy, splits, model_checked)
+
+
+def check_metric_kinds(config: ExperimentConfig) -> None:
+    """Entity metrics score token classification and nothing else; token classification only them."""
+    from tunelab.metrics_ner import TOKEN_METRICS
+
+    tagging = config.task.type == "token_classification"
+    wrong = [name for name in config.metrics if (name in TOKEN_METRICS) != tagging]
+    if wrong and tagging:
+        raise ConfigError(f"{config.locate('metrics')}: task.type token_classification is scored by entity metrics; "
+                          f"{', '.join(wrong)} cannot score tag sequences; use metrics: [{', '.join(TOKEN_METRICS)}]")
+    if wrong:
+        raise ConfigError(f"{config.locate('metrics')}: {', '.join(wrong)} score(s) IOB2 tag sequences and need "
+                          f"task.type: token_classification, not {config.task.type}")
 
 
 def located(config: ExperimentConfig, key: tuple, lookup):
@@ -185,7 +200,8 @@ def score(config: ExperimentConfig, examples: list[dict], outputs: list[dict]) -
 
 
 def reference_of(example: dict, config: ExperimentConfig) -> str:
-    return example["target"] if config.task.type == "generation" else example["label"]
+    # token classification: the IOB2 tags joined by spaces (tunelab.data.tokens)
+    return example["target"] if config.task.type in ("generation", "token_classification") else example["label"]
 
 
 def write_json(path: Path, data) -> None:

@@ -22,6 +22,10 @@ def normalise_records(records: list[dict], task: TaskConfig, split: str, label_n
     """Validate every record (missing field, bad label, empty text) and return normalised examples."""
     if not records:
         raise DataError(f"the {split} split is empty; it needs at least one example")
+    if task.type == "token_classification":
+        from tunelab.data.tokens import normalise_tagged
+
+        return normalise_tagged(records, task, split, label_names)
     examples = [normalise_one(record, task, label_names) for record in records]
     warn_duplicates(examples, split)
     return examples
