@@ -102,6 +102,7 @@ def repair_iob2(tags: list[str]) -> tuple[list[str], list[int]]:
 
 def normalise_tagged(records: list[dict], task, split: str, names: list[str] | None) -> list[dict]:
     """Every record checked and normalised; one warning lists the lines whose IOB2 was repaired."""
+    names = tag_names(names) if names else None  # a run's config may name the entity types only
     examples, repairs = [], []
     for record in records:
         example, fixed = tagged_example(record, task, names)
