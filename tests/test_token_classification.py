@@ -86,12 +86,17 @@ def test_bad_data_exits_2_before_training_and_writes_nothing(tmp_path, tiny_bert
     assert not (tmp_path / "runs").exists()
 
 
-def test_classification_metrics_on_a_tagging_task_are_refused_with_the_line(tmp_path, tiny_bert_dir, tiny_ner, capsys):
+@pytest.mark.parametrize("sections,expected", [
+    ({"metrics": ["accuracy"]}, "accuracy cannot score tag sequences; use metrics: [entity_f1"),
+    ({"train": {"label_smoothing": 0.1}}, "train.label_smoothing works on a label (or the text) per example"),
+])
+def test_options_that_cannot_score_or_train_tags_are_refused_with_the_line(tmp_path, tiny_bert_dir, tiny_ner, capsys,
+                                                                          sections, expected):
     path = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, tiny_ner, {"name": "head"}, task=NER_TASK,
-                           metrics=["accuracy"])
+                           **{"metrics": NER_METRICS, **sections})
     assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert "line" in err and "accuracy cannot score tag sequences" in err and "entity_f1" in err
+    assert f"{path}, line " in err and expected in err
 
 
 def test_tag_set_from_entity_types_or_the_data():

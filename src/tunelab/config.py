@@ -90,7 +90,8 @@ class DataConfig(Section):
     """Dev split. With `k_shot`, the dev split is drawn from the training pool instead (LM-BFF)."""
     test: str | None = None
     k_shot: int | None = Field(None, gt=0)
-    """K examples per class for training, sampled by seed from `train` (LM-BFF few-shot protocol)."""
+    """K examples per class for training, sampled by seed from `train` (LM-BFF few-shot protocol); for tasks
+    without classes (generation, token_classification) K examples (sentences) in all."""
     dev_k_shot: int | None = Field(None, gt=0)
     """K per class for the dev split, drawn from the training pool disjoint from train; defaults to `k_shot`."""
     max_test: int | None = Field(None, gt=0)

@@ -24,7 +24,7 @@ from tunelab.model_changes.delta import DELTA_FILE  # noqa: F401 (re-exported: a
 from tunelab.model_changes.selection import HEAD_MODULES  # noqa: F401 (re-exported)
 from tunelab.models import LoadedModel, load_model
 from tunelab.readouts.classification import encode_classification
-from tunelab.readouts.tokens import TAGGING, TokenPredictor, head_architecture, train_tagger
+from tunelab.readouts.tokens import TAGGING, TokenPredictor, check_tagging, head_architecture, train_tagger
 from tunelab.settings import NoSettings
 from tunelab.train import train_model
 
@@ -73,6 +73,8 @@ class ClassifierStrategy:
             raise ConfigError(
                 f"strategy '{self.strategy_name}' needs a classification task, not task.type={self.experiment.task.type}"
             )
+        if self.tagging:
+            check_tagging(self.experiment, self.strategy_name)
         if self.change_name is not None:
             self.change.check(self.change_settings, self.target())
 

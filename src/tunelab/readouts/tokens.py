@@ -45,6 +45,16 @@ def head_architecture(experiment) -> str:
     return TAGGING if experiment.task.type == TAGGING else "classification"
 
 
+def check_tagging(experiment, strategy: str) -> None:
+    """Refuse, before any weight loads, training options that read a label per example or its text."""
+    train = experiment.train
+    given = [key for key in ("label_smoothing", "rdrop_alpha", "augment") if getattr(train, key)]
+    if given:
+        key = given[0]
+        raise ConfigError(f"{experiment.locate('train', key)}: train.{key} works on a label (or the text) per example; "
+                          f"strategy '{strategy}' on task.type {TAGGING} reads a tag per word; remove train.{key}")
+
+
 def check_fast(tokenizer) -> None:
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(f"token classification maps word pieces to words with a fast tokenizer's word_ids, and "
