@@ -56,7 +56,7 @@ class ModelConfig(Section):
 
 
 class TaskConfig(Section):
-    type: Literal["classification", "pair_classification", "generation", "multiple_choice"] = "classification"
+    type: Literal["classification", "pair_classification", "generation", "multiple_choice", "extractive_qa"] = "classification"
     text_field: str = "text"
     text_pair_field: str | None = None
     """Second sentence for pair classification (e.g. `text_pair`)."""
@@ -67,6 +67,12 @@ class TaskConfig(Section):
     """Reference text for generation tasks."""
     choices_field: str = "choices"
     """Candidate answers of multiple-choice tasks; the label is the correct choice's text."""
+    question_field: str = "question"
+    """Extractive QA: the question."""
+    context_field: str = "context"
+    """Extractive QA: the passage the answer is a span of."""
+    answers_field: str = "answers"
+    """Extractive QA: `{text: [...], answer_start: [...]}`, character offsets into the context (SQuAD layout)."""
 
     @field_validator("label_names")
     @classmethod

@@ -220,3 +220,5 @@ for _metric in (
     Metric("rougeL", _rouge("rougeL"), higher_is_better=True, kind="generation"),
 ):
     register_metric(_metric)
+
+from tunelab import metrics_qa  # noqa: E402,F401 (registers squad_em, squad_f1: extractive QA)

@@ -12,6 +12,10 @@ from tunelab.errors import DataError
 def parse_line(line: str, task, where: str) -> dict:
     """A JSON object uses the task's field names; any other line is the text itself."""
     stripped = line.strip()
+    if task.type == "extractive_qa":
+        from tunelab.data.squad import parse_qa_line
+
+        return parse_qa_line(stripped, task, where)
     if stripped.startswith("{"):
         try:
             record = json.loads(stripped)

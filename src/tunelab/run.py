@@ -72,6 +72,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
         config.task.label_names = splits.label_names  # saved resolved, so evaluate/predict use the same ids
     strategy = info.cls(settings, config, splits.label_names)
     strategy.check()
+    if hasattr(strategy, "check_splits"):  # checks that need the data and a tokenizer, still no weights
+        strategy.check_splits(splits)
     if config.train.adversarial is not None:
         check_trains(info.cls, config.locate("train", "adversarial"))
     return Prepared(config, strategy, splits, model_checked)
@@ -184,7 +186,9 @@ def score(config: ExperimentConfig, examples: list[dict], outputs: list[dict]) -
     return compute_metrics(config.metrics, predictions, references, labels=config.task.label_names)
 
 
-def reference_of(example: dict, config: ExperimentConfig) -> str:
+def reference_of(example: dict, config: ExperimentConfig) -> str | list[str]:
+    if config.task.type == "extractive_qa":
+        return example["answer_texts"]  # every gold answer: squad_em / squad_f1 take the best match
     return example["target"] if config.task.type == "generation" else example["label"]
 
 

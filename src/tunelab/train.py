@@ -223,7 +223,8 @@ def loss_honours_item_count(model) -> bool:
     from transformers.trainer_utils import unwrap_peft_model
 
     name = type(unwrap_peft_model(unwrap(model))).__name__
-    return not name.endswith(("ForSequenceClassification", "ForMultipleChoice", "ForTokenClassification"))
+    return not name.endswith(("ForSequenceClassification", "ForMultipleChoice", "ForTokenClassification",
+                                      "ForQuestionAnswering"))
 
 
 def collect_stats(trainer, output, train_features, train_seconds: float, best) -> TrainStats:
