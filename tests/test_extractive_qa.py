@@ -208,6 +208,11 @@ def test_compare_span_head_against_prompting_then_evaluate_and_predict(tmp_path,
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["metrics"] == pytest.approx(metrics["test"])  # the saved adapter reproduces the run
 
+    generate_run = next(p for p in root.iterdir() if p.name.startswith("generate-") and p.is_dir())
+    assert main(["evaluate", str(generate_run), "--data", qa_data["test"]]) == 0  # the prompting side reloads too
+    generated = json.loads((generate_run / "metrics.json").read_text())["test"]
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(generated)
+
     question = {"question": "Which team won?", "context": "In the end the Chicago Bears won the title."}
     inputs = write_jsonl(tmp_path / "questions.jsonl", [question])
     assert main(["predict", str(span_run), "--data", str(inputs)]) == 0
@@ -230,3 +235,19 @@ def test_bad_offset_and_long_context_without_stride_exit_2_before_anything_is_wr
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert "strategy.stride is null" in err and ".jsonl:" in err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("change", ["head", "adapter"])  # delta and bottleneck-adapter artifacts (lora: the compare)
+def test_the_span_head_trains_with_other_model_changes_and_its_artifact_reloads(tmp_path, tiny_bert_dir, tiny_llama_dir,
+                                                                                qa_data, change, capsys):
+    from tunelab.cli import main
+
+    path = qa_experiment(tmp_path, tiny_bert_dir, tiny_llama_dir, qa_data)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), f"strategy.train={change}", "--out", str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+    costs = json.loads((run_dir / "costs.json").read_text())
+    assert 0 < costs["trainable_params"] < costs["total_params"]  # the change chose a part of the model
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--data", qa_data["test"]]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(metrics)
