@@ -251,3 +251,13 @@ def test_the_span_head_trains_with_other_model_changes_and_its_artifact_reloads(
     capsys.readouterr()
     assert main(["evaluate", str(run_dir), "--data", qa_data["test"]]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(metrics)
+
+
+def test_metrics_that_cannot_take_several_gold_answers_are_refused_before_any_weight_loads(tmp_path, tiny_bert_dir,
+                                                                                          tiny_llama_dir, qa_data, capsys):
+    from tunelab.cli import main
+
+    path = qa_experiment(tmp_path, tiny_bert_dir, tiny_llama_dir, qa_data, metrics=["squad_f1", "accuracy"])
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "qa.yaml, line" in err and "not accuracy" in err and "metrics: [squad_f1, squad_em]" in err

@@ -22,6 +22,7 @@ from tunelab.artifacts import check_artifact_kept, missing_artifact
 from tunelab.config import ExperimentConfig, dump_config, validate_experiment, validate_settings
 from tunelab.data import load_split, load_splits
 from tunelab.data.perturb import perturbed_copy, text_keys
+from tunelab.data.squad import check_qa_metrics
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods import get_strategy
 from tunelab.metrics import compute_metrics, get_metric
@@ -62,6 +63,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
         return prepare_continual(config)
     info = located(config, ("strategy", "name"), lambda: get_strategy(config.strategy.name))
     located(config, ("metrics",), lambda: [get_metric(name) for name in config.metrics])
+    check_qa_metrics(config)  # extractive QA: only the SQuAD metrics take every gold answer
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
     check_augment(config, info)  # train.augment: the strategy trains, its models exist (no weights)
     model_checked = check_model(config)  # config.json only: no weights load (nor smollm2's conversion)

@@ -94,3 +94,18 @@ def parse_qa_line(line: str, task, where: str) -> dict:
         raise DataError(f"{where}: an extractive QA input is a JSON object with {task.question_field!r} and "
                         f"{task.context_field!r}, got {type(record).__name__}")
     return normalise_qa(dict(record, **{SOURCE_KEY: where}), task, where, answers_needed=False)
+
+
+QA_METRICS = ("squad_em", "squad_f1")
+
+
+def check_qa_metrics(config) -> None:
+    """Extractive QA scores against every gold answer: only the SQuAD metrics take a list of them
+    (accuracy, F1 over classes or ROUGE would fail, or score one answer, after the whole run)."""
+    from tunelab.errors import ConfigError
+
+    others = [name for name in config.metrics if name not in QA_METRICS]
+    if config.task.type == "extractive_qa" and others:
+        raise ConfigError(f"{config.locate('metrics')}: task.type extractive_qa is scored by {' and '.join(QA_METRICS)} "
+                          f"(against the best of each question's gold answers), not {', '.join(others)}; "
+                          f"set metrics: [squad_f1, squad_em]")
