@@ -56,7 +56,7 @@ class ModelConfig(Section):
 
 
 class TaskConfig(Section):
-    type: Literal["classification", "pair_classification", "generation", "multiple_choice", "token_classification"] = "classification"
+    type: Literal["classification", "pair_classification", "generation", "multiple_choice", "token_classification", "extractive_qa"] = "classification"
     text_field: str = "text"
     text_pair_field: str | None = None
     """Second sentence for pair classification (e.g. `text_pair`)."""
@@ -71,6 +71,12 @@ class TaskConfig(Section):
     """token_classification: the list of words of each record."""
     tags_field: str = "tags"
     """token_classification: the IOB2 tag of each word (`O`, `B-PER`, `I-PER`, ...)."""
+    question_field: str = "question"
+    """Extractive QA: the question."""
+    context_field: str = "context"
+    """Extractive QA: the passage the answer is a span of."""
+    answers_field: str = "answers"
+    """Extractive QA: `{text: [...], answer_start: [...]}`, character offsets into the context (SQuAD layout)."""
 
     @field_validator("label_names")
     @classmethod
@@ -222,10 +228,11 @@ class TrainConfig(Section):
     group_by_length: bool = True
     """Batch examples of similar length together (less padding)."""
     logging_steps: int = Field(10, gt=0)
-    log_to: list[Literal["csv", "tensorboard", "mlflow"]] = ["csv", "tensorboard"]
+    log_to: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = ["csv", "tensorboard"]
     """Where training logs go: `csv` (logs.csv), `tensorboard` (tensorboard/), `mlflow` (the Trainer's MLflow
-    integration; a file store in the run directory's `mlruns/` unless MLFLOW_TRACKING_URI is set; needs the
-    `tracking` extra)."""
+    integration; a file store in the run directory's `mlruns/` unless MLFLOW_TRACKING_URI is set), `wandb`
+    (the Trainer's W&B integration, offline into the run directory's `wandb/` unless WANDB_MODE is set);
+    mlflow and wandb need the `tracking` extra."""
     progress_bar: bool = True
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     """`auto`: fp32 weights with bf16 autocast on CUDA devices that support bf16; plain fp32 on CPU."""
@@ -236,9 +243,11 @@ class TrainConfig(Section):
         # Checked with the config, not when the Trainer starts: a missing client would fail after the weights load.
         import importlib.util
 
-        if "mlflow" in log_to and importlib.util.find_spec("mlflow") is None:
-            raise ValueError("mlflow needs the MLflow client, which is not installed: pip install 'tunelab[tracking]' "
-                             "(mlflow-skinny), or remove mlflow from the list")
+        clients = {"mlflow": "the MLflow client (mlflow-skinny)", "wandb": "the Weights & Biases client (wandb)"}
+        for name, client in clients.items():
+            if name in log_to and importlib.util.find_spec(name) is None:
+                raise ValueError(f"{name} needs {client}, which is not installed: pip install 'tunelab[tracking]', "
+                                 f"or remove {name} from the list")
         return log_to
 
 

@@ -222,3 +222,4 @@ for _metric in (
     register_metric(_metric)
 
 from tunelab import metrics_ner  # noqa: E402,F401  (registers the entity-level metrics of token classification)
+from tunelab import metrics_qa  # noqa: E402,F401 (registers squad_em, squad_f1: extractive QA)

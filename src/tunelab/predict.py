@@ -14,6 +14,10 @@ def parse_line(line: str, task, where: str) -> dict:
     stripped = line.strip()
     if task.type == "token_classification":
         return words_of_line(stripped, task, where)
+    if task.type == "extractive_qa":
+        from tunelab.data.squad import parse_qa_line
+
+        return parse_qa_line(stripped, task, where)
     if stripped.startswith("{"):
         try:
             record = json.loads(stripped)

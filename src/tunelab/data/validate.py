@@ -33,6 +33,10 @@ def normalise_records(records: list[dict], task: TaskConfig, split: str, label_n
 
 def normalise_one(record: dict, task: TaskConfig, label_names: list[str] | None) -> dict:
     where = record.get(SOURCE_KEY, "<data>")
+    if task.type == "extractive_qa":
+        from tunelab.data.squad import normalise_qa
+
+        return normalise_qa(record, task, where)
     example = dict(record)
     example["text"] = text_field(record, task.text_field, where)
     if task.type == "pair_classification" or task.text_pair_field:
