@@ -32,6 +32,8 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
     label_names = task.label_names
     if label_names is None and task.type in CLASSIFICATION and train_records:
         label_names = infer_label_names(train_records, task)
+    if task.type == "token_classification":
+        label_names = tagging_labels(task, train_records or (load_records(data.test) if data.test else []))
     train = normalise_records(train_records, task, "train", label_names) if data.train else []
     dev = load_split(data.dev, task, "dev", label_names) if data.dev else []
     test = load_split(data.test, task, "test", label_names) if data.test else []
@@ -42,6 +44,13 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
     if data.max_test:
         test = first_or_drawn(test, data.max_test, data.max_test_seed)
     return Splits(train, dev, test, label_names)
+
+
+def tagging_labels(task: TaskConfig, records: list[dict]) -> list[str]:
+    """The full IOB2 tag set: from task.label_names (tags or entity types), else from the records' tags."""
+    from tunelab.data.tokens import infer_tag_names, tag_names
+
+    return tag_names(task.label_names) if task.label_names else infer_tag_names(records, task)
 
 
 def first_or_drawn(examples: list[dict], count: int, seed: int | None) -> list[dict]:
