@@ -105,6 +105,9 @@ class DataConfig(Section):
     max_test_seed: int | None = Field(None, ge=0)
     """With `max_test`: draw the N test examples at random with this seed (kept in file order) instead
     of taking the first N, for test files sorted by label (MR, Subj). The same seed gives every run the same examples."""
+    skip_empty_text: bool = False
+    """Leave out records whose text field is empty or blank (each named in one warning) instead of stopping
+    at the first: for files such as MPQA's train split, three of whose lines hold no sentence."""
     perturbed_test: bool = True
     """Classification tasks: also evaluate on a perturbed copy of the test split (typos, word swaps,
     word deletions; deterministic by `train.seed`), reported as `perturbed` beside `test`."""

@@ -86,7 +86,8 @@ def text_field(record: dict, field: str, where: str) -> str:
     if "\ufffd" in value:
         raise DataError(f"{where}: field {field!r} holds undecodable text (U+FFFD replacement characters); re-save the data as UTF-8")
     if not value.strip():
-        raise DataError(f"{where}: field {field!r} is empty")
+        raise DataError(f"{where}: field {field!r} is empty; fill it in, remove the record, or set "
+                        f"data.skip_empty_text: true to leave such records out")
     return value
 
 
