@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunelab.data.loaders import SOURCE_KEY, at_line
+from tunelab.data.loaders import SOURCE_KEY, at_line, json_record
 from tunelab.errors import DataError
 
 
@@ -52,15 +52,7 @@ def words_of_line(line: str, task, where: str) -> dict:
     """Token classification: a JSON object with the task's tokens field, or a plain line split at spaces."""
     from tunelab.data.tokens import word_list
 
-    if line.startswith("{"):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: invalid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: a JSON line must be an object with the field {task.tokens_field!r}")
-    else:
-        record = {task.tokens_field: line.split()}
+    record = json_record(line, where) if line.startswith("{") else {task.tokens_field: line.split()}
     tokens = word_list(dict(record, **{SOURCE_KEY: where}), task.tokens_field, where)
     return dict(record, tokens=tokens, text=" ".join(tokens), **{SOURCE_KEY: where})
 
