@@ -63,6 +63,20 @@ def test_empty_split_and_empty_text(tmp_path):
         load_split(jsonl(tmp_path / "e2.jsonl", [{"text": "  ", "label": "positive"}]), TASK, "test", TASK.label_names)
 
 
+def test_skip_empty_text_leaves_blank_records_out_and_names_them(tmp_path):
+    rows = [{"text": "good", "label": "positive"}, {"text": "", "label": "negative"}, {"text": "bad", "label": "negative"},
+            {"text": " ", "label": "positive"}, {"text": "fine", "label": "positive"}]
+    train, test = jsonl(tmp_path / "train.jsonl", rows), jsonl(tmp_path / "test.jsonl", rows[:3])
+    with pytest.raises(DataError, match=r"train.jsonl:2: field 'text' is empty; .* data.skip_empty_text: true"):
+        load_splits(DataConfig(train=train, test=test), TASK, seed=1)
+    with pytest.warns(UserWarning) as caught:
+        splits = load_splits(DataConfig(train=train, test=test, skip_empty_text=True), TASK, seed=1)
+    assert [e["text"] for e in splits.train] == ["good", "bad", "fine"] and [e["text"] for e in splits.test] == ["good", "bad"]
+    messages = [str(w.message) for w in caught]
+    assert any("2 train record(s)" in m and f"{train}:2, {train}:4" in m for m in messages), messages
+    assert any("1 test record(s)" in m and f"{test}:2" in m for m in messages), messages
+
+
 def test_undecodable_text(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"text": "ok", "label": "positive"}\n{"text": "caf\xe9", "label": "positive"}\n')

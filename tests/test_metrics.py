@@ -19,7 +19,8 @@ PREDS = ["pos", "pos", "neg", "neg", "pos"]
 
 def test_registry_lists_every_metric():
     assert available_metrics() == sorted(
-        ["accuracy", "f1", "per_class_f1", "mcc", "exact_match", "bleu", "rouge1", "rouge2", "rougeL"]
+        ["accuracy", "f1", "per_class_f1", "mcc", "exact_match", "bleu", "rouge1", "rouge2", "rougeL",
+         "entity_f1", "entity_precision", "entity_recall", "per_type_f1", "squad_em", "squad_f1"]
     )
 
 

@@ -36,10 +36,12 @@ def refuse_weights(monkeypatch):
     monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
 
 
-def test_the_registry_lists_the_three_readouts_with_their_pairing_keys():
+def test_the_registry_lists_the_readouts_with_their_pairing_keys():
     readouts = {info.name: info for info in all_readouts()}
-    assert set(readouts) == {"head", "verbalizer", "generation"}
-    assert {name: info.pairing for name, info in readouts.items()} == {"head": "head", "verbalizer": "lm", "generation": "lm"}
+    assert set(readouts) == {"head", "span", "verbalizer", "generation", "token_head"}
+    assert {name: info.pairing for name, info in readouts.items()} == {
+        "head": "head", "span": "head", "verbalizer": "lm", "generation": "lm", "token_head": "head"}
+    assert readouts["span"].lm_heads == ()  # a new span head: any model
     assert {info.pairing for info in readouts.values()} == set(PAIRINGS)
     assert readouts["head"].lm_heads == () and readouts["generation"].lm_heads == ("causal_lm",)
     assert set(readouts["verbalizer"].lm_heads) == {"causal_lm", "masked_lm"}

@@ -56,7 +56,7 @@ class ModelConfig(Section):
 
 
 class TaskConfig(Section):
-    type: Literal["classification", "pair_classification", "generation", "multiple_choice"] = "classification"
+    type: Literal["classification", "pair_classification", "generation", "multiple_choice", "token_classification", "extractive_qa"] = "classification"
     text_field: str = "text"
     text_pair_field: str | None = None
     """Second sentence for pair classification (e.g. `text_pair`)."""
@@ -67,6 +67,16 @@ class TaskConfig(Section):
     """Reference text for generation tasks."""
     choices_field: str = "choices"
     """Candidate answers of multiple-choice tasks; the label is the correct choice's text."""
+    tokens_field: str = "tokens"
+    """token_classification: the list of words of each record."""
+    tags_field: str = "tags"
+    """token_classification: the IOB2 tag of each word (`O`, `B-PER`, `I-PER`, ...)."""
+    question_field: str = "question"
+    """Extractive QA: the question."""
+    context_field: str = "context"
+    """Extractive QA: the passage the answer is a span of."""
+    answers_field: str = "answers"
+    """Extractive QA: `{text: [...], answer_start: [...]}`, character offsets into the context (SQuAD layout)."""
 
     @field_validator("label_names")
     @classmethod
@@ -86,7 +96,8 @@ class DataConfig(Section):
     """Dev split. With `k_shot`, the dev split is drawn from the training pool instead (LM-BFF)."""
     test: str | None = None
     k_shot: int | None = Field(None, gt=0)
-    """K examples per class for training, sampled by seed from `train` (LM-BFF few-shot protocol)."""
+    """K examples per class for training, sampled by seed from `train` (LM-BFF few-shot protocol); for tasks
+    without classes (generation, token_classification) K examples (sentences) in all."""
     dev_k_shot: int | None = Field(None, gt=0)
     """K per class for the dev split, drawn from the training pool disjoint from train; defaults to `k_shot`."""
     max_test: int | None = Field(None, gt=0)
@@ -94,6 +105,9 @@ class DataConfig(Section):
     max_test_seed: int | None = Field(None, ge=0)
     """With `max_test`: draw the N test examples at random with this seed (kept in file order) instead
     of taking the first N, for test files sorted by label (MR, Subj). The same seed gives every run the same examples."""
+    skip_empty_text: bool = False
+    """Leave out records whose text field is empty or blank (each named in one warning) instead of stopping
+    at the first: for files such as MPQA's train split, three of whose lines hold no sentence."""
     perturbed_test: bool = True
     """Classification tasks: also evaluate on a perturbed copy of the test split (typos, word swaps,
     word deletions; deterministic by `train.seed`), reported as `perturbed` beside `test`."""
@@ -217,10 +231,11 @@ class TrainConfig(Section):
     group_by_length: bool = True
     """Batch examples of similar length together (less padding)."""
     logging_steps: int = Field(10, gt=0)
-    log_to: list[Literal["csv", "tensorboard", "mlflow"]] = ["csv", "tensorboard"]
+    log_to: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = ["csv", "tensorboard"]
     """Where training logs go: `csv` (logs.csv), `tensorboard` (tensorboard/), `mlflow` (the Trainer's MLflow
-    integration; a file store in the run directory's `mlruns/` unless MLFLOW_TRACKING_URI is set; needs the
-    `tracking` extra)."""
+    integration; a file store in the run directory's `mlruns/` unless MLFLOW_TRACKING_URI is set), `wandb`
+    (the Trainer's W&B integration, offline into the run directory's `wandb/` unless WANDB_MODE is set);
+    mlflow and wandb need the `tracking` extra."""
     progress_bar: bool = True
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     """`auto`: fp32 weights with bf16 autocast on CUDA devices that support bf16; plain fp32 on CPU."""
@@ -231,9 +246,11 @@ class TrainConfig(Section):
         # Checked with the config, not when the Trainer starts: a missing client would fail after the weights load.
         import importlib.util
 
-        if "mlflow" in log_to and importlib.util.find_spec("mlflow") is None:
-            raise ValueError("mlflow needs the MLflow client, which is not installed: pip install 'tunelab[tracking]' "
-                             "(mlflow-skinny), or remove mlflow from the list")
+        clients = {"mlflow": "the MLflow client (mlflow-skinny)", "wandb": "the Weights & Biases client (wandb)"}
+        for name, client in clients.items():
+            if name in log_to and importlib.util.find_spec(name) is None:
+                raise ValueError(f"{name} needs {client}, which is not installed: pip install 'tunelab[tracking]', "
+                                 f"or remove {name} from the list")
         return log_to
 
 
@@ -320,6 +337,12 @@ class StrategyConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+TASK_DEFAULT_METRICS = {
+    "token_classification": ("entity_f1", "entity_precision", "entity_recall", "per_type_f1"),
+}
+"""Metrics of task types that classification's default (accuracy, f1) does not fit."""
+
+
 class ExperimentConfig(Section):
     name: str = "experiment"
     """Folder under `output_dir` that holds this experiment's runs: a plain folder name, no path."""
@@ -345,6 +368,16 @@ class ExperimentConfig(Section):
     # Where the config came from, so later checks (strategy settings) can name file and line.
     _source: str = PrivateAttr("<config>")
     _lines: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_default_metrics(cls, raw):
+        # The default metrics are classification's; a task type with metrics of its own gets those unless the file names some.
+        if isinstance(raw, dict) and "metrics" not in raw and isinstance(raw.get("task"), dict):
+            defaults = TASK_DEFAULT_METRICS.get(raw["task"].get("type"))
+            if defaults:
+                raw = {**raw, "metrics": list(defaults)}
+        return raw
 
     @field_validator("name")
     @classmethod

@@ -151,7 +151,7 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
         "  epochs: 10",
         "  batch_size: 8",
         "  early_stopping_patience: 4",
-        "  log_to: [csv]          # also: tensorboard, mlflow (pip install 'tunelab[tracking]')",
+        "  log_to: [csv]          # also: tensorboard, mlflow, wandb (pip install 'tunelab[tracking]')",
         "metrics: [accuracy, f1]",
     ]
     if not fields.integer_labels:

@@ -37,7 +37,7 @@ class Metric:
     name: str
     fn: MetricFn
     higher_is_better: bool
-    kind: Literal["classification", "generation"]
+    kind: Literal["classification", "generation", "token_classification"]
 
     def __call__(self, predictions: Sequence[str], references: Sequence[str],
                  labels: Sequence[str] | None = None) -> MetricValue:
@@ -220,3 +220,6 @@ for _metric in (
     Metric("rougeL", _rouge("rougeL"), higher_is_better=True, kind="generation"),
 ):
     register_metric(_metric)
+
+from tunelab import metrics_ner  # noqa: E402,F401  (registers the entity-level metrics of token classification)
+from tunelab import metrics_qa  # noqa: E402,F401 (registers squad_em, squad_f1: extractive QA)

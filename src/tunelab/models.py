@@ -23,7 +23,7 @@ import torch
 
 from tunelab.errors import ModelError
 
-Head = Literal["classification", "causal_lm", "masked_lm", "base"]
+Head = Literal["classification", "causal_lm", "masked_lm", "base", "token_classification"]
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def load_model(
     torch_device = resolve_device(device)
     auto_class = auto_class_for(head)
     kwargs: dict = dict(dtype=resolve_dtype(dtype, torch_device), trust_remote_code=trust_remote_code)
-    if head == "classification":
+    if head in ("classification", "token_classification"):  # a label per example, or per token
         kwargs["num_labels"] = num_labels or 2
         if label_names:
             kwargs["id2label"] = dict(enumerate(label_names))
@@ -239,6 +239,7 @@ def auto_class_for(head: Head):
         "causal_lm": transformers.AutoModelForCausalLM,
         "masked_lm": transformers.AutoModelForMaskedLM,
         "base": transformers.AutoModel,
+        "token_classification": transformers.AutoModelForTokenClassification,
     }[head]
 
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunelab.data.loaders import SOURCE_KEY, at_line
+from tunelab.data.loaders import SOURCE_KEY, at_line, json_record
 from tunelab.errors import DataError
 
 
 def parse_line(line: str, task, where: str) -> dict:
     """A JSON object uses the task's field names; any other line is the text itself."""
     stripped = line.strip()
+    if task.type == "token_classification":
+        return words_of_line(stripped, task, where)
+    if task.type == "extractive_qa":
+        from tunelab.data.squad import parse_qa_line
+
+        return parse_qa_line(stripped, task, where)
     if stripped.startswith("{"):
         try:
             record = json.loads(stripped)
@@ -37,4 +43,22 @@ def predict_lines(run_dir: Path, lines: list[str], source: str = "standard input
         raise DataError(f"{source}: no input lines; give one example per line (JSON or plain text)")
     examples = [parse_line(line, config.task, at_line(source, n)) for n, line in numbered]  # before weights load
     outputs = predict_examples(run_dir, load_predictor(strategy, run_dir), examples)
+    if config.task.type == "token_classification":
+        return [tagged_row(e, o) for e, o in zip(examples, outputs)]
     return [{"text": e["text"], **o} for e, o in zip(examples, outputs)]
+
+
+def words_of_line(line: str, task, where: str) -> dict:
+    """Token classification: a JSON object with the task's tokens field, or a plain line split at spaces."""
+    from tunelab.data.tokens import word_list
+
+    record = json_record(line, where) if line.startswith("{") else {task.tokens_field: line.split()}
+    tokens = word_list(dict(record, **{SOURCE_KEY: where}), task.tokens_field, where)
+    return dict(record, tokens=tokens, text=" ".join(tokens), **{SOURCE_KEY: where})
+
+
+def tagged_row(example: dict, output: dict) -> dict:
+    """What `predict` prints for a tagged sentence: its words, tags and the entities they form."""
+    from tunelab.metrics_ner import entity_rows
+
+    return {"text": example["text"], **output, "entities": entity_rows(example["tokens"], output["prediction"])}

@@ -22,6 +22,7 @@ from tunelab.artifacts import check_artifact_kept, missing_artifact
 from tunelab.config import ExperimentConfig, dump_config, validate_experiment, validate_settings
 from tunelab.data import load_split, load_splits
 from tunelab.data.perturb import perturbed_copy, text_keys
+from tunelab.data.squad import check_qa_metrics
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods import get_strategy
 from tunelab.metrics import compute_metrics, get_metric
@@ -62,6 +63,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
         return prepare_continual(config)
     info = located(config, ("strategy", "name"), lambda: get_strategy(config.strategy.name))
     located(config, ("metrics",), lambda: [get_metric(name) for name in config.metrics])
+    check_metric_kinds(config)
+    check_qa_metrics(config)  # extractive QA: only the SQuAD metrics take every gold answer
     settings = validate_settings(info.cls.Settings, config.strategy.options(), ("strategy",), config.source, config.lines)
     check_augment(config, info)  # train.augment: the strategy trains, its models exist (no weights)
     model_checked = check_model(config)  # config.json only: no weights load (nor smollm2's conversion)
@@ -72,9 +75,25 @@ def prepare(config: ExperimentConfig) -> Prepared:
         config.task.label_names = splits.label_names  # saved resolved, so evaluate/predict use the same ids
     strategy = info.cls(settings, config, splits.label_names)
     strategy.check()
+    if hasattr(strategy, "check_splits"):  # checks that need the data and a tokenizer, still no weights
+        strategy.check_splits(splits)
     if config.train.adversarial is not None:
         check_trains(info.cls, config.locate("train", "adversarial"))
     return Prepared(config, strategy, splits, model_checked)
+
+
+def check_metric_kinds(config: ExperimentConfig) -> None:
+    """Entity metrics score token classification and nothing else; token classification only them."""
+    from tunelab.metrics_ner import TOKEN_METRICS
+
+    tagging = config.task.type == "token_classification"
+    wrong = [name for name in config.metrics if (name in TOKEN_METRICS) != tagging]
+    if wrong and tagging:
+        raise ConfigError(f"{config.locate('metrics')}: task.type token_classification is scored by entity metrics; "
+                          f"{', '.join(wrong)} cannot score tag sequences; use metrics: [{', '.join(TOKEN_METRICS)}]")
+    if wrong:
+        raise ConfigError(f"{config.locate('metrics')}: {', '.join(wrong)} score(s) IOB2 tag sequences and need "
+                          f"task.type: token_classification, not {config.task.type}")
 
 
 def located(config: ExperimentConfig, key: tuple, lookup):
@@ -184,8 +203,11 @@ def score(config: ExperimentConfig, examples: list[dict], outputs: list[dict]) -
     return compute_metrics(config.metrics, predictions, references, labels=config.task.label_names)
 
 
-def reference_of(example: dict, config: ExperimentConfig) -> str:
-    return example["target"] if config.task.type == "generation" else example["label"]
+def reference_of(example: dict, config: ExperimentConfig) -> str | list[str]:
+    if config.task.type == "extractive_qa":
+        return example["answer_texts"]  # every gold answer: squad_em / squad_f1 take the best match
+    # token classification: the IOB2 tags joined by spaces (tunelab.data.tokens)
+    return example["target"] if config.task.type in ("generation", "token_classification") else example["label"]
 
 
 def write_json(path: Path, data) -> None:

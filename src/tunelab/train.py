@@ -77,7 +77,7 @@ def training_arguments(cfg: TrainConfig, out_dir: Path, has_dev: bool, device: t
     evaluate = has_dev and cfg.eval_strategy != "no"
     if evaluate and cfg.eval_strategy == "steps" and not cfg.eval_steps:
         raise ConfigError("train.eval_strategy=steps needs train.eval_steps")
-    report_to = [name for name in ("tensorboard", "mlflow") if name in cfg.log_to]  # the Trainer's own integrations
+    report_to = [name for name in ("tensorboard", "mlflow", "wandb") if name in cfg.log_to]  # the Trainer's own integrations
     return TrainingArguments(
         output_dir=str(out_dir),
         seed=cfg.seed,
@@ -115,26 +115,53 @@ def run_name(out_dir: Path) -> str:
 
 @contextmanager
 def tracking_environment(cfg: TrainConfig, out_dir: Path):
-    """MLflow logs into `<run dir>/mlruns` (a local file store, moved with the run directory) unless the user
-    set MLFLOW_TRACKING_URI, which is respected: nothing is written outside the output directory by default.
-    The Trainer's MLflowCallback reads the variable when training starts; it is restored afterwards so the
-    next run of the same process gets its own store."""
-    if "mlflow" not in cfg.log_to or os.environ.get("MLFLOW_TRACKING_URI"):
-        yield
-        return
-    # MLflow 3 keeps its file store in maintenance mode behind this opt-in; its database stores would need
-    # SQLAlchemy, which the skinny client lacks. A user's own choice (set before) is left as it is.
-    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE")}
-    os.environ["MLFLOW_TRACKING_URI"] = (Path(out_dir).resolve() / "mlruns").as_uri()
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    """Trackers write inside the run directory unless the user pointed them elsewhere: nothing is written
+    outside the output directory by default. The Trainer's callbacks read these variables when training
+    starts; they are restored afterwards so the next run of the same process gets its own store."""
+    settings = tracker_variables(cfg, Path(out_dir).resolve())
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
+        if "wandb" in cfg.log_to:
+            finish_wandb_run()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def tracker_variables(cfg: TrainConfig, out_dir: Path) -> dict[str, str]:
+    variables: dict[str, str] = {}
+    if "mlflow" in cfg.log_to and not os.environ.get("MLFLOW_TRACKING_URI"):
+        # A local file store in `<run>/mlruns`. MLflow 3 keeps its file store in maintenance mode behind this
+        # opt-in; its database stores would need SQLAlchemy, which the skinny client lacks.
+        variables["MLFLOW_TRACKING_URI"] = (out_dir / "mlruns").as_uri()
+        variables["MLFLOW_ALLOW_FILE_STORE"] = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "true")
+    if "wandb" in cfg.log_to:
+        # Offline unless the user chose a mode (`wandb sync <run>/wandb/offline-run-*` uploads later); files
+        # under `<run>/wandb`; no crash reports to W&B's error service from a user's machine.
+        variables["WANDB_MODE"] = os.environ.get("WANDB_MODE", "offline")
+        for key, folder in (("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "settings"),
+                            ("WANDB_DATA_DIR", "data")):  # its service otherwise writes logs into ~/.cache/wandb
+            variables[key] = os.environ.get(key, str(out_dir / "wandb" / folder if folder else out_dir))
+        variables["WANDB_PROJECT"] = os.environ.get("WANDB_PROJECT", "tunelab")
+        variables["WANDB_ERROR_REPORTING"] = os.environ.get("WANDB_ERROR_REPORTING", "false")
+        variables["WANDB_SILENT"] = os.environ.get("WANDB_SILENT", "true")
+    return variables
+
+
+def finish_wandb_run() -> None:
+    """The Trainer's WandbCallback leaves its run open (and reuses it for the next Trainer of the process):
+    close it so its files are complete before the run directory is renamed, and the next run starts its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+        wandb.teardown()  # its settings (the directories above) are fixed per service: the next run gets a new one
 
 
 def use_bf16_autocast(cfg: TrainConfig, device: torch.device | None) -> bool:
@@ -223,7 +250,8 @@ def loss_honours_item_count(model) -> bool:
     from transformers.trainer_utils import unwrap_peft_model
 
     name = type(unwrap_peft_model(unwrap(model))).__name__
-    return not name.endswith(("ForSequenceClassification", "ForMultipleChoice", "ForTokenClassification"))
+    return not name.endswith(("ForSequenceClassification", "ForMultipleChoice", "ForTokenClassification",
+                                      "ForQuestionAnswering"))
 
 
 def collect_stats(trainer, output, train_features, train_seconds: float, best) -> TrainStats:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass, field
 
 from tunelab.config import DataConfig, TaskConfig
-from tunelab.data.loaders import load_records
+from tunelab.data.loaders import SOURCE_KEY, load_records
 from tunelab.data.sampling import few_shot_splits, sample_examples
 from tunelab.data.validate import CLASSIFICATION, infer_label_names, normalise_records
 from tunelab.errors import DataError
@@ -20,21 +21,42 @@ class Splits:
     label_names: list[str] | None = None
 
 
-def load_split(source: str, task: TaskConfig, split: str, label_names: list[str] | None) -> list[dict]:
-    return normalise_records(load_records(source), task, split, label_names)
+def load_split(source: str, task: TaskConfig, split: str, label_names: list[str] | None,
+               skip_empty: bool = False) -> list[dict]:
+    return normalise_records(read_records(source, task, split, skip_empty), task, split, label_names)
+
+
+def read_records(source: str, task: TaskConfig, split: str, skip_empty: bool) -> list[dict]:
+    records = load_records(source)
+    return without_empty_text(records, task, split) if skip_empty else records
+
+
+def without_empty_text(records: list[dict], task: TaskConfig, split: str) -> list[dict]:
+    """`data.skip_empty_text`: drop records whose text field is a blank string, naming each in one warning."""
+    def blank(record: dict) -> bool:
+        value = record.get(task.text_field)
+        return isinstance(value, str) and not value.strip()
+
+    dropped = [r.get(SOURCE_KEY, "?") for r in records if blank(r)]
+    if dropped:
+        warnings.warn(f"data.skip_empty_text: left out {len(dropped)} {split} record(s) with an empty "
+                      f"{task.text_field!r}: {', '.join(dropped)}", stacklevel=2)
+    return [r for r in records if not blank(r)]
 
 
 def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
     """Load and validate every configured split; apply K-shot sampling (LM-BFF) when k_shot is set."""
     if not data.train and not data.test:
         raise DataError("the data section names no split: set data.train and/or data.test")
-    train_records = load_records(data.train) if data.train else []
+    train_records = read_records(data.train, task, "train", data.skip_empty_text) if data.train else []
     label_names = task.label_names
     if label_names is None and task.type in CLASSIFICATION and train_records:
         label_names = infer_label_names(train_records, task)
+    if task.type == "token_classification":
+        label_names = tagging_labels(task, train_records or (load_records(data.test) if data.test else []))
     train = normalise_records(train_records, task, "train", label_names) if data.train else []
-    dev = load_split(data.dev, task, "dev", label_names) if data.dev else []
-    test = load_split(data.test, task, "test", label_names) if data.test else []
+    dev = load_split(data.dev, task, "dev", label_names, data.skip_empty_text) if data.dev else []
+    test = load_split(data.test, task, "test", label_names, data.skip_empty_text) if data.test else []
     if label_names is None and task.type in CLASSIFICATION:
         label_names = sorted({e["label"] for e in test})
     if data.k_shot:
@@ -42,6 +64,13 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
     if data.max_test:
         test = first_or_drawn(test, data.max_test, data.max_test_seed)
     return Splits(train, dev, test, label_names)
+
+
+def tagging_labels(task: TaskConfig, records: list[dict]) -> list[str]:
+    """The full IOB2 tag set: from task.label_names (tags or entity types), else from the records' tags."""
+    from tunelab.data.tokens import infer_tag_names, tag_names
+
+    return tag_names(task.label_names) if task.label_names else infer_tag_names(records, task)
 
 
 def first_or_drawn(examples: list[dict], count: int, seed: int | None) -> list[dict]:

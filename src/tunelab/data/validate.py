@@ -22,6 +22,10 @@ def normalise_records(records: list[dict], task: TaskConfig, split: str, label_n
     """Validate every record (missing field, bad label, empty text) and return normalised examples."""
     if not records:
         raise DataError(f"the {split} split is empty; it needs at least one example")
+    if task.type == "token_classification":
+        from tunelab.data.tokens import normalise_tagged
+
+        return normalise_tagged(records, task, split, label_names)
     examples = [normalise_one(record, task, label_names) for record in records]
     warn_duplicates(examples, split)
     return examples
@@ -29,6 +33,10 @@ def normalise_records(records: list[dict], task: TaskConfig, split: str, label_n
 
 def normalise_one(record: dict, task: TaskConfig, label_names: list[str] | None) -> dict:
     where = record.get(SOURCE_KEY, "<data>")
+    if task.type == "extractive_qa":
+        from tunelab.data.squad import normalise_qa
+
+        return normalise_qa(record, task, where)
     example = dict(record)
     example["text"] = text_field(record, task.text_field, where)
     if task.type == "pair_classification" or task.text_pair_field:
@@ -78,7 +86,8 @@ def text_field(record: dict, field: str, where: str) -> str:
     if "\ufffd" in value:
         raise DataError(f"{where}: field {field!r} holds undecodable text (U+FFFD replacement characters); re-save the data as UTF-8")
     if not value.strip():
-        raise DataError(f"{where}: field {field!r} is empty")
+        raise DataError(f"{where}: field {field!r} is empty; fill it in, remove the record, or set "
+                        f"data.skip_empty_text: true to leave such records out")
     return value
 
 

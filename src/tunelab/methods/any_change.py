@@ -19,6 +19,7 @@ from pydantic import Field
 from tunelab.methods.classifier import ClassifierStrategy
 from tunelab.methods.registry import register
 from tunelab.model_changes import Target, resolve_change
+from tunelab.readouts.tokens import head_architecture
 from tunelab.settings import StrictSettings
 
 
@@ -55,4 +56,4 @@ class AnyChangeStrategy(ClassifierStrategy):
         return self.resolved[1]
 
     def target(self) -> Target:
-        return Target("head", self.experiment, "classification", ("strategy", "delta"), len(self.label_names))
+        return Target("head", self.experiment, head_architecture(self.experiment), ("strategy", "delta"), len(self.label_names))

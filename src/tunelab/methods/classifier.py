@@ -24,6 +24,7 @@ from tunelab.model_changes.delta import DELTA_FILE  # noqa: F401 (re-exported: a
 from tunelab.model_changes.selection import HEAD_MODULES  # noqa: F401 (re-exported)
 from tunelab.models import LoadedModel, load_model
 from tunelab.readouts.classification import encode_classification
+from tunelab.readouts.tokens import TAGGING, TokenPredictor, check_tagging, head_architecture, train_tagger
 from tunelab.settings import NoSettings
 from tunelab.train import train_model
 
@@ -37,6 +38,15 @@ class ClassifierStrategy:
 
     def __init__(self, settings: BaseModel, experiment, label_names: list[str] | None):
         self.settings, self.experiment, self.label_names = settings, experiment, label_names or []
+        if self.tagging:  # task.label_names may name the entity types: the head reads the full IOB2 tag set
+            from tunelab.data.tokens import tag_names
+
+            self.label_names = tag_names(self.label_names)
+
+    @property
+    def tagging(self) -> bool:
+        """Token classification: a tag per word from a token-classification head (`readouts/tokens.py`)."""
+        return self.experiment.task.type == TAGGING
 
     # --- the model change ---------------------------------------------------------------------
 
@@ -49,7 +59,7 @@ class ClassifierStrategy:
         return self.settings
 
     def target(self) -> Target:
-        return Target("head", self.experiment, "classification", ("strategy",), len(self.label_names))
+        return Target("head", self.experiment, head_architecture(self.experiment), ("strategy",), len(self.label_names))
 
     def prepare(self, loaded: LoadedModel) -> torch.nn.Module:
         """Choose the trainable parameters (or wrap the model); return the model to train."""
@@ -59,10 +69,12 @@ class ClassifierStrategy:
         self.change.save(model, Path(directory), loaded, self.change_settings)
 
     def check(self) -> None:
-        if self.experiment.task.type not in ("classification", "pair_classification"):
+        if self.experiment.task.type not in ("classification", "pair_classification", TAGGING):
             raise ConfigError(
                 f"strategy '{self.strategy_name}' needs a classification task, not task.type={self.experiment.task.type}"
             )
+        if self.tagging:
+            check_tagging(self.experiment, self.strategy_name)
         if self.change_name is not None:
             self.change.check(self.change_settings, self.target())
 
@@ -72,7 +84,7 @@ class ClassifierStrategy:
         """The base model (trained weights stay fp32 under `auto`), or a saved model directory `name`."""
         cfg = self.experiment.model
         return load_model(
-            name or cfg.name, "classification", len(self.label_names), device=cfg.device,
+            name or cfg.name, head_architecture(self.experiment), len(self.label_names), device=cfg.device,
             dtype=cfg.dtype if name else training_dtype(cfg.dtype),
             trust_remote_code=cfg.trust_remote_code, label_names=self.label_names, pooling=cfg.pooling,
         )
@@ -92,10 +104,15 @@ class ClassifierStrategy:
             from tunelab.pooling import pooling_of
 
             costs["pooling"] = pooling_of(None, loaded.model.config)
-        return ClassifierPredictor(self, model, loaded), costs
+        return self.predictor(model, loaded), costs
+
+    def predictor(self, model: torch.nn.Module, loaded: LoadedModel):
+        return (TokenPredictor if self.tagging else ClassifierPredictor)(self, model, loaded)
 
     def train(self, model, loaded: LoadedModel, splits, run_dir: Path):
         exp = self.experiment
+        if self.tagging:
+            return train_tagger(model, loaded.tokenizer, splits, exp, self.label_names, run_dir)
         encode = lambda examples: encode_classification(loaded.tokenizer, examples, self.label_names, exp.model.max_length)
         metric = exp.train.metric_for_best or exp.metrics[0]
         return train_model(
@@ -111,7 +128,7 @@ class ClassifierStrategy:
 
     def load(self, run_dir: Path):
         loaded, model = self.change.load(Path(run_dir), self.load_base, self.change_settings, self.target())
-        return ClassifierPredictor(self, model, loaded)
+        return self.predictor(model, loaded)
 
 
 def training_dtype(dtype: str) -> str:

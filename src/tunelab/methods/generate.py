@@ -10,6 +10,10 @@ exact match against the example's `target`.
     prompt: {template: "Article: {{ text }}\\nOne-sentence summary:", use_chat_template: false}
     strategy: {name: generate, k: 0, generation: {max_new_tokens: 48, stop: ["\\n"]}}
     metrics: [rouge1, rouge2, rougeL]
+
+`generate` also answers extractive QA (`task.type: extractive_qa`): the template shows the context
+and the question (`{{ context }}`, `{{ question }}`), demonstrations end with their first gold
+answer, and `squad_em` / `squad_f1` score the generated text against every gold answer.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ from tunelab.prompts.plan import (
 from tunelab.settings import StrictSettings
 
 
+ANSWER_TASKS = ("generation", "extractive_qa")
+"""Tasks whose answer is text (`target`): generated, and shown after each demonstration."""
+
+
 class GenerateSettings(StrictSettings):
     k: int = Field(0, ge=0)
     """Demonstrations (training examples followed by their target) before each prompt; 0: zero-shot."""
@@ -69,7 +77,7 @@ class Renderer:
         self.budget = context_budget(experiment) - max_new_tokens  # prompt tokens that leave room to answer
 
     def answer_of(self, example: dict) -> str:
-        return example["target"] if self.plan.task_type == "generation" else self.plan.answer_of(example)
+        return example["target"] if self.plan.task_type in ANSWER_TASKS else self.plan.answer_of(example)
 
     def render(self, example: dict, demonstrations: list[tuple[dict, str]]) -> tuple[str, str]:
         settings = self.plan.settings
@@ -163,6 +171,7 @@ class GenerativeBase:
 @register("generate", "Zero/few-shot prompting for generation tasks: the continuation is the answer", family="prompting")
 class GenerateStrategy(GenerativeBase):
     Settings = GenerateSettings
+    tasks = ANSWER_TASKS  # extractive QA: the generated answer is scored by squad_em / squad_f1
     trains = False  # prompting reads the model as it is (train.adversarial refuses it)
 
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunelab.errors import ConfigError
-from tunelab.methods.classifier import ClassifierPredictor, ClassifierStrategy
+from tunelab.methods.classifier import ClassifierStrategy
 from tunelab.model_changes.peft_common import ADAPTER_DIR, apply_peft, fit_padding, located, new_modules, skeleton
 
 
@@ -26,15 +26,16 @@ class PeftStrategy(ClassifierStrategy):
         super().check()
         from tunelab.models import resolve_model_path
 
-        model = skeleton(self.experiment, len(self.label_names))
+        target = self.target()
+        model = skeleton(self.experiment, len(self.label_names), target.architecture)
         try:
-            apply_peft(model, self.settings, "SEQ_CLS", max_length=self.experiment.model.max_length,
+            apply_peft(model, self.settings, target.task_type, max_length=self.experiment.model.max_length,
                        tokenizer_path=resolve_model_path(self.experiment.model.name))
         except ConfigError as err:
             raise located(err, self.experiment) from None
 
     def prepare(self, loaded):
-        model = apply_peft(loaded.model, self.settings, "SEQ_CLS", max_length=self.experiment.model.max_length,
+        model = apply_peft(loaded.model, self.settings, self.target().task_type, max_length=self.experiment.model.max_length,
                            tokenizer_path=loaded.path, modules_to_save=new_modules(loaded.missing_keys))
         fit_padding(loaded.tokenizer, model)
         return model
@@ -51,4 +52,4 @@ class PeftStrategy(ClassifierStrategy):
         loaded = self.load_base()
         model = PeftModel.from_pretrained(loaded.model, adapter_dir)
         fit_padding(loaded.tokenizer, model)
-        return ClassifierPredictor(self, model, loaded)
+        return self.predictor(model, loaded)

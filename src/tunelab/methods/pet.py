@@ -28,6 +28,12 @@ any weight loads. The read-out is `verbalizer` (`tunelab.readouts`). One templat
 
 With `search_label_words` and/or `generate_templates` (causal LMs), the template and words are
 chosen before training by the untrained model's zero-shot dev score (`tunelab.methods.pet_search`).
+
+With `demonstrations:`, one filled-in prompt per label from the K-shot train split precedes every
+input, in training and at test time, and dev/test predictions average several demonstration sets
+(LM-BFF; `tunelab.methods.pet_demos`)::
+
+    strategy: {name: pet, demonstrations: {per_label: 1, selection: similar, test_sets: 4}}
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from tunelab.costs import parameter_costs
 from tunelab.errors import ConfigError
 from tunelab.methods.classifier import train_costs
 from tunelab.methods.lm_delta import LmChange
+from tunelab.methods.pet_demos import Demonstrations, DemonstrationSettings
 from tunelab.methods.pet_model import PetCollator, PetModel, encode_examples, mask_token_of
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
@@ -82,6 +89,8 @@ class PetSettings(StrictSettings):
     """Choose label words before training: ranked by the untrained model on train, pruned on dev (LM-BFF)."""
     generate_templates: TemplateGeneration | None = None
     """Let a causal LM write templates from the training examples; the best zero-shot dev score trains (LM-BFF)."""
+    demonstrations: DemonstrationSettings | None = None
+    """LM-BFF: demonstrations from the K-shot train split in every input (`tunelab.methods.pet_demos`)."""
 
 
 @register("pet", "Prompt-based fine-tuning: cross-entropy over the verbalizer's label words at the answer position", family="prompting")
@@ -90,6 +99,8 @@ class PetStrategy:
 
     def __init__(self, settings: PetSettings, experiment, label_names: list[str] | None):
         self.settings, self.experiment, self.label_names = settings, experiment, list(label_names or [])
+        self.demos: Demonstrations | None = None  # set from the train split (fit) or the saved plan (load)
+        self.dev_sets = 1
 
     @functools.cached_property
     def prompt(self):
@@ -129,12 +140,29 @@ class PetStrategy:
     def plan(self):
         return new_plan(self.experiment, self.prompt, self.label_names)
 
+    def use_demonstrations(self, pool: list[dict]) -> None:
+        """Demonstrations drawn from `pool` (the K-shot train split), when `demonstrations:` is set."""
+        s = self.settings.demonstrations
+        if s is not None:
+            self.demos = Demonstrations(s, pool, self.label_names, self.experiment.train.seed, self.causal)
+
+    @property
+    def test_sets(self) -> int:
+        return self.settings.demonstrations.test_sets if self.demos else 1
+
+    def encode_sets(self, plan, examples: list[dict], split: str, sets: int) -> list[list[dict]]:
+        """One feature list per demonstration set (one list, no demonstrations, without `demonstrations:`)."""
+        if self.demos is None:
+            return [self.encode(plan, examples, split)]
+        return [self.encode(plan, examples, split, demos) for demos in self.demos.sets(examples, sets)]
+
     @functools.cached_property
     def engine(self) -> PromptEngine:
         return PromptEngine(load_tokenizer_for(self.experiment), max_length=context_budget(self.experiment))
 
-    def encode(self, plan, examples: list[dict], split: str) -> list[dict]:
-        """Render and tokenise (no model): field, mask and label-word errors surface here."""
+    def encode(self, plan, examples: list[dict], split: str, demos: list[list[dict]] | None = None) -> list[dict]:
+        """Render and tokenise (no model): field, mask and label-word errors surface here.
+        `demos[i]`: the demonstrations before example i (none by default)."""
         tokenizer, exp = self.engine.tokenizer, self.experiment
         mask = mask_token_of(tokenizer, self.causal)
         rows = [{**e, "mask": mask} if mask else e for e in examples]
@@ -146,7 +174,11 @@ class PetStrategy:
                 "a masked LM needs {{ mask }} in prompt.template where the label word goes, e.g. "
                 "\"{{ text }} It was {{ mask }}.\""))
         check_fields(exp, self.prompt, [self.prompt.template], rows)
-        texts = [self.engine.render(plan, row, []) for row in rows]
+        if demos is None:
+            texts = [self.engine.render(plan, row, []) for row in rows]
+        else:
+            budget = context_budget(exp)
+            texts = [self.demos.render(self.engine, plan, row, d, budget) for row, d in zip(rows, demos)]
         return encode_examples(tokenizer, texts, rows, plan, self.causal, context_budget(exp), split,
                                self.label_names)
 
@@ -168,39 +200,65 @@ class PetStrategy:
                         aggregation=self.settings.aggregation)
 
     def fit(self, splits, run_dir: Path):
+        if self.searches_prompt and not splits.dev:
+            raise ConfigError(f"{self.experiment.source}: pet's prompt search chooses on the dev split: set data.dev or data.k_shot")
+        plan, train, dev = self.encode_splits(splits)
+        return self.train_on(plan, train, dev, run_dir, splits=splits)
+
+    @property
+    def searches_prompt(self) -> bool:
+        return bool(self.settings.search_label_words or self.settings.generate_templates)
+
+    def encode_splits(self, splits, plan=None) -> tuple:
+        """(plan, train features, dev features); the test prompts are checked too — all before any weight loads."""
+        plan = plan or self.plan()
+        self.use_demonstrations(splits.train)
+        if self.demos is not None:
+            plan = plan.replace(pool=list(splits.train))  # saved: a reloaded run draws the same demonstrations
+        train = self.encode_sets(plan, splits.train, "train", 1)[0]
+        dev = [f for features in self.encode_sets(plan, splits.dev, "dev", self.test_sets) for f in features]
+        self.dev_sets = self.test_sets if splits.dev else 1
+        self.encode(plan, splits.test, "test")  # test-prompt problems (fields, mask) before training
+        return plan, train, dev
+
+    def train_on(self, plan, train: list[dict], dev: list[dict], run_dir: Path, epochs: float | None = None,
+                 splits=None):
+        """Load the LM, train it on encoded features (best dev epoch kept); returns (predictor, costs). With
+        `splits` and a prompt search set, the prompt is chosen first and the splits encoded again with it."""
         from transformers import set_seed
 
         exp = self.experiment
-        plan = self.plan()
-        train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
-        self.encode(plan, splits.test, "test")  # fail on test-prompt problems before training
-        if (self.settings.search_label_words or self.settings.generate_templates) and not splits.dev:
-            raise ConfigError(f"{exp.source}: pet's prompt search chooses on the dev split: set data.dev or data.k_shot")
         set_seed(exp.train.seed)
         loaded = self.load_base()
-        if self.settings.search_label_words or self.settings.generate_templates:
+        if self.searches_prompt and splits is not None:
             from tunelab.methods.pet_search import search_before_training
 
             plan = search_before_training(self, loaded, plan, splits, run_dir)
-            train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
+            plan, train, dev = self.encode_splits(splits, plan)  # through the demonstration path, if any
         model = self.wrap(self.prepare(loaded), plan)
         costs = parameter_costs(model)
         collator = PetCollator(self.engine.tokenizer.pad_token_id or 0)
         from tunelab.train import train_model
 
-        stats = train_model(model, self.engine.tokenizer, train, dev, exp.train, run_dir, score_dev=self.score_dev,
+        cfg = exp.train if epochs is None else exp.train.model_copy(update={"epochs": epochs})
+        stats = train_model(model, self.engine.tokenizer, train, dev, cfg, run_dir, score_dev=self.score_dev,
                             metric_for_best=exp.train.metric_for_best or exp.metrics[0], collator=collator)
         costs.update(train_costs(stats, model))
         return PetPredictor(self, model, loaded, plan), costs
 
     def score_dev(self, logits, label_ids) -> dict:
-        labels = self.label_names
-        predictions = [labels[i] for i in logits.argmax(-1)]
-        return compute_metrics(self.experiment.metrics, predictions, [labels[i] for i in label_ids], labels=labels)
+        """Dev metrics; with demonstrations the dev features are `dev_sets` copies, averaged like test."""
+        labels, sets = self.label_names, self.dev_sets
+        probs = torch.as_tensor(logits).float().softmax(-1)  # (S·D, L)
+        probs = probs.reshape(sets, -1, probs.shape[-1]).mean(0)  # (D, L)
+        gold = list(label_ids)[: len(probs)]
+        predictions = [labels[i] for i in probs.argmax(-1)]
+        return compute_metrics(self.experiment.metrics, predictions, [labels[i] for i in gold], labels=labels)
 
     def load(self, run_dir: Path):
         loaded, lm = self.change.load(run_dir, self.load_base)
         plan = load_plan(run_dir)
+        self.use_demonstrations(plan.pool)
         return PetPredictor(self, self.wrap(lm, plan), loaded, plan)
 
     def preview(self, splits, n: int) -> list[str]:
@@ -209,17 +267,31 @@ class PetStrategy:
         self.encode(plan, splits.test[:n], "test")
         mask = mask_token_of(self.engine.tokenizer, self.causal)
         rows = [{**e, "mask": mask} if mask else e for e in splits.test[:n]]
-        return preview(self.engine, plan, rows)
+        self.use_demonstrations(splits.train)
+        if self.demos is None:
+            return preview(self.engine, plan, rows)
+        notes = [f"note: demonstration set 1 of {self.test_sets} (their label distributions are averaged)"]
+        demos = self.demos.sets(splits.test[:n], 1)[0]
+        budget = context_budget(self.experiment)
+        texts = ["".join(self.demos.render(self.engine, plan, r, d, budget)) for r, d in zip(rows, demos)]
+        return notes + [f"=== prompt {i}: {len(d)} demonstrations ===\n{text}"
+                        for i, (d, text) in enumerate(zip(demos, texts), start=1)]
 
 
 class PetPredictor:
     def __init__(self, strategy: PetStrategy, model: PetModel, loaded, plan):
         self.strategy, self.model, self.loaded, self.plan = strategy, model, loaded, plan
 
-    def label_logits(self, examples: list[dict]) -> torch.Tensor:
-        """(N, L) label logits, batches sorted by length."""
+    def label_probs(self, examples: list[dict]) -> torch.Tensor:
+        """(N, L) label distributions: softmax of the label logits, averaged over the demonstration sets."""
         s = self.strategy
-        features = s.encode(self.plan, [dict(e, label=None) for e in examples], "prediction")
+        rows = [dict(e, label=None) for e in examples]  # the predictor never reads a label
+        sets = s.encode_sets(self.plan, rows, "prediction", s.test_sets)
+        return torch.stack([self.label_logits(features).softmax(-1) for features in sets]).mean(0)  # (S, N, L) -> (N, L)
+
+    def label_logits(self, features: list[dict]) -> torch.Tensor:
+        """(N, L) label logits of encoded features, batches sorted by length."""
+        s = self.strategy
         collate = PetCollator(s.engine.tokenizer.pad_token_id or 0)
         batch_size = s.settings.batch_size or s.experiment.train.eval_batch_size
         device = next(self.model.parameters()).device
@@ -236,7 +308,7 @@ class PetPredictor:
     def predict(self, examples: list[dict]) -> list[dict]:
         if not examples:
             return []
-        probs = self.label_logits(examples).softmax(-1)  # (N, L)
+        probs = self.label_probs(examples)  # (N, L)
         labels = self.plan.labels
         return [{"prediction": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist()))} for row in probs]
 

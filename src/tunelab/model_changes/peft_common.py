@@ -214,7 +214,7 @@ def skeleton(experiment, num_labels: int, head: str = "classification") -> torch
     cfg = experiment.model
     path = resolve_model_path(cfg.name)
     config = with_hub_errors(path, lambda **hub: AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, **hub))
-    if head == "classification":
+    if head in ("classification", "token_classification"):
         config.num_labels = max(num_labels, 2)
     with torch.device("meta"):
         model = auto_class_for(head).from_config(config, trust_remote_code=cfg.trust_remote_code)

@@ -50,7 +50,9 @@ class Target:
     @property
     def task_type(self) -> str | None:
         """PEFT's task type for this target (None: PEFT's plain wrapper, as for a masked LM)."""
-        return "SEQ_CLS" if self.readout == "head" else "CAUSAL_LM" if self.architecture == "causal_lm" else None
+        if self.readout == "head":
+            return "TOKEN_CLS" if self.architecture == "token_classification" else "SEQ_CLS"
+        return "CAUSAL_LM" if self.architecture == "causal_lm" else None
 
     @property
     def max_length(self) -> int | None:

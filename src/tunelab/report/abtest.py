@@ -54,9 +54,21 @@ class ABResult:
         return self.a if self.only_a > self.only_b else self.b
 
 
-def reference(row: dict) -> str:
-    """The gold answer of a stored prediction row: its label, or its target text (generation)."""
-    return row["label"] if "label" in row else row.get("target")
+def reference(row: dict) -> str | list[str]:
+    """The gold answer of a stored prediction row: its label, its target text (generation), or the list of
+    every gold answer (extractive QA: `answer_texts`)."""
+    if isinstance(row.get("answer_texts"), list):
+        return row["answer_texts"]
+    return str(row["label"] if "label" in row else row.get("target"))
+
+
+def is_right(prediction: str, gold: str | list[str]) -> bool:
+    """The same string; against a list of gold answers (extractive QA), SQuAD's normalised exact match with one."""
+    if isinstance(gold, list):
+        from tunelab.metrics_qa import best_over_references, exact_score
+
+        return best_over_references(exact_score, prediction, gold) == 1.0
+    return prediction == gold
 
 
 def example_key(row: dict) -> str:
@@ -89,7 +101,7 @@ def compare(strategy, k, search, a, b, pairs, metric: str, n_resamples: int) -> 
         seed_keys = [example_key(r) for r in rows_a]
         if seed_keys != [example_key(r) for r in rows_b] or (keys is not None and seed_keys != keys):
             return skipped(strategy, k, search, a, b, pairs, metric, f"seed {seed}: the variants scored different examples")
-        keys, refs = seed_keys, [str(reference(r)) for r in rows_a]
+        keys, refs = seed_keys, [reference(r) for r in rows_a]
         preds_a.append([str(r.get("prediction")) for r in rows_a])
         preds_b.append([str(r.get("prediction")) for r in rows_b])
     return paired_test(strategy, k, search, a, b, [p[0] for p in pairs], preds_a, preds_b, refs, metric, n_resamples)
@@ -98,8 +110,8 @@ def compare(strategy, k, search, a, b, pairs, metric: str, n_resamples: int) -> 
 def paired_test(strategy, k, search, a, b, seeds, preds_a, preds_b, refs, metric: str, n_resamples: int) -> ABResult:
     """McNemar and paired bootstrap of A against B from their per-seed predictions on the same examples.
     A and B may have different numbers of seeds (each side is averaged over its own)."""
-    right_a = np.mean([[p == r for p, r in zip(row, refs)] for row in preds_a], axis=0)  # (n,) share of seeds right
-    right_b = np.mean([[p == r for p, r in zip(row, refs)] for row in preds_b], axis=0)
+    right_a = np.mean([[is_right(p, r) for p, r in zip(row, refs)] for row in preds_a], axis=0)  # (n,) share of seeds right
+    right_b = np.mean([[is_right(p, r) for p, r in zip(row, refs)] for row in preds_b], axis=0)
     # Exact McNemar (sign) test over examples: those A gets right in more seeds than B, and vice versa.
     # With one seed this is the classic McNemar test; identical seeds add no evidence.
     test = mcnemar_exact((right_a > right_b).tolist(), (right_b > right_a).tolist())

@@ -20,6 +20,7 @@ from tunelab.report.curves import anchor, drill_down
 from tunelab.report.document import Code, Image, Link, Section, Table, Text, markdown_table, to_html, to_markdown
 from tunelab.report.leaderboard import (PERTURBED, Row, SearchChoice, build_leaderboard, csv_rows, is_fraction,
                                         metric_keys, table)
+from tunelab.report.distillation import distillation_section
 from tunelab.report.errors import analyse, error_blocks, flag_one_class
 from tunelab.report.continual import continual_groups, continual_plots, continual_section
 from tunelab.report.multitask import multitask_section
@@ -57,6 +58,9 @@ def build_report(root: Path) -> Report:
     if rows:
         at = next(i for i, s in enumerate(sections) if s.title == "Plots") + 1
         sections[at:at] = [Section("Error analysis", error_blocks(analyses)), Section("Drill-down", drill)]
+    distilled = distillation_section(rows, results.metric)  # distill rows beside their teachers' rows
+    if distilled is not None:
+        sections.insert(3, distilled)  # after the leaderboard
     per_task = multitask_section(results)  # multi-task cells: each task's metrics behind the mean
     if per_task is not None:
         sections.insert(3, per_task)  # after the leaderboard

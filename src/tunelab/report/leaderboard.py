@@ -24,7 +24,7 @@ from tunelab.stats import mean_std
 COST_COLUMNS = {
     "trainable_params": False, "train_seconds": False, "eval_examples_per_second": True, "peak_memory_mb": False,
 }
-FRACTION_METRICS = {"accuracy", "f1", "mcc", "exact_match"}
+FRACTION_METRICS = {"accuracy", "f1", "mcc", "exact_match", "entity_f1", "entity_precision", "entity_recall", "squad_em", "squad_f1"}
 PERTURBED = "perturbed_"
 """Prefix of a column read from a cell's metrics on the perturbed test copy (`perturbed_accuracy`)."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tunelab.report.abtest import ALPHA, ABResult, example_key, paired_test, reference, registered, seed_mean
+from tunelab.report.abtest import ALPHA, ABResult, example_key, is_right, paired_test, reference, registered, seed_mean
 from tunelab.report.leaderboard import Row, fmt_number, fmt_params, higher_is_better, is_fraction, row_label
 from tunelab.report.results import PREDICTIONS_FILE
 from tunelab.stats import min_detectable_difference, paired_bootstrap
@@ -48,7 +48,7 @@ class Examples:
 
     def right(self) -> np.ndarray:
         """(n,) the share of seeds that got each example right."""
-        return np.mean([[p == r for p, r in zip(seed, self.refs)] for seed in self.preds], axis=0)
+        return np.mean([[is_right(p, r) for p, r in zip(seed, self.refs)] for seed in self.preds], axis=0)
 
 
 def row_examples(row: Row) -> Examples | None:
@@ -66,7 +66,7 @@ def row_examples(row: Row) -> Examples | None:
     keys = [example_key(r) for r in per_seed[0]]
     if any([example_key(r) for r in rows] != keys for rows in per_seed[1:]):
         return None
-    return Examples(keys, [str(reference(r)) for r in per_seed[0]],
+    return Examples(keys, [reference(r) for r in per_seed[0]],
                     [[str(r.get("prediction")) for r in rows] for rows in per_seed], per_seed)
 
 
@@ -187,7 +187,7 @@ def recommend_at_k(k, rows: list[Row], metric: str, examples, model_size, n_resa
 def by_correctness(metric: str) -> bool:
     """Whether ties are judged on right/wrong per example (McNemar). Text-overlap metrics (ROUGE, BLEU) are
     not: nearly every generated text is "wrong" by exact match, which would tie everything."""
-    return metric in ("accuracy", "exact_match", "f1", "mcc") or metric.startswith("f1_") or not registered(metric)
+    return metric in ("accuracy", "exact_match", "squad_em", "f1", "mcc") or metric.startswith("f1_") or not registered(metric)
 
 
 def judge(test: ABResult, metric: str) -> tuple[bool, str]:

@@ -100,16 +100,26 @@ def run_on_ray(ray, cells, root: Path, source: str, display, resources: dict, re
 
     task = ray.remote(max_calls=1)(run_cell_task)
     pending = {}
-    for cell in cells:
+    todo = {cell.id for cell in cells}
+    waiting = [cell for cell in cells if cell.after in todo]  # a distill cell waits for its teacher's cell
+
+    def submit(cell) -> None:
         want = resources[cell.id]
         ref = task.options(num_cpus=want["CPU"], num_gpus=want.get("GPU", 0), max_retries=retries).remote(
             cell.meta(), str(root), source, max(1, math.ceil(want["CPU"])))
         pending[ref] = cell
         display.start(cell.id)
+
+    for cell in cells:
+        if cell.after not in todo:
+            submit(cell)
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(done[0])
+            for follower in [c for c in waiting if c.after == cell.id]:  # ended either way: a failed teacher fails it clearly
+                waiting.remove(follower)
+                submit(follower)
             try:
                 ok = ray.get(done[0])
             except ray.exceptions.RayError as err:  # the worker (or its node) died more times than `retries`

@@ -1,0 +1,49 @@
+"""An unlabelled pool for learning from a model's own labels (distillation, self-training).
+
+The pool is the training file read for its text only: the label field is never read, so no gold label
+can reach whatever is trained on the pool. It leaves out the K-shot dev split (the model choice must
+not be trained on) and the K-shot train split (callers that want those texts add them themselves, once);
+the test split is another file and is never opened here.
+"""
+
+from __future__ import annotations
+
+import random
+
+from tunelab.config import DataConfig, TaskConfig
+from tunelab.data.loaders import SOURCE_KEY, load_records
+from tunelab.data.validate import text_field
+
+
+def text_only(example: dict, task: TaskConfig) -> dict:
+    """The example's text (and text pair) and where it came from; nothing else, no label."""
+    kept = {"text": example["text"]}
+    if "text_pair" in example:
+        kept["text_pair"] = example["text_pair"]
+    if SOURCE_KEY in example:
+        kept[SOURCE_KEY] = example[SOURCE_KEY]
+    return kept
+
+
+def unlabelled_pool(data: DataConfig, task: TaskConfig, exclude: list[dict], size: int, seed: int) -> list[dict]:
+    """Up to `size` texts of `data.train` drawn with `seed` (kept in file order), none of them in `exclude`
+    (compared by text and text pair). Records are read for their text fields only."""
+    if not data.train or size <= 0:
+        return []
+    taken = {(e["text"], e.get("text_pair")) for e in exclude}
+    pair = task.type == "pair_classification" or bool(task.text_pair_field)
+    seen, candidates = set(taken), []
+    for record in load_records(data.train):
+        where = record.get(SOURCE_KEY, data.train)
+        text = text_field(record, task.text_field, where)
+        text_pair = text_field(record, task.text_pair_field or "text_pair", where) if pair else None
+        if (text, text_pair) in seen:
+            continue  # the K-shot splits' own texts, and repeats within the file
+        seen.add((text, text_pair))
+        candidate = {"text": text, SOURCE_KEY: where}
+        if pair:
+            candidate["text_pair"] = text_pair
+        candidates.append(candidate)
+    if size >= len(candidates):
+        return candidates
+    return [candidates[i] for i in sorted(random.Random(f"pool:{seed}").sample(range(len(candidates)), size))]
