@@ -96,7 +96,7 @@ def test_pool_reads_text_only_and_leaves_the_k_shot_splits_out(tmp_path):
     config = validate_experiment({"data": {"train": train_file}})
     pool = unlabelled_pool(config.data, config.task, rows[:6], 100, seed=1)
     assert {p["text"] for p in pool} == {r["text"] for r in rows[6:]}
-    assert all(set(p) <= {"text", "text_pair", "_source"} for p in pool)
+    assert all("label" not in p for p in pool)  # dropped as each record is read
     drawn = unlabelled_pool(config.data, config.task, rows[:6], 5, seed=1)
     assert len(drawn) == 5 and drawn == unlabelled_pool(config.data, config.task, rows[:6], 5, seed=1)
     assert drawn != unlabelled_pool(config.data, config.task, rows[:6], 5, seed=2)
@@ -123,8 +123,9 @@ def test_soft_targets_and_the_distillation_loss():
 
 
 def sweep_file(tmp_path, tiny_bert_dir, strategies: list, **extra) -> Path:
-    rows = sentiment_rows(24)
-    data = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", rows)) for split in ("train", "dev", "test")}
+    held_out = [dict(row, text=row["text"] + " held out") for row in sentiment_rows(8, seed=5)]  # never in the pool
+    data = {"train": str(write_jsonl(tmp_path / "train.jsonl", sentiment_rows(24)))}
+    data.update({split: str(write_jsonl(tmp_path / f"{split}.jsonl", held_out)) for split in ("dev", "test")})
     path = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, data, {"name": "head"})
     raw = yaml.safe_load(path.read_text())
     raw["train"].update(epochs=1)

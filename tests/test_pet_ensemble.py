@@ -72,18 +72,18 @@ def test_ensemble_averages_its_members_each_reading_its_own_pattern_and_reloads(
 
 
 def test_unlabelled_pool_drops_labels_and_excludes_the_k_shot_splits_and_test(llama_dir):
-    from tunelab.data.unlabelled import unlabelled_pool
+    from tunelab.methods.ipet import self_training_pool
 
     prepared = prepare(experiment(llama_dir, {"name": "pet"}))
     splits = prepared.splits
-    pool = unlabelled_pool(prepared.config, splits, 1000, seed=13)
+    pool = self_training_pool(prepared.config, splits, 1000)
     assert pool and all("label" not in e for e in pool)
     taken = {example_text(e) for split in (splits.train, splits.dev, splits.test) for e in split}
     assert not taken & {example_text(e) for e in pool}
     train_file = {r["text"] for r in load_records(prepared.config.data.train)}
     assert {e["text"] for e in pool} == train_file - taken  # the rest of the training file, nothing else
-    assert [e["text"] for e in unlabelled_pool(prepared.config, splits, 5, seed=13)] == \
-           [e["text"] for e in unlabelled_pool(prepared.config, splits, 5, seed=13)]
+    assert [e["text"] for e in self_training_pool(prepared.config, splits, 5)] == \
+           [e["text"] for e in self_training_pool(prepared.config, splits, 5)]
 
 
 def ipet_fit(llama_dir, tmp_path, monkeypatch, name: str, test: str | None = None, **settings):

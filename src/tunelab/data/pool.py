@@ -1,9 +1,9 @@
 """An unlabelled pool for learning from a model's own labels (distillation, self-training).
 
-The pool is the training file read for its text only: the label field is never read, so no gold label
-can reach whatever is trained on the pool. It leaves out the K-shot dev split (the model choice must
-not be trained on) and the K-shot train split (callers that want those texts add them themselves, once);
-the test split is another file and is never opened here.
+The pool is the training file with its label field dropped as each record is read, so no gold label can
+reach whatever is trained on the pool. Callers exclude the texts of the K-shot train split (they add those
+examples themselves, once), the K-shot dev split (the model choice must not be trained on) and the test
+split (it scores the model: not even its texts are trained on); only texts are compared, no label is read.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def text_only(example: dict, task: TaskConfig) -> dict:
 
 
 def unlabelled_pool(data: DataConfig, task: TaskConfig, exclude: list[dict], size: int, seed: int) -> list[dict]:
-    """Up to `size` texts of `data.train` drawn with `seed` (kept in file order), none of them in `exclude`
-    (compared by text and text pair). Records are read for their text fields only."""
+    """Up to `size` records of `data.train` drawn with `seed` (kept in file order), none of them in `exclude`
+    (compared by text and text pair). The label field is dropped as each record is read; the other fields
+    stay, normalised text and text pair included, so templates can read them."""
     if not data.train or size <= 0:
         return []
     taken = {(e["text"], e.get("text_pair")) for e in exclude}
@@ -38,11 +39,10 @@ def unlabelled_pool(data: DataConfig, task: TaskConfig, exclude: list[dict], siz
         text = text_field(record, task.text_field, where)
         text_pair = text_field(record, task.text_pair_field or "text_pair", where) if pair else None
         if (text, text_pair) in seen:
-            continue  # the K-shot splits' own texts, and repeats within the file
+            continue  # the excluded splits' own texts, and repeats within the file
         seen.add((text, text_pair))
-        candidate = {"text": text, SOURCE_KEY: where}
-        if pair:
-            candidate["text_pair"] = text_pair
+        candidate = {k: v for k, v in record.items() if k not in (task.label_field, "label")}
+        candidate.update(text=text, **({"text_pair": text_pair} if pair else {}))
         candidates.append(candidate)
     if size >= len(candidates):
         return candidates

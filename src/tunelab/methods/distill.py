@@ -116,8 +116,9 @@ class DistillStrategy:
 
         exp = self.experiment
         teacher = self.teacher_dir(run_dir)
-        pool = unlabelled_pool(exp.data, exp.task, splits.train + splits.dev, self.settings.pool_size, exp.train.seed)
-        texts = [text_only(e, exp.task) for e in splits.train] + pool  # no gold label from here on
+        excluded = splits.train + splits.dev + splits.test
+        pool = unlabelled_pool(exp.data, exp.task, excluded, self.settings.pool_size, exp.train.seed)
+        texts = [text_only(e, exp.task) for e in splits.train + pool]  # no gold label from here on
         started = time.perf_counter()
         targets = self.teacher_targets(teacher, texts)
         teacher_seconds = time.perf_counter() - started

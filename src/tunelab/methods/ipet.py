@@ -4,7 +4,7 @@ The protocol, step by step (no test label is read anywhere; dev labels only choo
 
     1. ensemble  = pet_ensemble over `patterns`, each member trained on the K-shot train split
     2. pool      = `pool_size` examples of data.train with their labels dropped as they are read,
-                   none of them a K-shot train, K-shot dev or test text (`tunelab.data.unlabelled`)
+                   none of them a K-shot train, K-shot dev or test text (`tunelab.data.pool`)
     3. q(l | u)  = the ensemble's averaged label distribution for every pool example u
        kept      = the u with max_l q(l | u) >= `min_confidence` (0: all of them)
     4. final     = a fresh pet model on pattern `final_pattern`, trained on
@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from tunelab.data.unlabelled import unlabelled_pool
+from tunelab.data.pool import unlabelled_pool
 from tunelab.errors import ConfigError
 from tunelab.methods.pet import PetStrategy
 from tunelab.methods.pet_ensemble import (PetEnsembleSettings, check_members, encode_members, ensemble_costs,
@@ -77,7 +77,7 @@ class Ipet(PetStrategy):
 
     def fit(self, splits, run_dir: Path):
         s, run_dir = self.settings, Path(run_dir)
-        pool = unlabelled_pool(self.experiment, splits, s.pool_size, self.experiment.train.seed)
+        pool = self_training_pool(self.experiment, splits, s.pool_size)
         encoded = encode_members(self, splits)  # every prompt checked before any weight loads
         final = self.final_strategy()
         plan, train, dev = final.encode_splits(splits)
@@ -123,3 +123,16 @@ def write_pseudo_labels(path: Path, pool: list[dict], probs: torch.Tensor, kept:
             row.update({"pseudo_label": labels[int(probs[i].argmax())], "distribution": dict(zip(labels, probs[i].tolist())),
                         "kept": i in kept_set})
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def self_training_pool(experiment, splits, size: int) -> list[dict]:
+    """Up to `size` unlabelled records of data.train, none with the text of a K-shot train, dev or test example."""
+    data = experiment.data
+    if not data.train or not data.k_shot:
+        raise ConfigError(f"{experiment.source}: self-training labels part of data.train that the K-shot split left "
+                          "out; set data.train and data.k_shot (the LM-BFF protocol)")
+    pool = unlabelled_pool(data, experiment.task, splits.train + splits.dev + splits.test, size, experiment.train.seed)
+    if not pool:
+        raise ConfigError(f"{experiment.source}: data.train holds no example outside the K-shot train and dev splits "
+                          f"(and the test texts); strategy.pool_size needs a larger training file")
+    return pool
