@@ -175,6 +175,21 @@ def test_cells_finished_before_these_keys_existed_are_unchanged():
         "train.label_smoothing: None → 0.1"]
 
 
+def test_cells_finished_before_the_token_qa_and_empty_text_keys_existed_are_unchanged():
+    from tunelab.config import validate_experiment
+    from tunelab.sweep.expand import config_changes
+
+    today = validate_experiment({}).model_dump(mode="json")
+    old = {section: dict(today[section]) for section in ("task", "data")}
+    for section, key in (("task", "tokens_field"), ("task", "tags_field"), ("task", "question_field"),
+                         ("task", "context_field"), ("task", "answers_field"), ("data", "skip_empty_text")):
+        del old[section][key]
+    expected = {section: today[section] for section in ("task", "data")}
+    assert config_changes(old, expected) == []
+    assert config_changes(old, {**expected, "data": {**expected["data"], "skip_empty_text": True}}) == [
+        "data.skip_empty_text: None → True"]
+
+
 def _sft_experiment(tmp_path, model_dir, train):
     from conftest import write_jsonl
 
@@ -193,3 +208,37 @@ def test_sft_takes_dropout_and_refuses_label_losses(tmp_path, tiny_llama_dir, ca
         assert main(["run", str(exp), "--out", str(tmp_path / key)]) == 2
         err = capsys.readouterr().err
         assert f"train.{key}" in err and "line" in err and not (tmp_path / key).exists()
+
+
+# The experiment's keys when resume compatibility was last reviewed. A key added since must go into
+# tunelab.sweep.expand.ADDED_KEYS with the default that reproduces what older cells ran, or every
+# finished cell of an existing sweep counts as changed and `tunelab compare` refuses to resume it.
+KEYS_BEFORE_ADDED_ONES = {
+    "continual", "data.dev", "data.dev_k_shot", "data.k_shot", "data.max_test", "data.test", "data.train",
+    "metrics", "model.device", "model.dtype", "model.max_length", "model.name", "model.pooling",
+    "model.trust_remote_code", "multitask", "name", "output_dir", "prompt", "strategy.name", "sweep",
+    "task.choices_field", "task.label_field", "task.label_names", "task.target_field", "task.text_field",
+    "task.text_pair_field", "task.type", "tasks", "train.batch_size", "train.early_stopping_patience",
+    "train.epochs", "train.eval_batch_size", "train.eval_steps", "train.eval_strategy",
+    "train.gradient_accumulation_steps", "train.group_by_length", "train.learning_rate", "train.log_to",
+    "train.logging_steps", "train.lr_scheduler", "train.max_grad_norm", "train.metric_for_best",
+    "train.mixed_precision", "train.progress_bar", "train.seed", "train.warmup_ratio", "train.weight_decay",
+}
+
+
+def config_key_paths(node: dict, prefix: tuple = ()):
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from config_key_paths(value, prefix + (key,))
+        else:
+            yield ".".join(prefix + (key,))
+
+
+def test_every_config_key_is_known_to_resume():
+    from tunelab.config import validate_experiment
+    from tunelab.sweep.expand import ADDED_KEYS
+
+    added = {".".join(path) for path in ADDED_KEYS}
+    unknown = set(config_key_paths(validate_experiment({}).model_dump(mode="json"))) - KEYS_BEFORE_ADDED_ONES - added
+    assert not unknown, (f"new config keys {sorted(unknown)}: add each to ADDED_KEYS (tunelab/sweep/expand.py) with "
+                         "the default that reproduces what cells ran before it existed")

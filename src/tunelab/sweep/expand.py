@@ -279,6 +279,9 @@ ADDED_KEYS = {("train", "label_smoothing"): 0.0, ("train", "rdrop_alpha"): 0.0, 
 """Keys added to the config after cells may have finished, with the default that means today's training."""
 ADDED_KEYS[("data", "max_test_seed")] = None  # the first max_test examples, as before the key existed
 ADDED_KEYS.update({("multitask", "joint"): True, ("multitask", "head"): "per_task"})  # multi-task keys added later
+ADDED_KEYS.update({("task", "tokens_field"): "tokens", ("task", "tags_field"): "tags",  # token classification
+                   ("task", "question_field"): "question", ("task", "context_field"): "context",  # extractive QA
+                   ("task", "answers_field"): "answers", ("data", "skip_empty_text"): False})
 
 
 def config_changes(stored: dict, expected: dict, prefix: tuple = ()) -> list[str]:
