@@ -122,6 +122,17 @@ def tiny_bert_dir(tmp_path_factory, bert_tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory, bert_tokenizer) -> Path:
+    """A tiny Llama with ten times the usual initial weight scale: its untrained label-word scores differ
+    clearly between words, which the pet tests (plain, demonstrations, ensembles) rely on."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return save_tiny(LlamaForCausalLM(tiny_llama_config(initializer_range=0.2)), bert_tokenizer,
+                     tmp_path_factory.mktemp("tiny-llama-wide-init"))
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, bert_tokenizer) -> Path:
     from transformers import LlamaForCausalLM
 

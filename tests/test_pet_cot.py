@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_bert_config, tiny_llama_config
+from conftest import tiny_bert_config
 from tunelab.config import validate_experiment
 from tunelab.demo import demo_data_dir
 from tunelab.errors import ConfigError
@@ -17,17 +17,6 @@ from tunelab.run import execute, load_run, prepare
 
 TEMPLATE = "Review: {{ text }}\nSentiment:"
 WORDS = {"negative": " bad", "positive": " good"}
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory, bert_tokenizer) -> Path:
-    from transformers import LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config(initializer_range=0.2)).save_pretrained(path)
-    bert_tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

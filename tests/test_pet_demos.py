@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_llama_config
 from tunelab.config import validate_experiment
 from tunelab.demo import demo_data_dir
 from tunelab.errors import ConfigError
@@ -19,17 +18,6 @@ from tunelab.run import execute, load_run, prepare
 
 TEMPLATE = "Review: {{ text }}\nSentiment:"
 WORDS = {"negative": " bad", "positive": " good"}
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory, bert_tokenizer) -> Path:
-    from transformers import LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-llama-demos")
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config(initializer_range=0.2)).save_pretrained(path)
-    bert_tokenizer.save_pretrained(path)
-    return path
 
 
 def experiment(model_dir: Path, demonstrations: dict | None = None, max_length: int = 128, **strategy):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_llama_config, write_jsonl
+from conftest import write_jsonl
 from tunelab.config import validate_experiment
 from tunelab.data.loaders import load_records
 from tunelab.demo import demo_data_dir
@@ -20,17 +20,6 @@ from tunelab.run import execute, load_run, prepare
 
 PATTERNS = [{"template": "Review: {{ text }}\nSentiment:"},
             {"template": "{{ text }} All in all, it was", "verbalizer": {"negative": " awful", "positive": " fine"}}]
-
-
-@pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory, bert_tokenizer) -> Path:
-    from transformers import LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-llama-ensemble")
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama_config(initializer_range=0.2)).save_pretrained(path)
-    bert_tokenizer.save_pretrained(path)
-    return path
 
 
 def experiment(model_dir: Path, strategy: dict, test: str | None = None):
