@@ -5,6 +5,7 @@ the report shows both rows; bad teachers exit 2."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -163,6 +164,17 @@ def test_a_sweep_distils_each_teacher_cell_and_reports_both_rows(tmp_path, tiny_
     shutil.rmtree(root / "student-k2-seed2")
     again = run_sweep(load_experiment(path, one_seed))
     assert (again.ran, again.failed) == (1, [])
+    # a teacher cell removed (to re-run it) leaves its finished student stale: refused, nothing run or removed
+    shutil.rmtree(root / "head-k2-seed2")
+    with pytest.raises(ConfigError, match="student-k2-seed2: its teacher cell head-k2-seed2 is not finished"):
+        run_sweep(load_experiment(path, one_seed))
+    assert (root / "student-k2-seed2" / "metrics.json").is_file()
+    shutil.rmtree(root / "student-k2-seed2")
+    assert (run_sweep(load_experiment(path, one_seed)).ran, (root / "student-k2-seed2").is_dir()) == (2, True)
+    later = (root / "student-k2-seed2" / "metrics.json").stat().st_mtime + 60
+    os.utime(root / "head-k2-seed2" / "metrics.json", (later, later))  # the teacher finished again since
+    with pytest.raises(ConfigError, match="finished again after it"):
+        run_sweep(load_experiment(path, one_seed))
 
 
 def test_a_missing_teacher_cell_fails_its_student_clearly_and_a_rerun_recovers(tmp_path, tiny_bert_dir):

@@ -239,6 +239,7 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
         stored = meta.get("config", {})
         changes = reconcile_data(stored, meta.get("data_sha256") or {}, cell.config, cell.data_sha256)
         changes += config_changes(stored, cell.config)
+        changes += teacher_changes(root, cell)
         if changes:
             problems.append(f"{cell.id}: {'; '.join(changes[:3])}")
     if problems:
@@ -247,6 +248,20 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
             f"{len(problems)} finished cell(s) in {root} were run with a different configuration:\n  {listed}\n"
             f"Give the experiment a new `name:` (or --out), or delete those cell directories to re-run them."
         )
+
+
+def teacher_changes(root: Path, cell: Cell) -> list[str]:
+    """A finished student (a distill cell) is stale when its teacher's cell will run again or finished
+    again after it: it learnt from a model that no longer exists, and its config alone cannot tell."""
+    if cell.after is None:
+        return []
+    if not is_finished(root, cell.after):
+        return [f"its teacher cell {cell.after} is not finished and will run again, so this student learnt from an "
+                f"earlier teacher"]
+    teacher_time = (cell_dir(root, cell.after) / METRICS_FILE).stat().st_mtime
+    if teacher_time > (cell_dir(root, cell.id) / METRICS_FILE).stat().st_mtime:
+        return [f"its teacher cell {cell.after} finished again after it, so this student learnt from an earlier teacher"]
+    return []
 
 
 def write_sweep_file(root: Path, config: ExperimentConfig, sweep: SweepConfig, cells: list[Cell]) -> None:
