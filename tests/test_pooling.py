@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import experiment_yaml
+from conftest import experiment_yaml, save_tiny
 from tunelab.config import validate_experiment
 from tunelab.errors import ModelError
 from tunelab.methods import get_strategy
@@ -51,9 +51,38 @@ def test_mean_pooled_head_reads_every_token_and_not_the_padding(tiny_bert_dir):
     assert not torch.allclose(alone, via_cls, atol=1e-3)  # and it is not the [CLS] pooler
 
 
-@pytest.mark.parametrize("name", ["head", "bitfit", "full", "lora"])
-def test_saved_mean_pooled_models_reload_with_mean_pooling(tmp_path, tiny_bert_dir, name):
-    strategy = make_strategy(tiny_bert_dir, name)
+@pytest.fixture(scope="module")
+def tiny_mpnet_dir(tmp_path_factory, bert_tokenizer) -> Path:
+    """A tiny MPNet: its classifier reads the first token's state itself (no pooler), like RoBERTa's."""
+    from transformers import MPNetConfig, MPNetModel
+
+    config = MPNetConfig(vocab_size=bert_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64, architectures=["MPNetModel"])
+    return save_tiny(MPNetModel(config), bert_tokenizer, tmp_path_factory.mktemp("tiny-mpnet"))
+
+
+def test_mean_pooling_on_a_first_token_head_reads_the_masked_mean(tiny_mpnet_dir):
+    model = load_model(str(tiny_mpnet_dir), "classification", 2, pooling="mean").model.eval()
+    assert type(model).__name__ == "MPNetForSequenceClassification" and getattr(model.config, CONFIG_KEY) == "mean"
+    ids = torch.tensor([[0, 1200, 1300, 2, 1, 1], [0, 1500, 1600, 1700, 1800, 2]])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    with torch.inference_mode():
+        batched = model(input_ids=ids, attention_mask=mask).logits
+        alone = model(input_ids=ids[:1, :4], attention_mask=mask[:1, :4]).logits
+        plain = load_model(str(tiny_mpnet_dir), "classification", 2).model.eval()
+        plain.classifier.load_state_dict(model.classifier.state_dict())
+        hidden = plain.base_model(input_ids=ids[:1, :4]).last_hidden_state
+        via_first_token = plain(input_ids=ids[:1, :4]).logits
+    assert torch.allclose(batched[0], alone[0], atol=1e-5)  # padding does not move the mean
+    assert torch.allclose(alone, model.classifier(hidden.mean(dim=1, keepdim=True)), atol=1e-5)
+    assert not torch.allclose(alone, via_first_token, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["head", "bitfit", "full", "lora", "mpnet-head", "mpnet-lora"])
+def test_saved_mean_pooled_models_reload_with_mean_pooling(tmp_path, tiny_bert_dir, tiny_mpnet_dir, name):
+    model_dir = tiny_mpnet_dir if name.startswith("mpnet-") else tiny_bert_dir
+    name = name.removeprefix("mpnet-")
+    strategy = make_strategy(model_dir, name)
     loaded = strategy.load_base()
     model = strategy.prepare(loaded)
     with torch.no_grad():
@@ -116,12 +145,12 @@ def assert_plain_peft_recipe_matches(run_dir: Path, base_dir: Path) -> None:
 def test_mean_pooling_on_a_decoder_is_a_clear_error(tmp_path, tiny_llama_dir, tiny_sentiment, capsys):
     from tunelab.cli import main
 
-    with pytest.raises(ModelError, match="BERT-style encoder"):
+    with pytest.raises(ModelError, match="needs an encoder whose classifier reads a pooler"):
         load_model(str(tiny_llama_dir), "classification", 2, pooling="mean")
     path = experiment_yaml(tmp_path / "exp.yaml", tiny_llama_dir, tiny_sentiment, {"name": "lora"},
                            model={"name": str(tiny_llama_dir), "max_length": 32, "pooling": "mean"})
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
-    assert "model.pooling: mean needs a BERT-style encoder" in capsys.readouterr().err
+    assert "model.pooling: mean needs an encoder whose classifier reads a pooler" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

@@ -6,7 +6,8 @@ pooler never trained: a linear probe on it stays near chance (SST-2, K=16, logis
 5 seeds: [CLS] pooler 54.7, masked mean 65.1). `model.pooling: mean` swaps the pooler for a masked
 mean of the last hidden states, keeping the model's own class (so the Trainer, PEFT and
 `save_pretrained` work unchanged); the choice is written into the model's config (`tunelab_pooling`)
-so that tunelab reloads saved and exported models the same way.
+so that tunelab reloads saved and exported models the same way. Heads that read the first token's
+state themselves (RoBERTa, MPNet: `classifier(h)[:, 0]`, no pooler) get the mean in that token's place.
 """
 
 from __future__ import annotations
@@ -49,15 +50,40 @@ def apply_pooling(model: torch.nn.Module, pooling: str) -> None:
             setattr(model.config, CONFIG_KEY, "cls")  # a saved mean-pooled model, read as cls on request
         return
     encoder = getattr(model, "base_model", None)
-    if encoder is None or getattr(encoder, "pooler", None) is None:
-        raise ModelError(
-            f"model.pooling: mean needs a BERT-style encoder whose classifier reads a pooler; "
-            f"{type(model).__name__} reads its own token. Remove model.pooling (or set it to cls)"
-        )
     pooler = MaskedMeanPooler()
-    encoder.pooler = pooler
+    if encoder is not None and getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = pooler
+    elif encoder is not None and reads_first_token(model):
+        encoder.register_forward_hook(FirstTokenMean(pooler), with_kwargs=True)
+    else:
+        raise ModelError(
+            f"model.pooling: mean needs an encoder whose classifier reads a pooler (BERT) or the first token's "
+            f"state (RoBERTa, MPNet); {type(model).__name__} reads its own token. Remove model.pooling (or set it to cls)"
+        )
     encoder.register_forward_pre_hook(pooler.remember_mask, with_kwargs=True)
     setattr(model.config, CONFIG_KEY, pooling)
+
+
+def reads_first_token(model: torch.nn.Module) -> bool:
+    """RoBERTa-style heads (`dense` then `out_proj`) read `features[:, 0]` of the encoder's output."""
+    head = getattr(model, "classifier", None)
+    return head is not None and hasattr(head, "dense") and hasattr(head, "out_proj")
+
+
+class FirstTokenMean:
+    """Forward hook on the encoder: the first token's state becomes the masked mean of all of them, so
+    a head reading `features[:, 0]` reads the mean (nothing else of the classifier's model reads it)."""
+
+    def __init__(self, pooler: MaskedMeanPooler):
+        self.pooler = pooler
+
+    def __call__(self, module, args, kwargs, output):
+        hidden = output[0]
+        replaced = torch.cat([self.pooler(hidden).unsqueeze(1), hidden[:, 1:]], dim=1)
+        if isinstance(output, tuple):
+            return (replaced,) + output[1:]
+        output["last_hidden_state"] = replaced
+        return output
 
 
 def pooling_of(requested: str | None, model_config) -> str:

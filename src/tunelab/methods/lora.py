@@ -35,6 +35,7 @@ LLAMA_STYLE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 DEFAULT_TARGETS = {
     **{t: LLAMA_STYLE for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2", "granite")},
     **{t: ["query", "value"] for t in ("bert", "roberta", "xlm-roberta", "electra", "camembert")},
+    "mpnet": ["q", "v"],  # MPNet's attention projections are named q, k, v, o (absent from PEFT's table)
 }
 
 

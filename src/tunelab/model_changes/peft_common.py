@@ -59,7 +59,9 @@ def apply_peft(model: torch.nn.Module, settings, task_type: str = "SEQ_CLS", *, 
     check_positions(model.config, config, max_length)
     check_targets(model, config)
     if modules_to_save:
-        config.modules_to_save = sorted(set(modules_to_save) | set(config.modules_to_save or []))
+        heads = PEFT_HEAD_MODULES.get(str(getattr(config, "task_type", "")), ())
+        kept = outermost(set(modules_to_save) | set(config.modules_to_save or []) | set(heads))
+        config.modules_to_save = [m for m in kept if m not in heads] or None  # PEFT adds `heads` itself
     if on_meta(model) and isinstance(getattr(config, "init_lora_weights", True), str):
         config.init_lora_weights = True  # PiSSA/OLoRA decompose real weights; the skeleton check has none
     try:
@@ -178,6 +180,16 @@ def linear_suffixes(model: torch.nn.Module) -> list[str]:
     """Distinct names of the linear layers inside transformer layers (what target_modules usually lists)."""
     suffixes = {re.sub(r"^.*\.\d+\.", "", name) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     return sorted(suffixes)
+
+
+# The head modules PEFT's task models add to modules_to_save themselves (PeftModelForSequenceClassification, ...).
+PEFT_HEAD_MODULES = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score"), "QUESTION_ANS": ("qa_outputs",)}
+
+
+def outermost(modules: set[str]) -> list[str]:
+    """Leave out modules inside another listed one: PEFT would wrap `classifier.dense` inside the
+    `classifier` it already saves (RoBERTa- and MPNet-style heads), and fail to load what it saved."""
+    return sorted(m for m in modules if not any(m.startswith(other + ".") for other in modules))
 
 
 def new_modules(missing_keys: list[str]) -> list[str]:
