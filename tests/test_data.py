@@ -1,6 +1,7 @@
 """Data loading and validation: errors name file and line; LM-BFF K-shot sampling."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -289,9 +290,13 @@ def test_max_test_seed_draws_a_fixed_sample_instead_of_the_first_examples(tmp_pa
     rows = [{"text": f"t{i}", "label": "a" if i < 50 else "b"} for i in range(100)]  # sorted by label, like MR
     path = tmp_path / "test.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    first = load_splits(DataConfig(test=str(path), max_test=10), TaskConfig(), seed=1).test
+    with pytest.warns(UserWarning, match=r"data.max_test=10 keeps 10 of 100 test examples, and none of class 'b'; "
+                                         r"set data.max_test_seed"):
+        first = load_splits(DataConfig(test=str(path), max_test=10), TaskConfig(), seed=1).test
     assert [e["text"] for e in first] == [f"t{i}" for i in range(10)]
-    drawn = load_splits(DataConfig(test=str(path), max_test=10, max_test_seed=0), TaskConfig(), seed=1).test
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a drawn sample with every class: no warning
+        drawn = load_splits(DataConfig(test=str(path), max_test=10, max_test_seed=0), TaskConfig(), seed=1).test
     again = load_splits(DataConfig(test=str(path), max_test=10, max_test_seed=0), TaskConfig(), seed=2).test
     assert drawn == again and len(drawn) == 10  # the run's seed does not change the test sample
     assert {e["label"] for e in drawn} == {"a", "b"}

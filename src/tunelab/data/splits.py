@@ -62,8 +62,23 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
     if data.k_shot:
         train, dev = sample_few_shot(train, data, task, seed, dev)
     if data.max_test:
-        test = first_or_drawn(test, data.max_test, data.max_test_seed)
+        subset = first_or_drawn(test, data.max_test, data.max_test_seed)
+        if task.type in CLASSIFICATION:
+            warn_missing_classes(test, subset, data)
+        test = subset
     return Splits(train, dev, test, label_names)
+
+
+def warn_missing_classes(test: list[dict], subset: list[dict], data: DataConfig) -> None:
+    """Test files sorted by label (MR, Subj, MPQA) put one class first: their first N examples hold
+    one class only, and an accuracy on them says nothing about the other."""
+    kept, whole = {e["label"] for e in subset}, {e["label"] for e in test}
+    if kept == whole:
+        return
+    missing = ", ".join(repr(label) for label in sorted(whole - kept, key=str))
+    how = "set data.max_test_seed to draw them at random" if data.max_test_seed is None else "raise data.max_test"
+    warnings.warn(f"data.max_test={data.max_test} keeps {len(subset)} of {len(test)} test examples, and none of "
+                  f"class {missing}; {how}", stacklevel=2)
 
 
 def tagging_labels(task: TaskConfig, records: list[dict]) -> list[str]:
