@@ -22,11 +22,25 @@ def needs_shared_data(path: Path) -> bool:
     return re.search(r"shared/datasets", path.read_text(encoding="utf-8")) is not None
 
 
+def mpnet_installed() -> bool:
+    from tunelab.errors import ModelError
+    from tunelab.models import mpnet_dir
+
+    try:
+        from tunelab.embedded_mpnet import part_files
+
+        return (mpnet_dir() / "config.json").is_file() or bool(part_files())
+    except ModelError:
+        return False
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_passes_every_check_before_training(example, tmp_path, capsys, monkeypatch):
     if needs_shared_data(example) and not SHARED_DATASETS.is_dir():
         pytest.skip(f"{example.name} reads ../shared/datasets, absent here")
+    if "name: mpnet-base" in example.read_text(encoding="utf-8") and not mpnet_installed():
+        pytest.skip(f"{example.name} uses the opt-in model mpnet-base; `make mpnet` installs it")
     import yaml
 
     import tunelab.run
