@@ -206,6 +206,25 @@ def test_moved_data_still_counts_but_edited_data_is_refused(tmp_path, tiny_bert_
     assert calls == []
 
 
+def test_finished_cells_copied_into_a_renamed_extended_experiment_still_count(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):
+    """An experiment file copied under a new name with one more strategy (e.g. a larger model's entry) reuses
+    the finished cells of the original once they are copied into its sweep: only the new entry runs."""
+    calls, _ = fit_calls
+    root = run_sweep(load_experiment(small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment))).root
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"seeds": [1, 2], "strategies": ["head", "bitfit", "full"]})
+    raw = yaml.safe_load(path.read_text())
+    raw["name"] = "tiny-extended"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    extended = tmp_path / "runs" / "tiny-extended"
+    extended.mkdir()
+    for cell in ("head-kall-seed1", "head-kall-seed2", "bitfit-kall-seed1", "bitfit-kall-seed2"):
+        shutil.copytree(root / cell, extended / cell)
+    calls.clear()
+    outcome = run_sweep(load_experiment(path))
+    assert outcome.root == extended and (outcome.ran, outcome.skipped) == (2, 4)
+    assert sorted(calls) == [("full", 1), ("full", 2)]
+
+
 def test_changed_configuration_is_refused(tmp_path, tiny_bert_dir, tiny_sentiment):
     path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"]})
     run_sweep(load_experiment(path))

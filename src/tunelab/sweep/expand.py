@@ -26,7 +26,9 @@ from tunelab.training.adversarial import check_trains
 
 # Keys that change how a cell is displayed or logged, not what it computes: ignored when checking
 # that a finished cell was run with the configuration the sweep now asks for.
-COSMETIC = {("output_dir",), ("train", "progress_bar"), ("train", "log_to"), ("train", "logging_steps")}
+# Keys that change no result. `name` only picks the sweep directory and the report's title: finished cells
+# copied into a renamed experiment's sweep (its file extended with more strategies) still count.
+COSMETIC = {("name",), ("output_dir",), ("train", "progress_bar"), ("train", "log_to"), ("train", "logging_steps")}
 
 
 @dataclass(frozen=True)
