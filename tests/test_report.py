@@ -134,7 +134,11 @@ def test_ab_counts_per_example_over_seeds(tmp_path):
     acc_a = (40 + 40 + 39) / 120
     acc_b = (38 + 38 + 39) / 120
     assert test.score_a == pytest.approx(acc_a) and test.diff == pytest.approx(acc_a - acc_b)
-    assert test.p_value == pytest.approx(0.5) and test.winner is None
+    # shares differ (several seeds): a paired t-test on the per-example differences 1/3 (example 0), 1 (example 1)
+    from scipy.stats import ttest_1samp
+
+    assert test.test == "paired t-test" and test.right_diff == pytest.approx((1 / 3 + 1) / 40)
+    assert test.p_value == pytest.approx(ttest_1samp([1 / 3, 1] + [0] * 38, 0).pvalue) and test.winner is None
 
 
 def test_ab_test_skips_variants_scored_on_different_examples(tmp_path):

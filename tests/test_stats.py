@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tunelab.errors import DataError
-from tunelab.stats import mcnemar_exact, mean_std, paired_bootstrap
+from tunelab.stats import mcnemar_exact, mean_std, paired_bootstrap, paired_correctness_test
 
 
 def _pairs(both: int, only_a: int, only_b: int, neither: int) -> tuple[list[bool], list[bool]]:
@@ -24,6 +24,34 @@ def test_mcnemar_matches_hand_binomial():
     assert (result.b, result.c) == (8, 1)
     assert result.p_value == pytest.approx(0.0390625, abs=1e-12)
     assert result.p_value == pytest.approx(2 * sum(math.comb(9, k) for k in range(2)) / 2**9)
+
+
+def test_paired_correctness_test_is_exact_mcnemar_with_one_seed_per_side():
+    a, b = _pairs(both=20, only_a=8, only_b=1, neither=5)
+    result = paired_correctness_test(np.array(a, float), np.array(b, float))
+    assert (result.better_a, result.better_b, result.test) == (8, 1, "exact McNemar")
+    assert result.p_value == pytest.approx(mcnemar_exact(a, b).p_value) and result.mean_diff == pytest.approx(7 / 34)
+
+
+def test_seed_averaged_correctness_is_tested_by_how_much_not_only_which_side_is_higher():
+    # B (one seed) is right on 300 examples A gets right in 4 of its 5 seeds, and wrong on 300 A always gets
+    # right; both are right on 400 more. A is better by 24 points, yet higher on as many examples as B: the sign
+    # test over "which side is higher" calls them equal (p = 1), the paired t-test on the shares does not.
+    a = np.array([0.8] * 300 + [1.0] * 300 + [1.0] * 400)
+    b = np.array([1.0] * 300 + [0.0] * 300 + [1.0] * 400)
+    result = paired_correctness_test(a, b)
+    assert (result.better_a, result.better_b, result.test) == (300, 300, "paired t-test")
+    assert mcnemar_exact((a > b).tolist(), (b > a).tolist()).p_value == 1.0
+    assert result.mean_diff == pytest.approx(0.24) and result.p_value < 1e-10
+
+
+def test_paired_t_test_leaves_a_small_mixed_difference_undecided():
+    # Shares that differ a little both ways on 6 of 40 examples: no evidence either way.
+    a = np.array([0.6, 0.4, 1.0, 0.2, 0.8, 0.6] + [1.0] * 34)
+    b = np.array([0.4, 0.6, 0.8, 0.4, 0.6, 0.8] + [1.0] * 34)
+    result = paired_correctness_test(a, b)
+    assert result.test == "paired t-test" and result.p_value > 0.5
+    assert paired_correctness_test(a, a).p_value == 1.0
 
 
 def test_mcnemar_is_symmetric():

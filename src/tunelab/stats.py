@@ -1,8 +1,8 @@
 """Significance tests and summaries for comparing two strategies on the same examples.
 
 The comparisons here are *paired*: both systems saw the same test examples, so tests work on
-per-example differences (McNemar on discordant pairs; bootstrap resampling example indices
-jointly) rather than treating the two scores as independent samples.
+per-example differences (McNemar on discordant pairs, a paired t-test on seed-averaged correctness;
+bootstrap resampling example indices jointly) rather than treating the two scores as independent samples.
 """
 
 from __future__ import annotations
@@ -60,6 +60,43 @@ def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNem
         return McNemarResult(b=0, c=0, p_value=1.0)
     p = binomtest(b, b + c, 0.5, alternative="two-sided").pvalue
     return McNemarResult(b=b, c=c, p_value=float(min(1.0, p)))
+
+
+@dataclass(frozen=True)
+class PairedTestResult:
+    """better_a / better_b: examples where A's share of right seeds is higher / lower than B's;
+    mean_diff: the mean over examples of that share's difference (A − B); test: which test gave p_value."""
+
+    better_a: int
+    better_b: int
+    mean_diff: float
+    p_value: float
+    test: str
+
+
+def paired_correctness_test(right_a: Sequence[float], right_b: Sequence[float]) -> PairedTestResult:
+    """Are A and B equally accurate on these examples? right_x: per example, the share of x's seeds that got it
+    right (0 or 1 with one seed).
+
+    With 0/1 values on both sides this is the exact McNemar test. With shares (several seeds) a sign test over
+    the examples where one side is higher would discard how much higher: an example A gets right in 5 of 5 seeds
+    and B never counts as much as one A gets right in 4 and B in its only seed. The paired t-test on the
+    per-example differences d = right_a − right_b keeps that (its mean is the accuracy difference; with n in
+    the hundreds the mean of d is close to normal).
+    """
+    from scipy.stats import ttest_1samp
+
+    _check_paired(right_a, right_b)
+    a, b = np.asarray(right_a, dtype=float), np.asarray(right_b, dtype=float)
+    d = a - b
+    better_a, better_b = int((d > 0).sum()), int((d < 0).sum())
+    if np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all():
+        p = mcnemar_exact(a.astype(bool).tolist(), b.astype(bool).tolist()).p_value
+        return PairedTestResult(better_a, better_b, float(d.mean()), p, "exact McNemar")
+    if np.allclose(d, d[0]):  # no spread: equal everywhere (p = 1) or one side better on every example (p = 0)
+        return PairedTestResult(better_a, better_b, float(d.mean()), 1.0 if d[0] == 0 else 0.0, "paired t-test")
+    p = float(ttest_1samp(d, 0.0).pvalue)
+    return PairedTestResult(better_a, better_b, float(d.mean()), p, "paired t-test")
 
 
 def _mean(values: np.ndarray) -> float:

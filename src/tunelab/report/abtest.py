@@ -4,8 +4,9 @@ For each strategy, K, search combination and pair of variants (A, B), over the s
 finished, each test example is one paired unit (seeds are repeated measurements of it; pooling
 them as extra examples would count an example several times — fully so for a deterministic
 zero-shot prompt). Per example, the share of seeds each variant got right; A is better on the
-example when its share is higher. p: exact McNemar (sign) test over the examples where one variant
-is better (the classic McNemar test with one seed). Interval: paired bootstrap over examples of
+example when its share is higher. p: with one seed per side, the exact McNemar test; with several, a
+paired t-test on the per-example differences of those shares (`stats.paired_correctness_test`: a sign
+test over them would ignore by how much a side is better). Interval: paired bootstrap over examples of
 metric(A) − metric(B), each averaged over seeds. A winner is named only when p < 0.05.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tunelab.report.results import CellResult
-from tunelab.stats import mcnemar_exact, paired_bootstrap
+from tunelab.stats import paired_bootstrap, paired_correctness_test
 
 ALPHA = 0.05
 
@@ -46,12 +47,16 @@ class ABResult:
     p_value: float
     skipped: str = ""
     """Why no test was run (e.g. the variants scored different examples)."""
+    test: str = "exact McNemar"
+    """The test that gave p_value: "exact McNemar" (one seed per side) or "paired t-test"."""
+    right_diff: float = 0.0
+    """Mean over examples of (A's share of right seeds − B's): the side the test favours."""
 
     @property
     def winner(self) -> str | None:
         if self.skipped or self.p_value >= ALPHA:
             return None
-        return self.a if self.only_a > self.only_b else self.b
+        return self.a if self.right_diff > 0 else self.b
 
 
 def reference(row: dict) -> str | list[str]:
@@ -108,13 +113,11 @@ def compare(strategy, k, search, a, b, pairs, metric: str, n_resamples: int) -> 
 
 
 def paired_test(strategy, k, search, a, b, seeds, preds_a, preds_b, refs, metric: str, n_resamples: int) -> ABResult:
-    """McNemar and paired bootstrap of A against B from their per-seed predictions on the same examples.
+    """Paired test and bootstrap of A against B from their per-seed predictions on the same examples.
     A and B may have different numbers of seeds (each side is averaged over its own)."""
     right_a = np.mean([[is_right(p, r) for p, r in zip(row, refs)] for row in preds_a], axis=0)  # (n,) share of seeds right
     right_b = np.mean([[is_right(p, r) for p, r in zip(row, refs)] for row in preds_b], axis=0)
-    # Exact McNemar (sign) test over examples: those A gets right in more seeds than B, and vice versa.
-    # With one seed this is the classic McNemar test; identical seeds add no evidence.
-    test = mcnemar_exact((right_a > right_b).tolist(), (right_b > right_a).tolist())
+    test = paired_correctness_test(right_a, right_b)
     if not registered(metric):
         metric = "accuracy"  # a flattened key such as f1_<label>: test the accuracy difference instead
     if metric == "accuracy":
@@ -126,7 +129,8 @@ def paired_test(strategy, k, search, a, b, seeds, preds_a, preds_b, refs, metric
     return ABResult(
         strategy, k, search, a, b, seeds, len(refs), metric,
         score_a=seed_mean(metric, preds_a, refs), score_b=seed_mean(metric, preds_b, refs),
-        diff=boot.diff, low=boot.low, high=boot.high, only_a=test.b, only_b=test.c, p_value=test.p_value,
+        diff=boot.diff, low=boot.low, high=boot.high, only_a=test.better_a, only_b=test.better_b,
+        p_value=test.p_value, test=test.test, right_diff=test.mean_diff,
     )
 
 

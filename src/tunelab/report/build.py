@@ -176,7 +176,7 @@ def ab_section(tests: list[ABResult]) -> Section:
     if not tests:
         return Section("Prompt A/B tests", [Text("No prompt variants were compared (add `sweep.prompts` with two or more variants).")])
     headers = ["strategy", "K", "A", "B", "seeds", "examples", "metric", "A", "B", "A − B [95% CI]",
-               "A better", "B better", "McNemar p", "winner"]
+               "A better", "B better", "p (test)", "winner"]
     body, best = [], []
     for t in tests:
         k = "all" if t.k_shot is None else str(t.k_shot)
@@ -189,12 +189,13 @@ def ab_section(tests: list[ABResult]) -> Section:
         diff = f"{fmt_value(t.metric, t.diff)} [{fmt_value(t.metric, t.low)}, {fmt_value(t.metric, t.high)}]"
         body.append([label, k, t.a, t.b, " ".join(map(str, t.seeds)), str(t.n), t.metric,
                      fmt_value(t.metric, t.score_a), fmt_value(t.metric, t.score_b), diff, str(t.only_a),
-                     str(t.only_b), f"{t.p_value:.3g}", t.winner or "no significant difference"])
+                     str(t.only_b), f"{t.p_value:.3g} ({t.test})", t.winner or "no significant difference"])
         best.append({13} if t.winner else set())
     return Section("Prompt A/B tests", [
         Text("Variants of one strategy that differ only in the prompt, scored on the same test examples. Each "
              "example is one pair; A is better on it when A was right in more of the seeds than B (with one seed: "
-             "A right, B wrong). p: exact McNemar (sign) test over those examples; interval: paired bootstrap "
+             "A right, B wrong). p: exact McNemar test with one seed per side, else a paired t-test on the per-example "
+             "differences of the seed-averaged correctness; interval: paired bootstrap "
              "(2,000 resamples of the examples) of the difference of the seed-averaged metric. A winner is named "
              "only when p < 0.05."),
         Table(headers, body, best),

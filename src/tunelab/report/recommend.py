@@ -6,7 +6,8 @@ Per K (rows with different K are not like for like):
   16 dev examples, go to the cheapest of them).
 - **pick**: the cheapest row statistically tied with best on test: each other row is compared with best
   over the same test examples, each side's correctness averaged over its own seeds (the example is the
-  unit, as in the prompt A/B tests): exact McNemar (sign) test, tied when p ≥ 0.05, and a paired
+  unit, as in the prompt A/B tests): exact McNemar test when each side has one seed, else a paired t-test on
+  the per-example differences of the seed-averaged correctness; tied when p ≥ 0.05; and a paired
   bootstrap interval of the difference of the seed-averaged main metric. Text-overlap metrics (ROUGE,
   BLEU) have no right/wrong per example: tied when that interval holds 0.
 - **cheapest**: the smallest model (its total parameters, what serving costs), then the fewest
@@ -185,14 +186,14 @@ def recommend_at_k(k, rows: list[Row], metric: str, examples, model_size, n_resa
 
 
 def by_correctness(metric: str) -> bool:
-    """Whether ties are judged on right/wrong per example (McNemar). Text-overlap metrics (ROUGE, BLEU) are
-    not: nearly every generated text is "wrong" by exact match, which would tie everything."""
+    """Whether ties are judged on right/wrong per example (McNemar or paired t-test). Text-overlap metrics
+    (ROUGE, BLEU) are not: nearly every generated text is "wrong" by exact match, which would tie everything."""
     return metric in ("accuracy", "exact_match", "squad_em", "f1", "mcc") or metric.startswith("f1_") or not registered(metric)
 
 
 def judge(test: ABResult, metric: str) -> tuple[bool, str]:
-    """(tied?, the evidence in words): McNemar p ≥ α, or for text-overlap metrics the bootstrap interval of
-    the difference holding 0."""
+    """(tied?, the evidence in words): p ≥ α of the paired correctness test, or for text-overlap metrics the
+    bootstrap interval of the difference holding 0."""
     if by_correctness(metric):
         return test.p_value >= ALPHA, f"p = {test.p_value:.2g}"
     return test.low <= 0.0 <= test.high, f"difference in [{fmt(metric, test.low)}, {fmt(metric, test.high)}]"
@@ -259,8 +260,8 @@ def recommendation_lines(rec: Recommendation) -> list[str]:
         lines.append(f"Cheapest tied: {describe(rec.pick, m)} {row_label(rec.best)} − {row_label(rec.pick)} on test: "
                      f"{fmt(t.metric, t.diff)} [95% {fmt(t.metric, t.low)}, {fmt(t.metric, t.high)}] (paired bootstrap over "
                      f"{t.n} test examples, seeds averaged); "
-                     + (f"exact McNemar p = {t.p_value:.2g} (tied: p ≥ {ALPHA})." if by_correctness(m) else
-                        f"tied: the interval holds 0 ({m} is no right/wrong score, so no McNemar test)."))
+                     + (f"{t.test} p = {t.p_value:.2g} (tied: p ≥ {ALPHA})." if by_correctness(m) else
+                        f"tied: the interval holds 0 ({m} is no right/wrong score, so no test of correctness)."))
     if rec.note:
         lines.append(rec.note[0].upper() + rec.note[1:] + ".")
     lines += [f"Warning: {w}" for w in rec.warnings]
@@ -282,7 +283,8 @@ def recommendation_blocks(recs: list[Recommendation]) -> list:
     blocks.append(Text(
         "How this is chosen: the best strategy by mean dev metric over seeds (never test); every other strategy at "
         "its K is compared with it over the same test examples (each example's correctness averaged over seeds; "
-        "exact McNemar test, tied when p ≥ 0.05; paired bootstrap interval of the difference; for text-overlap "
+        "exact McNemar test with one seed per side, else a paired t-test on the per-example differences; tied "
+        "when p ≥ 0.05; paired bootstrap interval of the difference; for text-overlap "
         "metrics such as ROUGE or BLEU, tied when that interval holds 0); the pick is the "
         "cheapest of the tied: smallest model, then fewest trainable parameters, then shortest training. The "
         "smallest detectable difference solves Connor's (1987) sample size for paired proportions, "
