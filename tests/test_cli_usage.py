@@ -112,5 +112,6 @@ def test_dry_run_estimates_time_from_finished_cells(tmp_path, capsys):
     assert main(["compare", str(exp), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "finished  head-k2-seed1" in out
-    # head seed 2 takes head's mean (120 s); both bitfit cells, with none finished, the mean of all (120 s)
-    assert "4 cells: 1 finished, 3 to run; estimated time for them: about 6 min 00 s" in out
+    # head seed 2 takes head's mean (120 s); bitfit, with no finished cell, is named instead of guessed
+    assert "4 cells: 1 finished, 3 to run; estimated time for 1 of them: about 2 min 00 s" in out
+    assert "no estimate for bitfit (2 cells): none of that entry's cells has finished yet" in out

@@ -1,9 +1,10 @@
 """How long the unfinished cells of a sweep will take, from the cells that already finished.
 
 A finished cell's `costs.json` holds its training and evaluation seconds; a cell to run is given the
-mean of the finished cells of its own strategy entry (a PET cell costs many head cells), or the mean
-of all finished cells when none of its entry has finished. Model loading is not in `costs.json`, so
-the estimate leans low by a few seconds per cell.
+mean of the finished cells of its own strategy entry. Entries with no finished cell get no estimate and
+are named instead: entries differ by orders of magnitude (a SmolLM2 PET cell costs a hundred MiniLM
+head cells), so borrowing another entry's mean once said "5 h" for 11 minutes of work. Model loading
+is not in `costs.json`, so the estimate leans low by a few seconds per cell.
 """
 
 from __future__ import annotations
@@ -40,11 +41,21 @@ def estimate_line(root: Path, finished: list[Cell], to_run: list[Cell]) -> str:
             durations.setdefault(cell.strategy, []).append(seconds)
     if not durations:
         return counts + "; no estimate yet (no finished cell has recorded its time)"
-    overall = mean(s for values in durations.values() for s in values)
-    total = sum(mean(durations[c.strategy]) if c.strategy in durations else overall for c in to_run)
-    known = sum(len(values) for values in durations.values())
-    return (f"{counts}; estimated time for them: about {duration(total)} (mean training + evaluation time of "
-            f"{known} finished cell(s), per strategy where one has finished; model loading not included)")
+    estimated = [c for c in to_run if c.strategy in durations]
+    unknown: dict[str, int] = {}
+    for cell in to_run:
+        if cell.strategy not in durations:
+            unknown[cell.strategy] = unknown.get(cell.strategy, 0) + 1
+    line = counts
+    if estimated:
+        total = sum(mean(durations[c.strategy]) for c in estimated)
+        of = "them" if len(estimated) == len(to_run) else f"{len(estimated)} of them"
+        line += (f"; estimated time for {of}: about {duration(total)} (mean training + evaluation time of the "
+                 f"finished cells of the same strategy entry; model loading not included)")
+    if unknown:
+        named = ", ".join(f"{name} ({n} cell{'s' * (n > 1)})" for name, n in unknown.items())
+        line += f"; no estimate for {named}: none of that entry's cells has finished yet"
+    return line
 
 
 def duration(seconds: float) -> str:
