@@ -129,6 +129,15 @@ def test_resume_skips_finished_cells(tmp_path, tiny_bert_dir, tiny_sentiment, fi
     assert (third.ran, third.skipped, calls) == (1, 3, [("bitfit", 2)])
 
 
+def test_cells_keep_their_dev_predictions_with_label_scores(tmp_path, tiny_bert_dir, tiny_sentiment):
+    """What an `ensemble` entry reads: each member cell's label scores on the K-shot dev split."""
+    root = run_sweep(load_experiment(sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"]}))).root
+    rows = [json.loads(line) for line in (root / "head-kall-seed42" / "dev_predictions.jsonl").read_text().splitlines()]
+    dev = [json.loads(line) for line in Path(tiny_sentiment["dev"]).read_text().splitlines()]
+    assert [r["text"] for r in rows] == [d["text"] for d in dev]
+    assert all(set(r["scores"]) == {"negative", "positive"} and r["prediction"] in r["scores"] for r in rows)
+
+
 def test_interrupted_cell_is_not_mistaken_for_finished(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):
     calls, sabotage = fit_calls
     path = small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)

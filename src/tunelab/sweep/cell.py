@@ -25,9 +25,11 @@ from pathlib import Path
 
 from tunelab.artifacts import NO_ARTIFACT_FILE
 from tunelab.config import validate_experiment
-from tunelab.run import METRICS_FILE, execute, prepare, score
+from tunelab.run import METRICS_FILE, execute, prepare, score, write_predictions
 
 CELL_FILE = "cell.json"
+DEV_PREDICTIONS_FILE = "dev_predictions.jsonl"
+LABEL_SCORE_TASKS = ("classification", "pair_classification", "multiple_choice")
 FAILED_SUFFIX = ".failed.json"
 
 
@@ -71,9 +73,15 @@ class CellStrategy:
     def fit(self, splits, run_dir: Path):
         predictor, costs = self.inner.fit(splits, run_dir)
         metric = self.config.train.metric_for_best or self.config.metrics[0]
+        dev_outputs = None
         if splits.dev and metric not in (costs.get("best_dev") or {}):
-            costs["best_dev"] = score(self.config, splits.dev, predictor.predict(splits.dev))
+            dev_outputs = predictor.predict(splits.dev)
+            costs["best_dev"] = score(self.config, splits.dev, dev_outputs)
             costs["dev_scored_by"] = "sweep"
+        if splits.dev and self.config.task.type in LABEL_SCORE_TASKS and not self.config.tasks:
+            # the label scores on dev let an `ensemble` entry weigh this cell against others without its weights
+            outputs = dev_outputs if dev_outputs is not None else predictor.predict(splits.dev)
+            write_predictions(Path(run_dir) / DEV_PREDICTIONS_FILE, splits.dev, outputs)
         costs.setdefault("num_dev", len(splits.dev))
         write_json_atomic(Path(run_dir) / CELL_FILE, self.meta)
         if not self.meta.get("save_artifacts", True):
