@@ -142,7 +142,8 @@ def test_a_sweep_distils_each_teacher_cell_and_reports_both_rows(tmp_path, tiny_
         "teacher": "head", "pool_size": 6, "train": "head"}}])
     _, cells = plan_sweep(load_experiment(path))
     students = [c for c in cells if c.strategy == "student"]
-    assert [(c.after, c.config["strategy"]["teacher_cell"]) for c in students] == [("head-k2-seed1",) * 2, ("head-k2-seed2",) * 2]
+    assert [(c.after, c.config["strategy"]["teacher_cell"]) for c in students] == [
+        (("head-k2-seed1",), "head-k2-seed1"), (("head-k2-seed2",), "head-k2-seed2")]
     one_seed = ["sweep.seeds=[2]"]  # (the run itself: one seed is enough)
     outcome = run_sweep(load_experiment(path, one_seed))
     assert outcome.failed == [] and outcome.ran == 2
@@ -166,7 +167,7 @@ def test_a_sweep_distils_each_teacher_cell_and_reports_both_rows(tmp_path, tiny_
     assert (again.ran, again.failed) == (1, [])
     # a teacher cell removed (to re-run it) leaves its finished student stale: refused, nothing run or removed
     shutil.rmtree(root / "head-k2-seed2")
-    with pytest.raises(ConfigError, match="student-k2-seed2: its teacher cell head-k2-seed2 is not finished"):
+    with pytest.raises(ConfigError, match="student-k2-seed2: the cell it read, head-k2-seed2, is not finished"):
         run_sweep(load_experiment(path, one_seed))
     assert (root / "student-k2-seed2" / "metrics.json").is_file()
     shutil.rmtree(root / "student-k2-seed2")
@@ -195,7 +196,7 @@ def test_a_missing_teacher_cell_fails_its_student_clearly_and_a_rerun_recovers(t
     ([{"name": "distill", "settings": {"teacher": "head"}}, "head"], "must be an entry listed before"),
     (["head", {"name": "distill", "settings": {"teacher": "nowhere"}}], "names no earlier entry"),
     ([{"name": "head", "search": {"train.learning_rate": [0.1, 0.01]}}, {"name": "distill", "settings": {"teacher": "head"}}],
-     "a teacher must be one model"),
+     "reads one model per entry"),
     (["head", {"name": "distill", "settings": {"teacher": "head"}}], "sweep.save_artifacts is false"),
 ])
 def test_bad_teachers_in_a_sweep_exit_2_before_any_cell(tmp_path, tiny_bert_dir, capsys, strategies, expected):
@@ -253,8 +254,8 @@ def test_ray_submits_a_student_only_after_its_teacher_cell_ended(tmp_path):
             pass
 
     cells = [Cell("head-s1", "head", "head", "f", 2, 1, None), Cell("student-s1", "student", "distill", "d", 2, 1, None,
-             after="head-s1"), Cell("head-s2", "head", "head", "f", 2, 2, None),
-             Cell("other", "student", "distill", "d", 2, 2, None, after="finished-before")]  # its teacher is not to run
+             after=("head-s1",)), Cell("head-s2", "head", "head", "f", 2, 2, None),
+             Cell("other", "student", "distill", "d", 2, 2, None, after=("finished-before",))]  # its teacher is not to run
     display = type("Display", (), {"start": lambda self, cell_id: None})()
     resources = {c.id: {"CPU": 1} for c in cells}
     done = [cell.id for cell, ok in run_on_ray(FakeRay(), cells, tmp_path, "x.yaml", display, resources, 0)]

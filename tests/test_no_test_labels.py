@@ -37,6 +37,7 @@ def strategies(llama) -> list[dict]:
         {"name": "few_shot", **on_llama, "settings": {"k": 1, "templates": ["{{ text }} It was", "Review: {{ text }}\nSentiment:"]}},
         {"name": "pet", **on_llama, "settings": {"search_label_words": WORDS,
                                                  "generate_templates": {"top_n": 1, "max_tokens": 2, "beam": 2}}},
+        {"name": "ensemble", "settings": {"members": ["few_shot", "pet"]}},
     ]
 
 
@@ -105,7 +106,7 @@ def test_scrambled_test_labels_change_no_choice(tmp_path, tiny_bert_dir, tiny_lm
     assert before_real["best_on_dev"] == before_flipped["best_on_dev"]
     # what the test covers: every strategy ran, each search left its record
     cells = before_real["cells"]
-    assert {c.split("-")[0] for c in cells} == {"head", "lora", "zero_shot", "few_shot", "pet"}
+    assert {c.split("-")[0] for c in cells} == {"head", "lora", "zero_shot", "few_shot", "pet", "ensemble"}
     pooled = [c for i, c in cells.items() if i.startswith("head")]
     assert {c["search"]["model.pooling"] for c in pooled} == {"cls", "mean"}
     assert all(c["pooling"] == c["search"]["model.pooling"] for c in pooled)

@@ -49,8 +49,9 @@ class Cell:
     save_artifacts: bool = True
     data_sha256: dict = field(default_factory=dict)
     """split → sha256 of the data file, filled in by the runner (expansion reads no data)."""
-    after: str | None = None
-    """The cell whose run this one reads (a distill cell's teacher); it comes earlier in run order."""
+    after: tuple[str, ...] = ()
+    """The cells whose runs this one reads (a distill cell's teacher, an ensemble's members); they come earlier
+    in run order."""
 
     @property
     def group(self) -> str:
@@ -86,7 +87,7 @@ def expand(config: ExperimentConfig, sweep: SweepConfig) -> list[Cell]:
                     continue  # same result for every seed: the first seed's cell stands for all
                 parts = [entry.label, k_label(k), variant, combo_label, f"seed{seed}"]
                 cell_id = "-".join(p for p in parts if p)
-                after = link_teacher(config, sweep, entry, info, raw, cells)
+                after = link_cells(config, sweep, entry, info, raw, cells)
                 cells.append(Cell(cell_id, entry.label, entry.name, info.family, k, seed, variant, combo, raw,
                                   sweep.save_artifacts, after=after))
     check_distinct_cells(config, sweep, cells)
@@ -95,40 +96,54 @@ def expand(config: ExperimentConfig, sweep: SweepConfig) -> list[Cell]:
     return cells
 
 
-def link_teacher(config: ExperimentConfig, sweep: SweepConfig, entry: StrategyEntry, info, raw: dict,
-                 earlier: list[Cell]) -> str | None:
-    """A strategy that learns from another entry's model (`teacher_setting`, e.g. distill's `teacher:`) gets
-    that entry's cell of the same K and seed (its only cell at this K when it runs once for all seeds) in
-    `<setting>_cell`; the id is returned so executors run that cell first. A value naming no entry is a
-    run directory, left to the strategy to check."""
+def link_cells(config: ExperimentConfig, sweep: SweepConfig, entry: StrategyEntry, info, raw: dict,
+               earlier: list[Cell]) -> tuple[str, ...]:
+    """A strategy that reads other entries' cells (`teacher_setting`: distill's `teacher:`, one name; ensemble's
+    `members:`, a list) gets each named entry's cell of the same K and seed (its only cell at this K when it runs
+    once for all seeds) in `linked_setting`; the ids are returned so executors run those cells first. A single
+    value naming no entry is a run directory, left to the strategy to check."""
     setting = getattr(info.cls, "teacher_setting", None)
-    name = raw["strategy"].get(setting) if setting else None
-    if name is None:
-        return None
+    value = raw["strategy"].get(setting) if setting else None
+    if value is None:
+        return ()
     labels = [e.label for e in sweep.strategies]
     index = labels.index(entry.label)
     key = ("sweep", "strategies", index, "settings", setting)
-    at = where(config.source, line_of(config.lines, key) or line_of(config.lines, key[:3]))
+    at = f"{where(config.source, line_of(config.lines, key) or line_of(config.lines, key[:3]))}: " \
+         f"sweep.strategies.{index}.settings.{setting}"
+    names = value if isinstance(value, list) else [value]
+    if not isinstance(value, list) and value not in labels and Path(value).expanduser().is_dir():
+        return ()  # a finished run directory: the strategy checks it
+    found = [linked_cell(at, name, labels, index, entry, info, sweep, raw, earlier) for name in names]
+    linked = getattr(info.cls, "linked_setting", f"{setting}_cell")
+    raw["strategy"][linked] = [c.id for c in found] if isinstance(value, list) else found[0].id
+    return tuple(c.id for c in found)
+
+
+def linked_cell(at: str, name: str, labels: list[str], index: int, entry: StrategyEntry, info, sweep: SweepConfig,
+                raw: dict, earlier: list[Cell]) -> Cell:
+    """The cell of entry `name` that a cell of `entry` at raw's K and seed reads; ConfigError (at `at`) if none."""
     if name not in labels:
-        if Path(name).expanduser().is_dir():
-            return None  # a finished run directory: the strategy checks it
-        raise ConfigError(f"{at}: sweep.strategies.{index}.settings.{setting}: {name!r} names no earlier entry of the sweep "
-                          f"({', '.join(labels[:index]) or 'none before it'}) and no run directory")
-    if not sweep.save_artifacts:
-        raise ConfigError(f"{at}: sweep.strategies.{index}.settings.{setting}: {name!r} is read from its cells' saved "
-                          f"weights, but sweep.save_artifacts is false; set it to true")
+        directory = " and no run directory" if getattr(info.cls, "reads_weights", True) else ""
+        raise ConfigError(f"{at}: {name!r} names no earlier entry of the sweep ({', '.join(labels[:index]) or 'none before it'})"
+                          f"{directory}")
+    if getattr(info.cls, "reads_weights", True) and not sweep.save_artifacts:
+        raise ConfigError(f"{at}: {name!r} is read from its cells' saved weights, but sweep.save_artifacts is false; "
+                          f"set it to true")
     if labels.index(name) >= index:
-        raise ConfigError(f"{at}: sweep.strategies.{index}.settings.{setting}: {name!r} must be an entry listed before "
-                          f"{entry.label!r}: its cells run first; move it up")
+        raise ConfigError(f"{at}: {name!r} must be an entry listed before {entry.label!r}: its cells run first; move it up")
     k, seed = raw["data"]["k_shot"], raw["train"]["seed"]
     same_k = [c for c in earlier if c.strategy == name and c.k_shot == k]
     found = [c for c in same_k if c.seed == seed] or [c for c in same_k if not reads_seed(get_strategy(c.method), c.config["strategy"])]
     if len(found) != 1:
-        raise ConfigError(f"{at}: sweep.strategies.{index}.settings.{setting}: entry {name!r} makes {len(found)} cells at "
-                          f"K={k_label(k)[1:]} and seed {seed} (prompt variants or search values); a teacher must be one "
-                          f"model: give the teacher an entry of its own without search or variants")
-    raw["strategy"][f"{setting}_cell"] = found[0].id
-    return found[0].id
+        raise ConfigError(f"{at}: entry {name!r} makes {len(found)} cells at K={k_label(k)[1:]} and seed {seed} (prompt "
+                          f"variants or search values); {entry.label!r} reads one model per entry: give {name!r} an entry "
+                          f"of its own without search or variants")
+    perturbed = raw["data"].get("perturbed_test") and raw["task"]["type"] in ("classification", "pair_classification")
+    if not getattr(info.cls, "reads_weights", True) and found[0].seed != seed and perturbed:
+        raise ConfigError(f"{at}: entry {name!r} runs once for all seeds, so its outputs on the perturbed test copy (drawn "
+                          f"with seed {found[0].seed}) are not this seed's ({seed}); set data.perturbed_test: false")
+    return found[0]
 
 
 def entry_plan(config: ExperimentConfig, sweep: SweepConfig, index: int, entry: StrategyEntry):

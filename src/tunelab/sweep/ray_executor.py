@@ -101,7 +101,8 @@ def run_on_ray(ray, cells, root: Path, source: str, display, resources: dict, re
     task = ray.remote(max_calls=1)(run_cell_task)
     pending = {}
     todo = {cell.id for cell in cells}
-    waiting = [cell for cell in cells if cell.after in todo]  # a distill cell waits for its teacher's cell
+    waiting = [cell for cell in cells if set(cell.after) & todo]  # a distill/ensemble cell waits for the cells it reads
+    ended: set[str] = set()
 
     def submit(cell) -> None:
         want = resources[cell.id]
@@ -111,13 +112,15 @@ def run_on_ray(ray, cells, root: Path, source: str, display, resources: dict, re
         display.start(cell.id)
 
     for cell in cells:
-        if cell.after not in todo:
+        if not set(cell.after) & todo:
             submit(cell)
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(done[0])
-            for follower in [c for c in waiting if c.after == cell.id]:  # ended either way: a failed teacher fails it clearly
+            ended.add(cell.id)
+            # ended either way: a failed teacher or member fails its reader clearly
+            for follower in [c for c in waiting if set(c.after) & todo <= ended]:
                 waiting.remove(follower)
                 submit(follower)
             try:

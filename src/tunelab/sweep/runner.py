@@ -251,17 +251,17 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
 
 
 def teacher_changes(root: Path, cell: Cell) -> list[str]:
-    """A finished student (a distill cell) is stale when its teacher's cell will run again or finished
-    again after it: it learnt from a model that no longer exists, and its config alone cannot tell."""
-    if cell.after is None:
-        return []
-    if not is_finished(root, cell.after):
-        return [f"its teacher cell {cell.after} is not finished and will run again, so this student learnt from an "
-                f"earlier teacher"]
-    teacher_time = (cell_dir(root, cell.after) / METRICS_FILE).stat().st_mtime
-    if teacher_time > (cell_dir(root, cell.id) / METRICS_FILE).stat().st_mtime:
-        return [f"its teacher cell {cell.after} finished again after it, so this student learnt from an earlier teacher"]
-    return []
+    """A finished cell that read other cells (a distill student its teacher, an ensemble its members) is stale
+    when one of them will run again or finished again after it: it read a model that no longer exists, and its
+    config alone cannot tell."""
+    changes = []
+    for linked in cell.after:
+        if not is_finished(root, linked):
+            changes.append(f"the cell it read, {linked}, is not finished and will run again, so this cell read an "
+                           f"earlier model")
+        elif (cell_dir(root, linked) / METRICS_FILE).stat().st_mtime > (cell_dir(root, cell.id) / METRICS_FILE).stat().st_mtime:
+            changes.append(f"the cell it read, {linked}, finished again after it, so this cell read an earlier model")
+    return changes
 
 
 def write_sweep_file(root: Path, config: ExperimentConfig, sweep: SweepConfig, cells: list[Cell]) -> None:

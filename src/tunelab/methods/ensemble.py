@@ -1,0 +1,195 @@
+"""`ensemble`: average the label distributions of other sweep entries (soft voting).
+
+    sweep.strategies: [pet, {name: setfit, id: setfit_mpnet, model: {name: mpnet-base}},
+                       {name: ensemble, settings: {members: [pet, setfit_mpnet]}}]
+
+Models that read a sentence differently — a prompted causal LM and a contrastively tuned sentence encoder —
+make different mistakes, and the mean of their probabilities is often right where one of them is not. Each
+ensemble cell reads its members' cells of the same K and seed (the sweep links them and runs them first,
+on Ray too): their label scores on the K-shot dev split (`dev_predictions.jsonl`) and on the test split and
+its perturbed copy. It trains nothing and loads no weights, so it works with `sweep.save_artifacts: false`.
+Its dev score is that of the averaged dev scores, so the dev split chooses between it and its members like
+between any two strategies. Scores become a distribution as distill reads a teacher's: probabilities as they
+are, other scores through a softmax, none: the prediction one-hot.
+
+Its costs are its members' together: every member must be trained and served (parameters and training time
+summed, evaluation time summed, the larger peak memory). With `sweep.save_artifacts: true` the cell keeps
+`ensemble.json` (its members' cells and weights), and `tunelab predict` on it loads each member's saved
+model beside it and averages them on new text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from tunelab.errors import ConfigError, UserError
+from tunelab.methods.distill import distribution
+from tunelab.methods.registry import register
+from tunelab.settings import StrictSettings
+
+ENSEMBLE_FILE = "ensemble.json"
+OUTPUT_FILES = ("dev_predictions.jsonl", "predictions.jsonl", "perturbed_predictions.jsonl")
+SUMMED_COSTS = ("trainable_params", "total_params", "train_seconds", "eval_seconds")
+
+
+class EnsembleSettings(StrictSettings):
+    members: list[str] = Field(min_length=2)
+    """Ids of earlier entries of the sweep whose label distributions are averaged."""
+    weights: list[float] | None = None
+    """One non-negative weight per member (normalised to sum to 1); none: equal weights."""
+    member_cells: list[str] | None = None
+    """Written by the sweep: each member entry's cell of this cell's K and seed (not for users to set)."""
+
+    @model_validator(mode="after")
+    def weights_fit_members(self):
+        if len(set(self.members)) != len(self.members):
+            raise ValueError(f"members lists an entry twice: {self.members}")
+        if self.weights is not None:
+            if len(self.weights) != len(self.members):
+                raise ValueError(f"weights has {len(self.weights)} values for {len(self.members)} members; give one each")
+            if min(self.weights) < 0 or sum(self.weights) <= 0:
+                raise ValueError("weights must be non-negative and not all 0")
+        return self
+
+    def normalised_weights(self) -> list[float]:
+        weights = self.weights or [1.0] * len(self.members)
+        return [w / sum(weights) for w in weights]
+
+
+@register("ensemble", "the weighted mean of other sweep entries' label distributions (soft voting); trains nothing",
+          family="ensemble")
+class EnsembleStrategy:
+    Settings = EnsembleSettings
+    uses_prompt = False
+    teacher_setting = "members"
+    """The setting that names earlier sweep entries; the sweep links their cells (sweep/expand.py)."""
+    linked_setting = "member_cells"
+    reads_weights = False
+    """It reads its members' stored outputs, not their weights: sweep.save_artifacts may be false."""
+
+    def __init__(self, settings: EnsembleSettings, experiment, label_names: list[str] | None):
+        self.settings, self.experiment, self.label_names = settings, experiment, label_names or []
+
+    @classmethod
+    def check_pairing(cls, settings: EnsembleSettings, experiment) -> None:
+        if experiment.task.type not in ("classification", "pair_classification"):
+            raise ConfigError(f"strategy 'ensemble' averages label distributions: it needs a classification task, "
+                              f"not task.type={experiment.task.type}")
+
+    def check(self) -> None:
+        self.check_pairing(self.settings, self.experiment)
+        if self.settings.member_cells is None:
+            raise ConfigError("strategy 'ensemble' runs in a sweep: list it under sweep.strategies after the entries "
+                              "it names in settings.members")
+
+    # --- the members ----------------------------------------------------------------------------
+
+    def member_dirs(self, run_dir: Path) -> list[Path]:
+        """The members' cells sit beside this one in the sweep directory."""
+        return [Path(run_dir).parent / cell for cell in self.settings.member_cells or []]
+
+    def check_member(self, directory: Path) -> None:
+        from tunelab.run import METRICS_FILE, read_run_config
+
+        if not (directory / METRICS_FILE).is_file():
+            raise UserError(f"the ensemble member {directory} has not finished (no {METRICS_FILE}); its cell runs "
+                            f"first: see its log or .failed.json, then run `tunelab compare` again")
+        labels = (read_run_config(directory).get("task") or {}).get("label_names")
+        if list(labels or []) != list(self.label_names):
+            raise ConfigError(f"the ensemble member {directory} labels {labels}, the ensemble {self.label_names}: "
+                              f"members must share the task")
+        if not (directory / OUTPUT_FILES[0]).is_file():
+            raise UserError(f"the ensemble member {directory} has no {OUTPUT_FILES[0]} (it finished before tunelab kept "
+                            f"dev outputs); delete that cell directory and run `tunelab compare` again to re-run it")
+
+    def stored_outputs(self, directory: Path) -> "StoredOutputs":
+        outputs = {}
+        for name in OUTPUT_FILES:
+            path = directory / name
+            if path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    row = json.loads(line)
+                    outputs[input_key(row, self.experiment.task)] = {k: row[k] for k in ("prediction", "scores") if k in row}
+        return StoredOutputs(directory.name, outputs, self.experiment.task)
+
+    # --- fitting: nothing to train ----------------------------------------------------------------
+
+    def fit(self, splits, run_dir: Path):
+        directories = self.member_dirs(run_dir)
+        for directory in directories:
+            self.check_member(directory)
+        members = [self.stored_outputs(directory) for directory in directories]
+        predictor = EnsemblePredictor(members, self.settings.normalised_weights(), self.label_names,
+                                      [d.name for d in directories])
+        return predictor, member_costs(directories)
+
+    def load(self, run_dir: Path):
+        """For `tunelab predict`/`evaluate`: each member's saved model, loaded from its cell beside this one."""
+        from tunelab.run import load_predictor, read_run
+
+        saved = json.loads((Path(run_dir) / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+        members = []
+        for cell in saved["members"]:
+            directory = Path(run_dir).parent / cell
+            _, strategy = read_run(directory)
+            members.append(load_predictor(strategy, directory))
+        return EnsemblePredictor(members, saved["weights"], self.label_names, saved["members"])
+
+
+def input_key(example: dict, task) -> str:
+    """What identifies an example to the members: its input texts only (never its label)."""
+    from tunelab.data.perturb import text_keys
+
+    return json.dumps([example.get(key) for key in text_keys(task)], ensure_ascii=False)
+
+
+def member_costs(directories: list[Path]) -> dict:
+    """Every member is trained and served: their parameters and times add up; memory is the larger peak."""
+    from tunelab.run import COSTS_FILE
+
+    costs = [json.loads((d / COSTS_FILE).read_text(encoding="utf-8")) for d in directories]
+    total = {key: sum(c.get(key) or 0 for c in costs) for key in SUMMED_COSTS}
+    total["trainable_percent"] = 100.0 * total["trainable_params"] / max(total["total_params"], 1)
+    peaks = [c["peak_memory_mb"] for c in costs if isinstance(c.get("peak_memory_mb"), (int, float))]
+    if peaks:
+        total["peak_memory_mb"] = max(peaks)
+    total["members"] = [d.name for d in directories]
+    total["member_eval_seconds"] = total.pop("eval_seconds")  # the runner times the ensemble's own look-ups
+    return total
+
+
+class StoredOutputs:
+    """A finished member cell's outputs, looked up by input: a 'predictor' for the examples it labelled."""
+
+    def __init__(self, name: str, outputs: dict[str, dict], task):
+        self.name, self.outputs, self.task = name, outputs, task
+
+    def predict(self, examples: list[dict]) -> list[dict]:
+        missing = [e for e in examples if input_key(e, self.task) not in self.outputs]
+        if missing:
+            raise UserError(f"the ensemble member {self.name} has no stored output for {len(missing)} example(s) "
+                            f"(e.g. {input_key(missing[0], self.task)[:120]}): members must run on the same data; "
+                            f"run them again with the ensemble's data settings")
+        return [self.outputs[input_key(e, self.task)] for e in examples]
+
+
+class EnsemblePredictor:
+    def __init__(self, members: list, weights: list[float], label_names: list[str], member_names: list[str]):
+        self.members, self.weights, self.label_names, self.member_names = members, weights, label_names, member_names
+
+    def predict(self, examples: list[dict]) -> list[dict]:
+        per_member = [member.predict(examples) for member in self.members]
+        out = []
+        for outputs in zip(*per_member):
+            dists = [distribution(o, self.label_names) for o in outputs]
+            mean = [sum(w * d[i] for w, d in zip(self.weights, dists)) for i in range(len(self.label_names))]
+            best = max(range(len(mean)), key=mean.__getitem__)
+            out.append({"prediction": self.label_names[best], "scores": dict(zip(self.label_names, mean))})
+        return out
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / ENSEMBLE_FILE).write_text(
+            json.dumps({"members": self.member_names, "weights": self.weights}, indent=2) + "\n", encoding="utf-8")

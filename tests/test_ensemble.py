@@ -1,0 +1,173 @@
+"""`ensemble` on tiny random models: its scores are the weighted mean of its members' stored distributions
+on dev and test (so dev scores it like any strategy), its cells wait for their members (Ray too), its costs
+add up, a saved ensemble predicts new text from its members' models, and bad member lists exit 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import experiment_yaml, write_jsonl
+from test_distill import sentiment_rows
+from tunelab.cli import main
+from tunelab.config import load_experiment
+from tunelab.errors import ConfigError
+from tunelab.sweep import plan_sweep, run_sweep
+from tunelab.sweep.expand import Cell
+
+LABELS = ["negative", "positive"]
+MEMBERS = [{"name": "head", "train": {"learning_rate": 1e-2}}, {"name": "bitfit", "train": {"learning_rate": 1e-1}}]
+
+
+def sweep_file(tmp_path, tiny_bert_dir, strategies: list, **extra) -> Path:
+    rows = sentiment_rows(36)
+    data = {"train": str(write_jsonl(tmp_path / "train.jsonl", rows[:24])),
+            "dev": str(write_jsonl(tmp_path / "dev.jsonl", rows[24:30])),
+            "test": str(write_jsonl(tmp_path / "test.jsonl", rows[30:]))}
+    path = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, data, {"name": "head"})
+    raw = yaml.safe_load(path.read_text())
+    raw["train"].update(epochs=2)
+    raw["output_dir"] = str(tmp_path / "runs")
+    raw["sweep"] = {"isolation": "none", "seeds": [1], "save_artifacts": False, "strategies": strategies, **extra}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def rows_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("weights", [None, [3.0, 1.0]])
+def test_the_ensemble_is_the_weighted_mean_of_its_members_on_dev_and_test(tmp_path, tiny_bert_dir, weights):
+    settings = {"members": ["head", "bitfit"], **({"weights": weights} if weights else {})}
+    path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [{"name": "ensemble", "settings": settings}])
+    _, cells = plan_sweep(load_experiment(path))
+    ensemble = next(c for c in cells if c.strategy == "ensemble")
+    assert ensemble.after == ("head-kall-seed1", "bitfit-kall-seed1") == tuple(ensemble.config["strategy"]["member_cells"])
+    outcome = run_sweep(load_experiment(path))
+    assert outcome.failed == [] and outcome.ran == 3
+    root = outcome.root
+    w = [0.75, 0.25] if weights else [0.5, 0.5]
+    for name in ("dev_predictions.jsonl", "predictions.jsonl", "perturbed_predictions.jsonl"):
+        head, bitfit, mean = (rows_of(root / cell / name) for cell in ("head-kall-seed1", "bitfit-kall-seed1",
+                                                                      "ensemble-kall-seed1"))
+        assert len(mean) == len(head) > 0
+        for a, b, m in zip(head, bitfit, mean):
+            expected = {label: w[0] * a["scores"][label] + w[1] * b["scores"][label] for label in LABELS}
+            assert m["scores"] == pytest.approx(expected)
+            assert m["prediction"] == max(expected, key=expected.get)
+    # dev scores the ensemble like any strategy: from its averaged dev outputs
+    dev = rows_of(root / "ensemble-kall-seed1" / "dev_predictions.jsonl")
+    metrics = json.loads((root / "ensemble-kall-seed1" / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] == pytest.approx(sum(r["prediction"] == r["label"] for r in dev) / len(dev))
+    costs = {cell: json.loads((root / cell / "costs.json").read_text())
+             for cell in ("head-kall-seed1", "bitfit-kall-seed1", "ensemble-kall-seed1")}
+    ens = costs.pop("ensemble-kall-seed1")
+    for key in ("trainable_params", "total_params", "train_seconds"):
+        assert ens[key] == pytest.approx(sum(c[key] for c in costs.values()))
+    assert ens["eval_seconds"] >= sum(c["eval_seconds"] for c in costs.values())
+    assert main(["report", str(root)]) == 0  # a row of its own, family "ensemble", plots and all
+    assert "| ensemble |" in (root / "leaderboard.md").read_text()
+
+
+def test_a_changed_member_makes_a_finished_ensemble_stale(tmp_path, tiny_bert_dir):
+    path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [{"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}])
+    root = run_sweep(load_experiment(path)).root
+    shutil.rmtree(root / "bitfit-kall-seed1")
+    with pytest.raises(ConfigError, match="ensemble-kall-seed1: the cell it read, bitfit-kall-seed1, is not finished"):
+        run_sweep(load_experiment(path))
+
+
+def test_a_member_without_dev_outputs_fails_its_ensemble_with_the_fix(tmp_path, tiny_bert_dir):
+    path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [{"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}])
+    _, cells = plan_sweep(load_experiment(path))
+    root = tmp_path / "runs" / "tiny"
+    from tunelab.sweep.cell import run_cell_here
+
+    for cell in cells[:2]:
+        assert run_cell_here(cell.meta(), root, str(path))
+    (root / "head-kall-seed1" / "dev_predictions.jsonl").unlink()  # as a cell finished by an older tunelab
+    assert not run_cell_here(cells[2].meta(), root, str(path))
+    failure = json.loads((root / "ensemble-kall-seed1.failed.json").read_text())
+    assert "has no dev_predictions.jsonl" in failure["message"] and "delete that cell directory" in failure["message"]
+
+
+def test_a_saved_ensemble_predicts_new_text_from_its_members_models(tmp_path, tiny_bert_dir, capsys):
+    path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [{"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}],
+                      save_artifacts=True)
+    root = run_sweep(load_experiment(path)).root
+    new = write_jsonl(tmp_path / "new.jsonl", [{"text": "good great fine"}, {"text": "awful dull poor"}])
+    outputs = {}
+    for cell in ("head-kall-seed1", "bitfit-kall-seed1", "ensemble-kall-seed1"):
+        capsys.readouterr()
+        assert main(["predict", str(root / cell), "--data", str(new)]) == 0
+        outputs[cell] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    for a, b, m in zip(*outputs.values()):
+        assert m["scores"] == pytest.approx({label: (a["scores"][label] + b["scores"][label]) / 2 for label in LABELS})
+
+
+@pytest.mark.parametrize("strategies,expected", [
+    ([{"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}] + MEMBERS, "must be an entry listed before"),
+    (MEMBERS + [{"name": "ensemble", "settings": {"members": ["head", "nowhere"]}}], "'nowhere' names no earlier entry"),
+    ([{"name": "head", "search": {"train.learning_rate": [0.1, 0.01]}}, MEMBERS[1],
+      {"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}], "reads one model per entry"),
+    (MEMBERS + [{"name": "ensemble", "settings": {"members": ["head"]}}], "members"),
+    (MEMBERS + [{"name": "ensemble", "settings": {"members": ["head", "bitfit"], "weights": [1.0]}}], "one each"),
+])
+def test_bad_member_lists_exit_2_before_any_cell(tmp_path, tiny_bert_dir, capsys, strategies, expected):
+    path = sweep_file(tmp_path, tiny_bert_dir, strategies)
+    assert main(["compare", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "exp.yaml" in err
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_an_ensemble_outside_a_sweep_exits_2(tmp_path, tiny_bert_dir, capsys):
+    data = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", sentiment_rows(6))) for split in ("train", "test")}
+    exp = experiment_yaml(tmp_path / "e.yaml", tiny_bert_dir, data, {"name": "ensemble", "members": ["a", "b"]})
+    assert main(["run", str(exp), "--out", str(tmp_path / "e")]) == 2
+    assert "runs in a sweep" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_ray_submits_an_ensemble_only_after_all_its_members_ended(tmp_path):
+    from tunelab.sweep.ray_executor import run_on_ray
+
+    events = []
+
+    class FakeRay:
+        class exceptions:
+            RayError = RuntimeError
+
+        def remote(self, max_calls):
+            def wrap(function):
+                class Task:
+                    def options(self, **_):
+                        return self
+
+                    def remote(self, meta, root, source, cpus):
+                        events.append(("submit", meta["id"]))
+                        return meta["id"]
+                return Task()
+            return wrap
+
+        def wait(self, refs, num_returns):
+            events.append(("end", refs[0]))
+            return refs[:1], refs[1:]
+
+        def get(self, ref):
+            return True
+
+        def cancel(self, ref, force):
+            pass
+
+    cells = [Cell("a", "a", "head", "f", 2, 1, None), Cell("b", "b", "bitfit", "f", 2, 1, None),
+             Cell("ens", "ens", "ensemble", "e", 2, 1, None, after=("a", "b"))]
+    display = type("Display", (), {"start": lambda self, cell_id: None})()
+    done = [cell.id for cell, ok in run_on_ray(FakeRay(), cells, tmp_path, "x.yaml", display, {c.id: {"CPU": 1} for c in cells}, 0)]
+    assert sorted(done) == ["a", "b", "ens"]
+    assert events.index(("submit", "ens")) > max(events.index(("end", "a")), events.index(("end", "b")))
