@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import experiment_yaml
+from test_prompt_strategies import tiny_lm_dir  # noqa: F401
 from tunelab.config import load_experiment
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods.classifier import ClassifierStrategy
@@ -136,6 +137,33 @@ def test_cells_keep_their_dev_predictions_with_label_scores(tmp_path, tiny_bert_
     dev = [json.loads(line) for line in Path(tiny_sentiment["dev"]).read_text().splitlines()]
     assert [r["text"] for r in rows] == [d["text"] for d in dev]
     assert all(set(r["scores"]) == {"negative", "positive"} and r["prediction"] in r["scores"] for r in rows)
+
+
+def test_a_cell_standing_for_every_seed_is_scored_on_each_seeds_dev_split(tmp_path, tiny_bert_dir, tiny_sentiment, tiny_lm_dir):
+    """zero_shot runs once for all seeds; the rows beside it average their seeds' dev splits, so it must too: one
+    easy draw of dev examples would otherwise decide the comparison."""
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"k_shot": [2], "seeds": [1, 2, 3], "strategies": [
+        "head", {"name": "zero_shot", "model": {"name": str(tiny_lm_dir), "max_length": 32}}]},
+        prompt={"template": "{{ text }} It was", "verbalizer": {"negative": "bad", "positive": "good"}})
+    raw = yaml.safe_load(path.read_text())
+    raw["data"].pop("dev")  # drawn from train per seed (the LM-BFF protocol)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    root = run_sweep(load_experiment(path)).root
+    cell = root / "zero_shot-k2-seed1"
+    costs = json.loads((cell / "costs.json").read_text())
+    per_seed = costs["dev_per_seed"]
+    assert sorted(per_seed) == ["1", "2", "3"]
+    assert costs["best_dev"]["accuracy"] == pytest.approx(sum(s["accuracy"] for s in per_seed.values()) / 3)
+    rows = [json.loads(line) for line in (cell / "dev_predictions.jsonl").read_text().splitlines()]
+    for seed in (1, 2, 3):  # the same dev splits as the head cells of those seeds
+        head = [json.loads(line)["text"] for line in (root / f"head-k2-seed{seed}" / "dev_predictions.jsonl").read_text().splitlines()]
+        assert [r["text"] for r in rows[(seed - 1) * 4:seed * 4]] == head
+    # finished before (one seed's dev score): refused on resume, with the fix
+    meta = json.loads((cell / "cell.json").read_text())
+    meta.pop("dev_seeds")
+    (cell / "cell.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"zero_shot-k2-seed1: its dev score is from seed 1's dev split alone"):
+        run_sweep(load_experiment(path))
 
 
 def test_interrupted_cell_is_not_mistaken_for_finished(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):

@@ -73,20 +73,51 @@ class CellStrategy:
     def fit(self, splits, run_dir: Path):
         predictor, costs = self.inner.fit(splits, run_dir)
         metric = self.config.train.metric_for_best or self.config.metrics[0]
-        dev_outputs = None
-        if splits.dev and metric not in (costs.get("best_dev") or {}):
-            dev_outputs = predictor.predict(splits.dev)
+        dev_splits = self.dev_splits(splits)
+        dev_rows, dev_outputs = [], []
+        if len(dev_splits) > 1:  # a cell standing for every seed: scored on each seed's dev split
+            scores = {}
+            for seed, dev in dev_splits.items():
+                outputs = predictor.predict(dev)
+                scores[seed] = score(self.config, dev, outputs)
+                dev_rows, dev_outputs = dev_rows + dev, dev_outputs + outputs
+            costs["dev_own_seed"] = costs.get("best_dev")
+            costs["dev_per_seed"] = scores
+            costs["best_dev"] = mean_scores(list(scores.values()))
+            costs["dev_scored_by"] = f"sweep: the mean over the dev splits of seeds {', '.join(map(str, scores))}"
+        elif splits.dev and metric not in (costs.get("best_dev") or {}):
+            dev_rows, dev_outputs = splits.dev, predictor.predict(splits.dev)
             costs["best_dev"] = score(self.config, splits.dev, dev_outputs)
             costs["dev_scored_by"] = "sweep"
         if splits.dev and self.config.task.type in LABEL_SCORE_TASKS and not self.config.tasks:
             # the label scores on dev let an `ensemble` entry weigh this cell against others without its weights
-            outputs = dev_outputs if dev_outputs is not None else predictor.predict(splits.dev)
-            write_predictions(Path(run_dir) / DEV_PREDICTIONS_FILE, splits.dev, outputs)
+            if not dev_rows:
+                dev_rows, dev_outputs = splits.dev, predictor.predict(splits.dev)
+            write_predictions(Path(run_dir) / DEV_PREDICTIONS_FILE, dev_rows, dev_outputs)
         costs.setdefault("num_dev", len(splits.dev))
         write_json_atomic(Path(run_dir) / CELL_FILE, self.meta)
         if not self.meta.get("save_artifacts", True):
             predictor = ResultsOnly(predictor)
         return predictor, costs
+
+    def dev_splits(self, splits) -> dict[int, list[dict]]:
+        """seed → its K-shot dev split. A cell that stands for every seed (zero-shot prompting: no seed changes its
+        result) is scored on every seed's dev split, as the rows beside it are (their mean over seeds): one draw of
+        32 dev examples, easier or harder than the others, must not decide the comparison on its own."""
+        own = self.config.train.seed
+        seeds = self.meta.get("dev_seeds") or []
+        if len(seeds) < 2 or not self.config.data.k_shot or not splits.dev:
+            return {own: splits.dev}
+        from tunelab.data.splits import load_splits
+
+        return {seed: splits.dev if seed == own else load_splits(self.config.data, self.config.task, seed).dev
+                for seed in seeds}
+
+
+def mean_scores(scores: list[dict]) -> dict:
+    """The mean of each numeric metric present in every seed's scores."""
+    keys = [k for k, v in scores[0].items() if isinstance(v, (int, float)) and all(k in s for s in scores)]
+    return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
 
 
 class ResultsOnly:

@@ -52,6 +52,8 @@ class Cell:
     after: tuple[str, ...] = ()
     """The cells whose runs this one reads (a distill cell's teacher, an ensemble's members); they come earlier
     in run order."""
+    dev_seeds: tuple[int, ...] = ()
+    """A cell that stands for every seed (its result reads none): the seeds whose dev splits score it."""
 
     @property
     def group(self) -> str:
@@ -63,7 +65,7 @@ class Cell:
             "id": self.id, "group": self.group, "strategy": self.strategy, "method": self.method,
             "family": self.family, "k_shot": self.k_shot, "seed": self.seed, "variant": self.variant,
             "search": self.search, "save_artifacts": self.save_artifacts, "config": self.config,
-            "data_sha256": self.data_sha256,
+            "data_sha256": self.data_sha256, "dev_seeds": list(self.dev_seeds),
         }
 
 
@@ -83,13 +85,14 @@ def expand(config: ExperimentConfig, sweep: SweepConfig) -> list[Cell]:
         for entry, info, variants, combos in plans:
             for variant, (combo_label, combo) in itertools.product(variants, combos):
                 raw = cell_config(base, entry, sweep.prompts.get(variant), combo, k, seed)
-                if seed != seeds[0] and not reads_seed(info, raw["strategy"]):
+                seedless = not reads_seed(info, raw["strategy"])
+                if seed != seeds[0] and seedless:
                     continue  # same result for every seed: the first seed's cell stands for all
                 parts = [entry.label, k_label(k), variant, combo_label, f"seed{seed}"]
                 cell_id = "-".join(p for p in parts if p)
                 after = link_cells(config, sweep, entry, info, raw, cells)
                 cells.append(Cell(cell_id, entry.label, entry.name, info.family, k, seed, variant, combo, raw,
-                                  sweep.save_artifacts, after=after))
+                                  sweep.save_artifacts, after=after, dev_seeds=tuple(seeds) if seedless else ()))
     check_distinct_cells(config, sweep, cells)
     for cell in cells:
         check_cell(cell, config.source)

@@ -240,6 +240,7 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
         changes = reconcile_data(stored, meta.get("data_sha256") or {}, cell.config, cell.data_sha256)
         changes += config_changes(stored, cell.config)
         changes += teacher_changes(root, cell)
+        changes += dev_seed_changes(meta, cell)
         if changes:
             problems.append(f"{cell.id}: {'; '.join(changes[:3])}")
     if problems:
@@ -248,6 +249,18 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
             f"{len(problems)} finished cell(s) in {root} were run with a different configuration:\n  {listed}\n"
             f"Give the experiment a new `name:` (or --out), or delete those cell directories to re-run them."
         )
+
+
+def dev_seed_changes(stored_meta: dict, cell: Cell) -> list[str]:
+    """A cell standing for every seed is scored on each seed's dev split; one finished before that (or for other
+    seeds) has a dev score the rows beside it are not comparable with."""
+    stored, expected = list(stored_meta.get("dev_seeds") or []), list(cell.dev_seeds)
+    if stored == expected:
+        return []
+    def splits(seeds: list) -> str:
+        return f"the dev splits of seeds {seeds}" if seeds else f"seed {stored_meta.get('seed')}'s dev split alone"
+    return [f"its dev score is from {splits(stored)}, this sweep scores it on {splits(expected)}; delete it to "
+            f"score it again (cells that stand for every seed are scored on each seed's dev split)"]
 
 
 def teacher_changes(root: Path, cell: Cell) -> list[str]:
