@@ -177,3 +177,42 @@ def experiment_yaml(path: Path, model_dir: Path, data: dict, strategy: dict, **s
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def run_on_fake_ray(cells: list, root) -> tuple[list[str], list[tuple[str, str]]]:
+    """The Ray executor's submission order over `cells` with a fake Ray that runs nothing and ends each task as
+    soon as it is waited on: (the cell ids as they ended, the ("submit"|"end", id) events in order)."""
+    from tunelab.sweep.ray_executor import run_on_ray
+
+    events = []
+
+    class FakeRay:
+        class exceptions:
+            RayError = RuntimeError
+
+        def remote(self, max_calls):
+            def wrap(function):
+                class Task:
+                    def options(self, **_):
+                        return self
+
+                    def remote(self, meta, root, source, cpus):
+                        events.append(("submit", meta["id"]))
+                        return meta["id"]
+                return Task()
+            return wrap
+
+        def wait(self, refs, num_returns):
+            events.append(("end", refs[0]))
+            return refs[:1], refs[1:]
+
+        def get(self, ref):
+            return True
+
+        def cancel(self, ref, force):
+            pass
+
+    display = type("Display", (), {"start": lambda self, cell_id: None})()
+    resources = {c.id: {"CPU": 1} for c in cells}
+    done = [cell.id for cell, ok in run_on_ray(FakeRay(), cells, root, "x.yaml", display, resources, 0)]
+    return done, events

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import experiment_yaml, write_jsonl
+from conftest import experiment_yaml, run_on_fake_ray, write_jsonl
 from tunelab.cli import main
 from tunelab.config import load_experiment, validate_experiment
 from tunelab.data import Splits
@@ -223,42 +223,11 @@ def test_a_teacher_of_another_task_exits_2(tmp_path, tiny_bert_dir, teacher_run,
 def test_ray_submits_a_student_only_after_its_teacher_cell_ended(tmp_path):
     """The Ray executor holds a cell back until the cell it reads (`after`) has ended (a fake Ray: order only)."""
     from tunelab.sweep.expand import Cell
-    from tunelab.sweep.ray_executor import run_on_ray
-
-    events = []
-
-    class FakeRay:
-        class exceptions:
-            RayError = RuntimeError
-
-        def remote(self, max_calls):
-            def wrap(function):
-                class Task:
-                    def options(self, **_):
-                        return self
-
-                    def remote(self, meta, root, source, cpus):
-                        events.append(("submit", meta["id"]))
-                        return meta["id"]
-                return Task()
-            return wrap
-
-        def wait(self, refs, num_returns):
-            events.append(("end", refs[0]))
-            return refs[:1], refs[1:]
-
-        def get(self, ref):
-            return True
-
-        def cancel(self, ref, force):
-            pass
 
     cells = [Cell("head-s1", "head", "head", "f", 2, 1, None), Cell("student-s1", "student", "distill", "d", 2, 1, None,
              after=("head-s1",)), Cell("head-s2", "head", "head", "f", 2, 2, None),
              Cell("other", "student", "distill", "d", 2, 2, None, after=("finished-before",))]  # its teacher is not to run
-    display = type("Display", (), {"start": lambda self, cell_id: None})()
-    resources = {c.id: {"CPU": 1} for c in cells}
-    done = [cell.id for cell, ok in run_on_ray(FakeRay(), cells, tmp_path, "x.yaml", display, resources, 0)]
+    done, events = run_on_fake_ray(cells, tmp_path)
     assert sorted(done) == sorted(c.id for c in cells)
     assert events.index(("submit", "student-s1")) > events.index(("end", "head-s1"))
     assert events.index(("submit", "other")) < events.index(("end", "head-s1"))  # nothing to wait for: at once

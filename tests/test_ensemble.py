@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import experiment_yaml, write_jsonl
+from conftest import experiment_yaml, run_on_fake_ray, write_jsonl
 from test_distill import sentiment_rows
 from tunelab.cli import main
 from tunelab.config import load_experiment
@@ -135,39 +135,8 @@ def test_an_ensemble_outside_a_sweep_exits_2(tmp_path, tiny_bert_dir, capsys):
 
 
 def test_ray_submits_an_ensemble_only_after_all_its_members_ended(tmp_path):
-    from tunelab.sweep.ray_executor import run_on_ray
-
-    events = []
-
-    class FakeRay:
-        class exceptions:
-            RayError = RuntimeError
-
-        def remote(self, max_calls):
-            def wrap(function):
-                class Task:
-                    def options(self, **_):
-                        return self
-
-                    def remote(self, meta, root, source, cpus):
-                        events.append(("submit", meta["id"]))
-                        return meta["id"]
-                return Task()
-            return wrap
-
-        def wait(self, refs, num_returns):
-            events.append(("end", refs[0]))
-            return refs[:1], refs[1:]
-
-        def get(self, ref):
-            return True
-
-        def cancel(self, ref, force):
-            pass
-
     cells = [Cell("a", "a", "head", "f", 2, 1, None), Cell("b", "b", "bitfit", "f", 2, 1, None),
              Cell("ens", "ens", "ensemble", "e", 2, 1, None, after=("a", "b"))]
-    display = type("Display", (), {"start": lambda self, cell_id: None})()
-    done = [cell.id for cell, ok in run_on_ray(FakeRay(), cells, tmp_path, "x.yaml", display, {c.id: {"CPU": 1} for c in cells}, 0)]
+    done, events = run_on_fake_ray(cells, tmp_path)
     assert sorted(done) == ["a", "b", "ens"]
     assert events.index(("submit", "ens")) > max(events.index(("end", "a")), events.index(("end", "b")))
