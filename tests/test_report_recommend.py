@@ -287,3 +287,27 @@ def test_text_overlap_metric_ties_by_the_bootstrap_interval_not_exact_match(tmp_
     assert test.low > 0 and rec.tied == [] and rec.pick.strategy == "sft"
     assert next(r for r in rows if r.strategy == "zero_shot").verdict.startswith("worse on test (difference in [")
     assert rec.mde is None and rec.warning == ""  # the detectable difference is for right/wrong scores only
+
+
+def epoch_log(dev_scores: list[float]) -> str:
+    return "epoch,eval_accuracy,loss\n" + "".join(f"{i + 1},{v},\n" for i, v in enumerate(dev_scores))
+
+
+@pytest.mark.parametrize("last_epochs, warned", [(0.75, True), (0.88, False)])
+def test_a_dev_best_row_that_chose_its_epoch_on_dev_is_flagged_against_a_row_that_chose_nothing(tmp_path, last_epochs, warned):
+    """pet-like rows report their best epoch's dev score; a setfit-like row one honest score. The warning reads
+    the per-epoch dev log only: when the last epochs sit below the rival's dev score, the lead may be selection."""
+    n = 40
+    cells = [cell("pet", s, predictions(flips(n, {0, 1, 2, 3, 4, 5})), dev=0.90, model="lm", total=10**8,
+                  extra={"logs_csv": epoch_log([0.6, 0.9, last_epochs])}) for s in (1, 2)]
+    cells += [cell("setfit", s, predictions(flips(n, {0})), dev=0.85, model="encoder", total=10**8) for s in (1, 2)]
+    cells += [cell("zero_shot", 1, predictions(flips(n, set(range(10)))), dev=0.70, model="lm", total=10**8, params=0)]
+    _, rec = recommendation(write_sweep(tmp_path / "s", cells))
+    assert rec.best.strategy == "pet"  # dev still chooses: the warning informs, it does not overrule
+    flagged = [w for w in rec.warnings if "best epoch" in w]
+    if warned:
+        assert flagged == [f"pet's dev accuracy 90.0 is that of its best epoch, chosen on the same dev split (its last "
+                           f"epochs: 75.0); setfit (85.0) chose nothing on dev, so its dev score is not inflated the "
+                           f"same way: with a dev split this small, it may be the better choice."]
+    else:
+        assert flagged == []

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tunelab.report.dev_selection import selection_warning
 from tunelab.report.abtest import ALPHA, ABResult, example_key, is_right, paired_test, reference, registered, seed_mean
 from tunelab.report.leaderboard import Row, fmt_number, fmt_params, higher_is_better, is_fraction, row_label
 from tunelab.report.results import PREDICTIONS_FILE
@@ -155,6 +156,9 @@ def recommend_at_k(k, rows: list[Row], metric: str, examples, model_size, n_resa
     best = min(dev_ties, key=lambda r: cost_key(r, model_size))
     rec = Recommendation(k, metric, best, pick=best, dev_ties=dev_ties if len(dev_ties) > 1 else [])
     best.verdict = "best on dev"
+    inflated = selection_warning(best, scored, metric) if sign > 0 else None
+    if inflated:
+        rec.warnings.append(inflated)
     base = examples.get(best.group)
     if base is None:
         rec.note = "the dev-best row has no stored test predictions: no row could be tested against it"
