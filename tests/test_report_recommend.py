@@ -311,3 +311,21 @@ def test_a_dev_best_row_that_chose_its_epoch_on_dev_is_flagged_against_a_row_tha
                            f"same way: with a dev split this small, it may be the better choice."]
     else:
         assert flagged == []
+
+
+def test_an_ensemble_is_named_by_its_members_models_and_never_the_cheapest(tmp_path):
+    """Its cells carry the experiment's own model name; the leaderboard names its members' models, and its size
+    is its own (the members' summed), so a tie with a member never makes it "the cheapest"."""
+    n = 40
+    cells = [cell("big", s, predictions(flips(n, {0, 1})), dev=0.95, model="large-lm", total=10**8) for s in (1, 2)]
+    cells += [cell("small", s, predictions(flips(n, set(range(20)))), dev=0.80, model="small", total=10**6) for s in (1, 2)]
+    for s in (1, 2):
+        ens = cell("ens", s, predictions(flips(n, {0, 1, 2})), dev=0.90, model="small", total=10**8 + 10**6,
+                   family="ensemble")
+        ens["costs"]["members"] = [f"big-k16-seed{s}", f"small-k16-seed{s}"]
+        cells.append(ens)
+    rows, rec = recommendation(write_sweep(tmp_path / "s", cells))
+    ensemble = next(r for r in rows if r.strategy == "ens")
+    assert ensemble.model == "large-lm + small"
+    assert rec.best.strategy == "big" and [r.strategy for r in rec.tied] == ["ens"]
+    assert rec.pick.strategy == "big"  # tied, but larger than big alone: not the cheaper choice

@@ -143,11 +143,16 @@ def metric_keys(results: SweepResults) -> list[str]:
 def build_leaderboard(results: SweepResults) -> tuple[list[Row], list[SearchChoice]]:
     metrics = metric_keys(results)
     rows, choices = [], []
+    models = {c.meta["id"]: model_of(c.meta) for c in results.cells}
     for group, cells in group_cells(results.cells).items():
         chosen, choice = choose_combination(group, cells, results.metric)
         if choice:
             choices.append(choice)
-        rows.append(make_row(group, sorted(chosen, key=lambda c: c.meta["seed"]), metrics, results.metric))
+        row = make_row(group, sorted(chosen, key=lambda c: c.meta["seed"]), metrics, results.metric)
+        members = row.cells[0].costs.get("members")
+        if members:  # an ensemble serves its members' models, not the experiment's own model
+            row.model = " + ".join(models.get(m, "?") for m in members)  # two copies of a model: two to serve
+        rows.append(row)
     order = {cell["group"]: i for i, cell in enumerate(planned_groups(results))}
     sign = 1 if higher_is_better(results.metric) else -1
     # Ranked by the main metric within each K (the winner first); rows without it last, in sweep order.
@@ -166,6 +171,10 @@ def planned_groups(results: SweepResults) -> list[dict]:
     return groups
 
 
+def model_of(meta: dict) -> str:
+    return str(((meta.get("config") or {}).get("model") or {}).get("name") or "—")
+
+
 def make_row(group: str, cells: list[CellResult], metrics: list[str], main: str) -> Row:
     first = cells[0].meta
     values = {m: [v for v in (cell_value(c, m) for c in cells) if v is not None] for m in metrics}
@@ -177,7 +186,7 @@ def make_row(group: str, cells: list[CellResult], metrics: list[str], main: str)
         costs={col: mean_of([c.costs.get(col) for c in cells]) for col in COST_COLUMNS},
         trainable_percent=mean_of([c.costs.get("trainable_percent") for c in cells]),
         config=first.get("config", {}), cells=cells,
-        model=str(((first.get("config") or {}).get("model") or {}).get("name") or "—"),
+        model=model_of(first),
     )
     row.stats = {m: mean_std(v) for m, v in values.items() if v}
     return row
