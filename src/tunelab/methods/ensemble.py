@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from tunelab.data.validate import CLASSIFICATION
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods.distill import distribution
 from tunelab.methods.registry import register
@@ -75,7 +76,7 @@ class EnsembleStrategy:
 
     @classmethod
     def check_pairing(cls, settings: EnsembleSettings, experiment) -> None:
-        if experiment.task.type not in ("classification", "pair_classification"):
+        if experiment.task.type not in CLASSIFICATION:
             raise ConfigError(f"strategy 'ensemble' averages label distributions: it needs a classification task, "
                               f"not task.type={experiment.task.type}")
 

@@ -10,24 +10,18 @@ points better on test. The warning reads only the cells' per-epoch dev scores (`
 
 from __future__ import annotations
 
-import csv
 from statistics import mean
 
+from tunelab.report.curves import LOG_FILE, read_log
 from tunelab.report.leaderboard import Row, is_fraction, row_label
 
-LOGS_FILE = "logs.csv"
 MEANINGFUL_GAIN = 0.02
 """Best-epoch minus last-epoch dev score (a fraction) from which the warning is worth giving."""
 
 
 def epoch_scores(cell, metric: str) -> list[float]:
-    """The cell's dev metric after each evaluation, in order (empty when it kept no per-epoch log)."""
-    path = cell.directory / LOGS_FILE
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8", newline="") as handle:
-        values = [row.get(f"eval_{metric}") for row in csv.DictReader(handle)]
-    return [float(v) for v in values if v not in (None, "")]
+    """The cell's dev metric after each evaluation, in order (empty without a readable per-epoch log)."""
+    return [value for _, value in read_log(cell.directory / LOG_FILE).get(f"eval_{metric}", [])]
 
 
 def selection_gain(row: Row, metric: str) -> tuple[float, float] | None:

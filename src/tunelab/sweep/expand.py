@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from tunelab.config import ExperimentConfig, line_of, validate_experiment, validate_settings, where
 from tunelab.errors import ConfigError
+from tunelab.run import PERTURBED_TASKS
 from tunelab.methods import get_strategy
 from tunelab.sweep.schema import StrategyEntry, SweepConfig
 from tunelab.training.adversarial import check_trains
@@ -142,7 +143,7 @@ def linked_cell(at: str, name: str, labels: list[str], index: int, entry: Strate
         raise ConfigError(f"{at}: entry {name!r} makes {len(found)} cells at K={k_label(k)[1:]} and seed {seed} (prompt "
                           f"variants or search values); {entry.label!r} reads one model per entry: give {name!r} an entry "
                           f"of its own without search or variants")
-    perturbed = raw["data"].get("perturbed_test") and raw["task"]["type"] in ("classification", "pair_classification")
+    perturbed = raw["data"].get("perturbed_test") and raw["task"]["type"] in PERTURBED_TASKS
     if not getattr(info.cls, "reads_weights", True) and found[0].seed != seed and perturbed:
         raise ConfigError(f"{at}: entry {name!r} runs once for all seeds, so its outputs on the perturbed test copy (drawn "
                           f"with seed {found[0].seed}) are not this seed's ({seed}); set data.perturbed_test: false")
