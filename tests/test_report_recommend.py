@@ -313,6 +313,19 @@ def test_a_dev_best_row_that_chose_its_epoch_on_dev_is_flagged_against_a_row_tha
         assert flagged == []
 
 
+def test_a_row_compared_by_its_held_out_dev_score_is_not_flagged(tmp_path):
+    """Cells trained since the held-out dev score report a dev score their epoch choice has not seen: the same
+    per-epoch log no longer makes their dev lead suspect."""
+    n = 40
+    cells = [cell("pet", s, predictions(flips(n, {0, 1, 2, 3, 4, 5})), dev=0.90, model="lm", total=10**8,
+                  extra={"logs_csv": epoch_log([0.6, 0.9, 0.75])}) for s in (1, 2)]
+    for c in cells:
+        c["costs"]["held_out_dev"] = {"accuracy": 0.9}
+    cells += [cell("setfit", s, predictions(flips(n, {0})), dev=0.85, model="encoder", total=10**8) for s in (1, 2)]
+    _, rec = recommendation(write_sweep(tmp_path / "s", cells))
+    assert rec.best.strategy == "pet" and [w for w in rec.warnings if "best epoch" in w] == []
+
+
 def test_an_ensemble_is_named_by_its_members_models_and_never_the_cheapest(tmp_path):
     """Its cells carry the experiment's own model name; the leaderboard names its members' models, and its size
     is its own (the members' summed), so a tie with a member never makes it "the cheapest"."""

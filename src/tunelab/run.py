@@ -172,7 +172,9 @@ def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Pa
     costs["eval_seconds"] = seconds
     costs["eval_examples_per_second"] = len(test) / max(seconds, 1e-9)
     metrics = score(config, test, outputs)
-    result = {"test": metrics, "dev": costs.get("best_dev", {}), "num_test": len(test), "num_train": len(prepared.splits.train)}
+    result = {"test": metrics, "dev": comparable_dev(costs), "num_test": len(test), "num_train": len(prepared.splits.train)}
+    if costs.get("held_out_dev"):
+        result["dev_kept_checkpoint"] = costs.get("best_dev", {})
     perturbed = evaluate_perturbed(prepared, predictor, costs, directory)
     if perturbed is not None:
         result["perturbed"] = perturbed
@@ -182,6 +184,12 @@ def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Pa
     write_json(directory / COSTS_FILE, costs)
     write_predictions(directory / PREDICTIONS_FILE, test, outputs)
     return result
+
+
+def comparable_dev(costs: dict) -> dict:
+    """The dev score strategies are compared by: held out from the choice of checkpoint when one was made among
+    several evaluations (tunelab.held_out_dev), else the dev score as measured."""
+    return costs.get("held_out_dev") or costs.get("best_dev", {})
 
 
 def evaluate_perturbed(prepared: Prepared, predictor, costs: dict, directory: Path) -> dict | None:

@@ -63,6 +63,10 @@ class TrainStats:
     best_dev: dict = field(default_factory=dict)
     best_epoch: float | None = None
     stopped_early: bool = False
+    held_out_dev: dict = field(default_factory=dict)
+    """The dev metrics of checkpoints chosen without the examples they score (tunelab.held_out_dev); empty when
+    training evaluated once or was given no read-out of its dev predictions."""
+    held_out_epochs: dict = field(default_factory=dict)
     world_size: int = 1
     ranks: list = field(default_factory=list)
     """One entry per process ({rank, pid, host, steps}), gathered over the process group: proof every rank ran."""
@@ -182,11 +186,16 @@ def train_model(
     score_dev: DevScorer,
     metric_for_best: str,
     collator=None,
+    dev_readout=None,
 ) -> TrainStats:
-    """Train in place; the model ends holding the best dev state (or the last state without dev)."""
+    """Train in place; the model ends holding the best dev state (or the last state without dev).
+
+    With `dev_readout` (a tunelab.held_out_dev.DevReadout) every dev evaluation's label distributions are kept,
+    and the stats carry the held-out dev score that strategies are compared by."""
     from transformers import DataCollatorWithPadding
 
     from tunelab.callbacks import BestState, CsvLog, DevPrinter, EvalClock
+    from tunelab.held_out_dev import DevHistory
     from tunelab.training.regularization import apply_dropout, trainer_class
     from tunelab.training.adversarial import with_adversarial
 
@@ -198,6 +207,7 @@ def train_model(
     clock = EvalClock()
     callbacks = [best, clock] + ([CsvLog(out_dir / "logs.csv")] if "csv" in cfg.log_to else [])
     hooks = attached_hooks(model)
+    history = DevHistory(dev_readout) if dev_readout is not None and dev_features else None
     callbacks += [callback for h in hooks for callback in h.callbacks]
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")  # read when the Trainer starts
     # regularisation's compute_loss (label smoothing, R-Drop) inside adversarial training's
@@ -208,7 +218,7 @@ def train_model(
         eval_dataset=dev_features or None,
         processing_class=tokenizer,
         data_collator=collator or DataCollatorWithPadding(tokenizer),
-        compute_metrics=(lambda p: score_dev(p.predictions, p.label_ids)) if dev_features else None,
+        compute_metrics=dev_metrics(score_dev, history) if dev_features else None,
         callbacks=callbacks,
         optimizers=(make_optimizer(model, args, hooks), None),
     )
@@ -228,7 +238,33 @@ def train_model(
             h.finish(model)
     stats = collect_stats(trainer, output, train_features, elapsed - clock.seconds, best)
     stats.ranks = gather_ranks(trainer.state.global_step)
+    if history is not None:
+        add_held_out(stats, history, trainer, metric_for_best, cfg.seed, out_dir)
     return stats
+
+
+def dev_metrics(score_dev: DevScorer, history):
+    """The Trainer's compute_metrics: the strategy's dev metrics, the predictions kept first when asked."""
+
+    def compute(prediction):
+        if history is not None:
+            history.record(prediction.predictions, prediction.label_ids)
+        return score_dev(prediction.predictions, prediction.label_ids)
+
+    return compute
+
+
+def add_held_out(stats: TrainStats, history, trainer, metric: str, seed: int, out_dir: Path) -> None:
+    """The held-out dev score into the stats, its record (halves, choices, distributions) into the run directory."""
+    from tunelab.held_out_dev import HELD_OUT_FILE
+
+    history.epochs = [entry["epoch"] for entry in trainer.state.log_history if f"eval_{metric}" in entry]
+    held = history.held_out(metric, seed)
+    if held is None:
+        return
+    stats.held_out_dev, stats.held_out_epochs = held.metrics, held.chosen_epochs
+    if trainer.is_world_process_zero():
+        held.write(Path(out_dir) / HELD_OUT_FILE, metric, history.epochs, history.readout.label_names)
 
 
 def make_optimizer(model, args, hooks: list[TrainHooks]):

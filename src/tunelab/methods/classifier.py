@@ -118,7 +118,18 @@ class ClassifierStrategy:
         return train_model(
             model, loaded.tokenizer, encode(splits.train), encode(splits.dev), exp.train, run_dir,
             score_dev=lambda logits, labels: self.score(logits, labels), metric_for_best=metric,
+            dev_readout=self.dev_readout(),
         )
+
+    def dev_readout(self):
+        """Softmax of the head's logits: the same argmax `score` reads, as distributions for the held-out dev score."""
+        from tunelab.held_out_dev import DevReadout
+
+        def probabilities(logits, label_ids):
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            return torch.as_tensor(logits).float().softmax(-1).numpy(), label_ids
+
+        return DevReadout(probabilities, self.score, list(self.label_names))
 
     def score(self, logits, label_ids) -> dict:
         logits = logits[0] if isinstance(logits, tuple) else logits
@@ -137,7 +148,8 @@ def training_dtype(dtype: str) -> str:
 
 
 def train_costs(stats, model) -> dict:
-    return {
+    held_out = {"held_out_dev": stats.held_out_dev, "held_out_epochs": stats.held_out_epochs} if stats.held_out_dev else {}
+    return held_out | {
         "train_seconds": stats.train_seconds,
         "train_tokens": stats.train_tokens,
         "train_tokens_per_second": stats.tokens_per_second,

@@ -42,6 +42,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -242,18 +243,30 @@ class PetStrategy:
 
         cfg = exp.train if epochs is None else exp.train.model_copy(update={"epochs": epochs})
         stats = train_model(model, self.engine.tokenizer, train, dev, cfg, run_dir, score_dev=self.score_dev,
-                            metric_for_best=exp.train.metric_for_best or exp.metrics[0], collator=collator)
+                            metric_for_best=exp.train.metric_for_best or exp.metrics[0], collator=collator,
+                            dev_readout=self.dev_readout())
         costs.update(train_costs(stats, model))
         return PetPredictor(self, model, loaded, plan), costs
 
     def score_dev(self, logits, label_ids) -> dict:
-        """Dev metrics; with demonstrations the dev features are `dev_sets` copies, averaged like test."""
-        labels, sets = self.label_names, self.dev_sets
+        return self.score_probabilities(*self.dev_probabilities(logits, label_ids))
+
+    def dev_probabilities(self, logits, label_ids) -> tuple:
+        """((D, L) label distributions, (D,) gold ids) of the raw dev logits; with demonstrations the dev features
+        are `dev_sets` copies, averaged like test."""
         probs = torch.as_tensor(logits).float().softmax(-1)  # (S·D, L)
-        probs = probs.reshape(sets, -1, probs.shape[-1]).mean(0)  # (D, L)
-        gold = list(label_ids)[: len(probs)]
+        probs = probs.reshape(self.dev_sets, -1, probs.shape[-1]).mean(0)  # (D, L)
+        return probs.numpy(), np.asarray(label_ids)[: len(probs)]
+
+    def score_probabilities(self, probs, gold) -> dict:
+        labels = self.label_names
         predictions = [labels[i] for i in probs.argmax(-1)]
         return compute_metrics(self.experiment.metrics, predictions, [labels[i] for i in gold], labels=labels)
+
+    def dev_readout(self):
+        from tunelab.held_out_dev import DevReadout
+
+        return DevReadout(self.dev_probabilities, self.score_probabilities, list(self.label_names))
 
     def load(self, run_dir: Path):
         loaded, lm = self.change.load(run_dir, self.load_base)

@@ -137,7 +137,8 @@ def ensemble_costs(strategy, ensemble, member_costs: list[dict], dev: list[dict]
     """Summed training costs, the members' own dev scores and the ensemble's dev score (`best_dev`)."""
     keys = ("train_seconds", "train_tokens", "steps", "trainable_params", "total_params")  # T models: T times the cost
     summed = {key: sum(c[key] for c in member_costs) for key in keys if all(key in c for c in member_costs)}
-    shared = {k: v for k, v in member_costs[0].items() if k not in ("best_epoch", "stopped_early", "train_tokens_per_second")}
+    shared = {k: v for k, v in member_costs[0].items() if k not in ("best_epoch", "stopped_early", "train_tokens_per_second",
+                                                                   "held_out_dev", "held_out_epochs")}
     members = [{"dev": c.get("best_dev", {}), "best_epoch": c.get("best_epoch")} for c in member_costs]
     costs = {**shared, **summed, "members": members}
     costs["best_dev"] = dev_metrics(strategy, ensemble, dev) if dev else {}

@@ -6,6 +6,9 @@ sentences. A row that chose nothing on dev (one evaluation: setfit, zero-shot pr
 honest score. With 32 dev sentences the gap is several points — on MR, pet's best epochs averaged 83.1
 and its last epochs 77.5 — enough to pick pet over setfit on mpnet-base (dev 80.6), which was 3.3
 points better on test. The warning reads only the cells' per-epoch dev scores (`logs.csv`), never test.
+
+Cells trained since then carry a held-out dev score instead (tunelab.held_out_dev) and are compared by it; the
+warning remains for finished cells from before, which a resumed sweep keeps.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ def epoch_scores(cell, metric: str) -> list[float]:
 
 def selection_gain(row: Row, metric: str) -> tuple[float, float] | None:
     """(mean best-epoch dev score, mean last-epoch dev score) over the row's cells that chose among several
-    evaluations, or None when none did."""
-    pairs = [(max(s), s[-1]) for s in (epoch_scores(cell, metric) for cell in row.cells) if len(s) > 1]
+    evaluations and report that choice's own dev score, or None when none did. Cells run since the held-out dev
+    score (tunelab.held_out_dev) report a score their checkpoint choice has not seen: they are not inflated."""
+    inflated = [cell for cell in row.cells if not cell.costs.get("held_out_dev")]
+    pairs = [(max(s), s[-1]) for s in (epoch_scores(cell, metric) for cell in inflated) if len(s) > 1]
     if not pairs:
         return None
     return mean(p[0] for p in pairs), mean(p[1] for p in pairs)

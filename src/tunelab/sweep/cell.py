@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tunelab.artifacts import NO_ARTIFACT_FILE
 from tunelab.config import validate_experiment
+from tunelab.held_out_dev import HELD_OUT_FILE, read_held_out
 from tunelab.run import METRICS_FILE, execute, prepare, score, write_predictions
 
 CELL_FILE = "cell.json"
@@ -92,7 +93,9 @@ class CellStrategy:
         if splits.dev and self.config.task.type in LABEL_SCORE_TASKS and not self.config.tasks:
             # the label scores on dev let an `ensemble` entry weigh this cell against others without its weights
             if not dev_rows:
-                dev_rows, dev_outputs = splits.dev, predictor.predict(splits.dev)
+                dev_rows, dev_outputs = splits.dev, held_out_outputs(run_dir, costs, len(splits.dev))
+            if not dev_outputs:
+                dev_outputs = predictor.predict(splits.dev)
             write_predictions(Path(run_dir) / DEV_PREDICTIONS_FILE, dev_rows, dev_outputs)
         costs.setdefault("num_dev", len(splits.dev))
         write_json_atomic(Path(run_dir) / CELL_FILE, self.meta)
@@ -112,6 +115,17 @@ class CellStrategy:
 
         return {seed: splits.dev if seed == own else load_splits(self.config.data, self.config.task, seed).dev
                 for seed in seeds}
+
+
+def held_out_outputs(run_dir: Path, costs: dict, num_dev: int) -> list[dict]:
+    """The dev outputs the cell's held-out dev score was computed from (each example's distribution from the
+    checkpoint chosen on the other half of dev), so an ensemble's dev score is held out alike; [] without them."""
+    record = read_held_out(Path(run_dir) / HELD_OUT_FILE) if costs.get("held_out_dev") else None
+    if not record or len(record["probabilities"]) != num_dev:
+        return []
+    labels = record["label_names"]
+    return [{"prediction": labels[max(range(len(row)), key=row.__getitem__)], "scores": dict(zip(labels, row))}
+            for row in record["probabilities"]]
 
 
 def mean_scores(scores: list[dict]) -> dict:
