@@ -342,3 +342,45 @@ def test_an_ensemble_is_named_by_its_members_models_and_never_the_cheapest(tmp_p
     assert ensemble.model == "large-lm + small"
     assert rec.best.strategy == "big" and [r.strategy for r in rec.tied] == ["ens"]
     assert rec.pick.strategy == "big"  # tied, but larger than big alone: not the cheaper choice
+
+
+def searched_cell(seed: int, lr: float, dev_rows: list[dict], dev: float, test_rows: list[dict]) -> dict:
+    c = cell("lora", seed, test_rows, dev=dev)
+    c["meta"].update(id=f"lora-k16-lr{lr}-seed{seed}", search={"train.learning_rate": lr})
+    c["dev_rows"] = dev_rows
+    return c
+
+
+def test_a_searched_row_is_compared_by_its_dev_score_held_out_from_the_search(tmp_path):
+    """Two learning rates, each right on one half of every seed's dev split only: the search's chosen mean (0.5)
+    is a maximum; held out, each half is scored by the rate chosen on the other half, which gets it all wrong."""
+    import numpy as np
+
+    from tunelab.held_out_dev import stratified_halves
+
+    n, gold = 40, [CLASSES[i % 2] for i in range(8)]
+    cells = []
+    for seed in (1, 2):
+        in_a = stratified_halves(np.unique(gold, return_inverse=True)[1], seed)
+        for lr, right_on_a in ((0.1, True), (0.01, False)):
+            rows = [{"text": f"dev {i}", "label": g, "prediction": g if bool(a) == right_on_a else CLASSES[1 - i % 2]}
+                    for i, (g, a) in enumerate(zip(gold, in_a))]
+            cells.append(searched_cell(seed, lr, rows, dev=0.5, test_rows=predictions(flips(n, {0, 1}))))
+    cells += [cell("setfit", s, predictions(flips(n, {0})), dev=0.4, model="encoder") for s in (1, 2)]
+    root = write_sweep(tmp_path / "s", cells)
+    for c in cells:
+        if "dev_rows" in c:
+            (root / c["meta"]["id"] / "dev_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in c["dev_rows"]))
+    rows, rec = recommendation(root)
+    lora = next(r for r in rows if r.strategy == "lora")
+    assert lora.dev == [0.0, 0.0] and rec.best.strategy == "setfit"
+    report = build_report(root)
+    search = report.markdown.read_text().split("## Hyper-parameter search")[1].split("## ")[0]
+    assert "held out from that choice" in search and "lora-k16 0.0" in search
+
+
+def test_a_search_without_stored_dev_outputs_keeps_its_chosen_mean(tmp_path):
+    cells = [searched_cell(s, lr, [], dev=d, test_rows=predictions(flips(40, {0}))) for s in (1, 2)
+             for lr, d in ((0.1, 0.7), (0.01, 0.6))]
+    rows, _ = recommendation(write_sweep(tmp_path / "s", cells))
+    assert next(r for r in rows if r.strategy == "lora").dev == [0.7, 0.7]

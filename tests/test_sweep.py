@@ -399,7 +399,8 @@ def test_search_and_prompt_variants_end_to_end(tmp_path, tiny_bert_dir, tiny_lla
     ab = md.split("## Prompt A/B tests")[1].split("## ")[0]
     assert "| zero_shot | 2 | A | B | 1 | 4 |" in ab  # 4 paired test examples
     search = md.split("## Hyper-parameter search")[1].split("## ")[0]
-    assert search.count("head-k2") == 2 and search.count("chosen") >= 1
+    assert search.count("| head-k2 |") == 2 and search.count("chosen") >= 1
+    assert "held out from that choice" in search  # the cells kept their dev outputs: the row is compared held out
     assert {r.group for r in report.rows} == {"head-k2", "zero_shot-k2-A", "zero_shot-k2-B"}
 
 

@@ -65,6 +65,8 @@ class SearchChoice:
     combos: list[dict]
     """One per combination: {search, dev_mean, dev_n, test_mean, test_n}."""
     chosen: dict
+    held_out_dev: float | None = None
+    """The row's dev score held out from the search's choice (report/search_held_out.py); None without dev outputs."""
 
 
 @dataclass
@@ -128,6 +130,20 @@ def choose_combination(group: str, cells: list[CellResult], metric: str) -> tupl
     return by_combo[chosen["key"]], SearchChoice(group, combos, chosen)
 
 
+def hold_out_search(row: Row, choice: SearchChoice, cells: list[CellResult], metric: str, labels: list[str] | None) -> None:
+    """The searched row's dev scores, per seed, held out from the search's own choice (when the cells kept their
+    dev outputs): a maximum over combinations on the same dev examples would favour the searched row."""
+    from tunelab.report.search_held_out import held_out_search_dev
+
+    by_combo: dict[str, list[CellResult]] = defaultdict(list)
+    for cell in cells:
+        by_combo[combo_key(cell.meta.get("search"))].append(cell)
+    held = held_out_search_dev(by_combo, metric, labels, higher_is_better(metric))
+    if held and all(seed in held for seed in row.seeds):
+        row.dev = [held[seed] for seed in row.seeds]
+        choice.held_out_dev = sum(row.dev) / len(row.dev)
+
+
 def metric_keys(results: SweepResults) -> list[str]:
     """Scalar test metrics in stored order, the main metric first, then (when any cell has one) the
     main metric on the perturbed test copy."""
@@ -149,6 +165,8 @@ def build_leaderboard(results: SweepResults) -> tuple[list[Row], list[SearchChoi
         if choice:
             choices.append(choice)
         row = make_row(group, sorted(chosen, key=lambda c: c.meta["seed"]), metrics, results.metric)
+        if choice:
+            hold_out_search(row, choice, cells, results.metric, (results.config.get("task") or {}).get("label_names"))
         members = row.cells[0].costs.get("members")
         if members:  # an ensemble serves its members' models, not the experiment's own model
             row.model = " + ".join(models.get(m, "?") for m in members)  # two copies of a model: two to serve
