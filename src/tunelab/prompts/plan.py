@@ -37,12 +37,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunelab.config import validate_settings
+from tunelab.data.validate import CLASSIFICATION
 from tunelab.errors import ConfigError
 from tunelab.model_facts import head_facts, resolved_facts
 from tunelab.prompts import PromptSettings, Verbalizer
 
 ARTIFACT_FILE = "prompt.json"
-CLASSIFICATION = ("classification", "pair_classification")
 PROMPT_TASKS = (*CLASSIFICATION, "multiple_choice")
 
 

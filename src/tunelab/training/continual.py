@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from tunelab.config import ExperimentConfig, validate_settings
+from tunelab.data.validate import CLASSIFICATION
 from tunelab.errors import ConfigError
 from tunelab.metrics import compute_metrics
 from tunelab.training.continual_matrix import transfer
@@ -28,8 +29,6 @@ from tunelab.training.forgetting import ContinualLoss, EwcState, draw_buffer, fi
 from tunelab.training.task_heads import (TaskLabels, TaskMaskedModel, build_masked_model, encode_task_examples,
                                          predict_task, union_labels)
 from tunelab.training.tasks import TaskRun, load_task_splits, task_experiments
-
-CLASSIFICATION = ("classification", "pair_classification")
 
 
 @dataclass

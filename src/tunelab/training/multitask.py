@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.config import ExperimentConfig, dump_config
+from tunelab.data.validate import CLASSIFICATION
 from tunelab.errors import ConfigError
 from tunelab.training.task_heads import TaskLabels, union_labels
 from tunelab.training.tasks import TaskRun, task_experiments
 
 TASKS_DIR = "tasks"
-CLASSIFICATION = ("classification", "pair_classification")
 
 
 @dataclass
