@@ -73,11 +73,25 @@ class CellStrategy:
 
     def fit(self, splits, run_dir: Path):
         predictor, costs = self.inner.fit(splits, run_dir)
+        dev_rows, dev_outputs = self.score_dev(predictor, costs, splits)
+        if splits.dev and self.config.task.type in LABEL_SCORE_TASKS and not self.config.tasks:
+            # the label scores on dev let an `ensemble` entry weigh this cell against others without its weights
+            if not dev_rows:
+                dev_rows, dev_outputs = splits.dev, held_out_outputs(run_dir, costs, len(splits.dev))
+            write_predictions(Path(run_dir) / DEV_PREDICTIONS_FILE, dev_rows, dev_outputs or predictor.predict(dev_rows))
+        costs.setdefault("num_dev", len(splits.dev))
+        write_json_atomic(Path(run_dir) / CELL_FILE, self.meta)
+        if not self.meta.get("save_artifacts", True):
+            predictor = ResultsOnly(predictor)
+        return predictor, costs
+
+    def score_dev(self, predictor, costs: dict, splits) -> tuple[list[dict], list[dict]]:
+        """Set `costs["best_dev"]` where the strategy left none or the cell stands for every seed; returns the dev
+        rows and outputs it predicted for that ([], [] when the strategy's own dev score stands)."""
         metric = self.config.train.metric_for_best or self.config.metrics[0]
         dev_splits = self.dev_splits(splits)
-        dev_rows, dev_outputs = [], []
         if len(dev_splits) > 1:  # a cell standing for every seed: scored on each seed's dev split
-            scores = {}
+            dev_rows, dev_outputs, scores = [], [], {}
             for seed, dev in dev_splits.items():
                 outputs = predictor.predict(dev)
                 scores[seed] = score(self.config, dev, outputs)
@@ -86,22 +100,13 @@ class CellStrategy:
             costs["dev_per_seed"] = scores
             costs["best_dev"] = mean_scores(list(scores.values()))
             costs["dev_scored_by"] = f"sweep: the mean over the dev splits of seeds {', '.join(map(str, scores))}"
-        elif splits.dev and metric not in (costs.get("best_dev") or {}):
-            dev_rows, dev_outputs = splits.dev, predictor.predict(splits.dev)
+            return dev_rows, dev_outputs
+        if splits.dev and metric not in (costs.get("best_dev") or {}):
+            dev_outputs = predictor.predict(splits.dev)
             costs["best_dev"] = score(self.config, splits.dev, dev_outputs)
             costs["dev_scored_by"] = "sweep"
-        if splits.dev and self.config.task.type in LABEL_SCORE_TASKS and not self.config.tasks:
-            # the label scores on dev let an `ensemble` entry weigh this cell against others without its weights
-            if not dev_rows:
-                dev_rows, dev_outputs = splits.dev, held_out_outputs(run_dir, costs, len(splits.dev))
-            if not dev_outputs:
-                dev_outputs = predictor.predict(splits.dev)
-            write_predictions(Path(run_dir) / DEV_PREDICTIONS_FILE, dev_rows, dev_outputs)
-        costs.setdefault("num_dev", len(splits.dev))
-        write_json_atomic(Path(run_dir) / CELL_FILE, self.meta)
-        if not self.meta.get("save_artifacts", True):
-            predictor = ResultsOnly(predictor)
-        return predictor, costs
+            return splits.dev, dev_outputs
+        return [], []
 
     def dev_splits(self, splits) -> dict[int, list[dict]]:
         """seed → its K-shot dev split. A cell that stands for every seed (zero-shot prompting: no seed changes its
