@@ -77,6 +77,8 @@ def test_student_is_trained_only_on_teacher_labels(tmp_path, tiny_bert_dir, teac
         splits = Splits(train=gold[:4], dev=dev, test=[], label_names=["negative", "positive"])  # dev: gold, model choice only
         predictor, costs = strategy.fit(splits, tmp_path / name)
         assert costs["teacher_pool"] == 16 and costs["teacher_examples"] == 20 and costs["steps"] > 0
+        assert set(costs["held_out_dev"]) == set(costs["best_dev"]) - {"loss", "runtime", "samples_per_second",
+                                                                       "steps_per_second", "epoch"}  # 2 epochs: held out
         students.append({k: v.clone() for k, v in predictor.model.state_dict().items()})
     # the pool's and the K-shot train split's gold labels changed; the student did not, bit for bit
     assert students[0].keys() == students[1].keys()

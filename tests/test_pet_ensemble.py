@@ -60,6 +60,26 @@ def test_ensemble_averages_its_members_each_reading_its_own_pattern_and_reloads(
     assert first.plan().verbalizer == {"negative": [" bad"], "positive": [" good"]}
 
 
+def test_the_ensembles_dev_score_is_held_out_from_its_members_epoch_choices(llama_dir, tmp_path):
+    """Each member keeps its best epoch on dev; the ensemble is compared by the mean of the members' out-of-half
+    distributions (tunelab.held_out_dev), not by the averaged kept checkpoints scored on the dev they were chosen on."""
+    import numpy as np
+
+    config = experiment(llama_dir, {"name": "pet_ensemble", "patterns": PATTERNS, "train": "lora", "delta": {"r": 2}})
+    config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 2})})
+    run_dir = tmp_path / "run"
+    execute(prepare(config), run_dir)
+    members = [json.loads((run_dir / "members" / str(i) / "held_out_dev.json").read_text()) for i in (0, 1)]
+    record = json.loads((run_dir / "held_out_dev.json").read_text())
+    mean = np.mean([np.asarray(m["probabilities"]) for m in members], axis=0)
+    assert np.allclose(record["probabilities"], mean, atol=1e-5)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    dev = prepare(config).splits.dev
+    predicted = [record["label_names"][int(np.argmax(p))] for p in record["probabilities"]]
+    assert metrics["dev"]["accuracy"] == pytest.approx(np.mean([p == e["label"] for p, e in zip(predicted, dev)]))
+    assert metrics["dev_kept_checkpoint"] == json.loads((run_dir / "costs.json").read_text())["best_dev"]
+
+
 def test_unlabelled_pool_drops_labels_and_excludes_the_k_shot_splits_and_test(llama_dir):
     from tunelab.methods.ipet import self_training_pool
 

@@ -66,6 +66,18 @@ def read_held_out(path: Path) -> dict | None:
         return None
 
 
+def averaged_held_out(records: list[dict | None], score: ScoreProbabilities, gold: np.ndarray) -> HeldOutDev | None:
+    """The held-out dev score of an ensemble of models each held out on the same halves: the mean of their
+    out-of-half distributions, every one from a checkpoint chosen without the example. None unless all have one."""
+    if not records or any(r is None for r in records) or len({tuple(r["in_half_a"]) for r in records}) != 1:
+        return None
+    probabilities = np.mean([np.asarray(r["probabilities"], dtype=np.float64) for r in records], axis=0)
+    if len(probabilities) != len(gold):
+        return None
+    in_a = np.asarray(records[0]["in_half_a"], dtype=bool)
+    return HeldOutDev(score(probabilities, gold), probabilities, in_a, {"members": [r["chosen_epochs"] for r in records]})
+
+
 def stratified_halves(gold: np.ndarray, seed: int) -> np.ndarray:
     """A boolean mask of half A: within each label, a shuffled alternation, so both halves hold every label
     that occurs at least twice and the halves differ in size by at most one per label."""

@@ -142,7 +142,7 @@ class DistillStrategy:
         return train_model(
             SoftTargetModel(model, self.settings.temperature), loaded.tokenizer, features, encode(dev), exp.train, run_dir,
             score_dev=self.student.score, metric_for_best=exp.train.metric_for_best or exp.metrics[0],
-            collator=SoftTargetCollator(loaded.tokenizer),
+            collator=SoftTargetCollator(loaded.tokenizer), dev_readout=self.student.dev_readout(),
         )
 
     def load(self, run_dir: Path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from pydantic import Field, field_validator
 
@@ -36,6 +37,8 @@ from tunelab.prompts.plan import where
 from tunelab.settings import StrictSettings
 
 MEMBERS_DIR = "ensemble"
+TRAINING_DIR = "members"
+"""Where each member trains (its logs, its held-out dev record); its weights are saved under MEMBERS_DIR."""
 
 
 class Pattern(StrictSettings):
@@ -109,8 +112,10 @@ class PetEnsemble(PetStrategy):
 
     def fit(self, splits, run_dir: Path):
         encoded = encode_members(self, splits)
-        ensemble, costs = train_ensemble(self.members, encoded, run_dir)
-        return ensemble, ensemble_costs(self, ensemble, costs, splits.dev)
+        ensemble, member_costs = train_ensemble(self.members, encoded, run_dir)
+        costs = ensemble_costs(self, ensemble, member_costs, splits.dev)
+        hold_out_ensemble(self, costs, len(self.members), splits.dev, run_dir)
+        return ensemble, costs
 
     def load(self, run_dir: Path):
         members = [member_strategy(self, i) for i in range(len(self.settings.patterns))]
@@ -127,7 +132,7 @@ def train_ensemble(members: list[PetStrategy], encoded: list[tuple], run_dir: Pa
     """Train every member on its encoded splits: (EnsemblePredictor, [member costs])."""
     predictors, costs = [], []
     for index, (member, (plan, train, dev)) in enumerate(zip(members, encoded)):
-        predictor, cost = member.train_on(plan, train, dev, Path(run_dir) / "members" / str(index))
+        predictor, cost = member.train_on(plan, train, dev, Path(run_dir) / TRAINING_DIR / str(index))
         predictors.append(predictor)
         costs.append(cost)
     return EnsemblePredictor(predictors), costs
@@ -143,6 +148,19 @@ def ensemble_costs(strategy, ensemble, member_costs: list[dict], dev: list[dict]
     costs = {**shared, **summed, "members": members}
     costs["best_dev"] = dev_metrics(strategy, ensemble, dev) if dev else {}
     return costs
+
+
+def hold_out_ensemble(strategy, costs: dict, members: int, dev: list[dict], run_dir: Path) -> None:
+    """The ensemble's held-out dev score from its members' (tunelab.held_out_dev), when every member has one: its
+    dev score above is that of checkpoints chosen on the same dev split."""
+    from tunelab.held_out_dev import HELD_OUT_FILE, averaged_held_out, read_held_out
+
+    records = [read_held_out(Path(run_dir) / TRAINING_DIR / str(i) / HELD_OUT_FILE) for i in range(members)]
+    gold = np.asarray([strategy.label_names.index(e["label"]) for e in dev if e.get("label") in strategy.label_names])
+    held = averaged_held_out(records, strategy.score_probabilities, gold) if dev else None
+    if held is not None:
+        costs["held_out_dev"], costs["held_out_epochs"] = held.metrics, held.chosen_epochs
+        held.write(Path(run_dir) / HELD_OUT_FILE, records[0]["metric"], [], list(strategy.label_names))
 
 
 def dev_metrics(strategy, predictor, dev: list[dict]) -> dict:
