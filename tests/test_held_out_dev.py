@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import experiment_yaml
+from conftest import experiment_yaml, write_jsonl
 from tunelab.cli import main
 from tunelab.held_out_dev import DevHistory, DevReadout, stratified_halves
 
@@ -114,6 +114,11 @@ def test_pet_with_demonstration_sets_holds_out_one_distribution_per_dev_example(
     assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 0
     record = json.loads((tmp_path / "r" / "held_out_dev.json").read_text())
     assert len(record["probabilities"]) == 8  # K = 4 per label on dev: 8 examples, not 3 sets × 8 rows
+    from tunelab.config import validate_experiment
+    from tunelab.run import prepare
+
+    dev = prepare(validate_experiment(raw)).splits.dev
+    assert record["gold"] == [LABELS.index(e["label"]) for e in dev]  # each set's rows line up with the dev split
     assert all(sum(p) == pytest.approx(1.0, abs=1e-5) for p in record["probabilities"])
 
 
@@ -131,3 +136,16 @@ def test_a_sweep_cell_keeps_the_held_out_outputs_as_its_dev_predictions(tmp_path
     assert stored == pytest.approx([p for row in record["probabilities"] for p in row], abs=1e-6)
     accuracy_of_rows = np.mean([r["prediction"] == r["label"] for r in rows])
     assert json.loads((cell / "metrics.json").read_text())["dev"]["accuracy"] == pytest.approx(accuracy_of_rows)
+
+
+def test_dev_predictions_keep_the_dev_splits_order_under_length_grouping(tmp_path, tiny_bert_dir, tiny_sentiment):
+    """train.group_by_length (the default) made the Trainer length-group the dev batches too: predictions came back
+    longest first, so anything lining them up with the dev split (pet's demonstration sets, this record) mixed up
+    examples. Dev rows of very different lengths, in an order that length sorting changes, must stay in order."""
+    words = ["good", "bad"]
+    dev = [{"text": " ".join([words[i % 2]] * (1 + (i * 7) % 11)), "label": LABELS[1 - i % 2]} for i in range(10)]
+    data = dict(tiny_sentiment, dev=str(write_jsonl(tmp_path / "dev_lengths.jsonl", dev)))
+    exp = experiment_yaml(tmp_path / "e.yaml", tiny_bert_dir, data, {"name": "full"}, train={"epochs": 2})
+    assert main(["run", str(exp), "--out", str(tmp_path / "r")]) == 0
+    record = json.loads((tmp_path / "r" / "held_out_dev.json").read_text())
+    assert record["gold"] == [LABELS.index(e["label"]) for e in dev]

@@ -50,10 +50,12 @@ class HeldOutDev:
     in_half_a: np.ndarray
     chosen_epochs: dict
     """{"on_half_a": epoch, "on_half_b": epoch}: the evaluation each half chose."""
+    gold: list = field(default_factory=list)
+    """The dev label ids in the order scored (the dev split's), for checking the record against the split."""
 
     def write(self, path: Path, metric: str, epochs: list, label_names: list[str]) -> None:
         record = {"metric": metric, "metrics": self.metrics, "evaluated_epochs": epochs, "chosen_epochs": self.chosen_epochs,
-                  "in_half_a": self.in_half_a.astype(int).tolist(), "label_names": label_names,
+                  "in_half_a": self.in_half_a.astype(int).tolist(), "label_names": label_names, "gold": self.gold,
                   "probabilities": np.round(self.probabilities, 6).tolist()}
         Path(path).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
@@ -75,7 +77,8 @@ def averaged_held_out(records: list[dict | None], score: ScoreProbabilities, gol
     if len(probabilities) != len(gold):
         return None
     in_a = np.asarray(records[0]["in_half_a"], dtype=bool)
-    return HeldOutDev(score(probabilities, gold), probabilities, in_a, {"members": [r["chosen_epochs"] for r in records]})
+    return HeldOutDev(score(probabilities, gold), probabilities, in_a, {"members": [r["chosen_epochs"] for r in records]},
+                      np.asarray(gold).tolist())
 
 
 def stratified_halves(gold: np.ndarray, seed: int) -> np.ndarray:
@@ -121,4 +124,5 @@ class DevHistory:
         on_a, on_b = choose(self.probabilities, gold, in_a, score, metric), choose(self.probabilities, gold, ~in_a, score, metric)
         combined = np.where(in_a[:, None], self.probabilities[on_b], self.probabilities[on_a])
         epochs = self.epochs if len(self.epochs) == len(self.probabilities) else list(range(1, len(self.probabilities) + 1))
-        return HeldOutDev(score(combined, gold), combined, in_a, {"on_half_a": epochs[on_a], "on_half_b": epochs[on_b]})
+        return HeldOutDev(score(combined, gold), combined, in_a, {"on_half_a": epochs[on_a], "on_half_b": epochs[on_b]},
+                          gold.tolist())

@@ -223,6 +223,7 @@ def train_model(
         optimizers=(make_optimizer(model, args, hooks), None),
     )
     trainer.model_accepts_loss_kwargs = trainer.model_accepts_loss_kwargs and loss_honours_item_count(model)
+    keep_eval_order(trainer)
     if not cfg.progress_bar:
         from transformers.trainer_callback import PrinterCallback
 
@@ -265,6 +266,24 @@ def add_held_out(stats: TrainStats, history, trainer, metric: str, seed: int, ou
     stats.held_out_dev, stats.held_out_epochs = held.metrics, held.chosen_epochs
     if trainer.is_world_process_zero():
         held.write(Path(out_dir) / HELD_OUT_FILE, metric, history.epochs, history.readout.label_names)
+
+
+def keep_eval_order(trainer) -> None:
+    """Dev predictions in the dev split's order. With `group_by_length` transformers 5 length-groups the evaluation
+    batches too, so predictions come back permuted: a plain accuracy is unchanged, but whatever lines predictions
+    up with examples is not — pet's average over demonstration sets (row s·D + i is example i of set s) averaged
+    different examples, and the held-out dev record would pair distributions with the wrong sentences. Evaluation
+    on a few dozen dev examples gains nothing from length grouping; several processes keep the Trainer's choice."""
+    from torch.utils.data import SequentialSampler
+
+    length_grouped = trainer._get_eval_sampler  # the Trainer's (private) hook for this; public API has none
+
+    def sequential(dataset):
+        if dataset is None or world_size() > 1:
+            return length_grouped(dataset)
+        return SequentialSampler(dataset)
+
+    trainer._get_eval_sampler = sequential
 
 
 def make_optimizer(model, args, hooks: list[TrainHooks]):
