@@ -1,4 +1,4 @@
-"""The held-out dev score: each dev example scored by a checkpoint chosen on the other half of dev, so a strategy
+"""The held-out dev score: each dev example scored by a checkpoint chosen on the other folds of dev, so a strategy
 that keeps its best epoch is compared by a score that choice has not seen (tunelab.held_out_dev)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import yaml
 
 from conftest import experiment_yaml, write_jsonl
 from tunelab.cli import main
-from tunelab.held_out_dev import DevHistory, DevReadout, stratified_halves
+from tunelab.held_out_dev import FOLDS, DevHistory, DevReadout, stratified_folds
 
 LABELS = ["negative", "positive"]
 
@@ -30,30 +30,31 @@ def history_of(evaluations: list[list[int]], gold: list[int]) -> DevHistory:
     return history
 
 
-def test_each_half_is_scored_by_the_evaluation_the_other_half_chose():
-    gold = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    in_a = stratified_halves(gold, seed=13)
-    right_on_a = np.where(in_a, gold, 1 - gold)  # evaluation 1: right on half A only
-    right_on_b = np.where(in_a, 1 - gold, gold)  # evaluation 2: right on half B only
-    held = history_of([right_on_a.tolist(), right_on_b.tolist()], gold.tolist()).held_out("accuracy", seed=13)
-    # on the whole dev split either evaluation scores 0.5; each half's choice is wrong on the other half
+def test_each_fold_is_scored_by_the_evaluation_the_other_folds_chose():
+    """Evaluation e is right exactly on fold e: on the other folds every evaluation but e looks best (and a tie
+    goes to the later one), so each fold is scored by an evaluation that is wrong on it."""
+    gold = np.array([0, 1] * 10)
+    fold = stratified_folds(gold, seed=13, folds=FOLDS)
+    evaluations = [np.where(fold == e, gold, 1 - gold).tolist() for e in range(FOLDS)]
+    held = history_of(evaluations, gold.tolist()).held_out("accuracy", seed=13)
+    # on the whole dev split every evaluation scores 0.1 and the kept one would report it; out of fold, none is right
     assert held.metrics == {"accuracy": 0.0}
-    assert held.chosen_epochs == {"on_half_a": 1.0, "on_half_b": 2.0}
-    assert (held.probabilities.argmax(-1) == 1 - gold).all()
+    assert held.chosen_epochs == [10.0] * 9 + [9.0]  # fold 9 alone sees evaluation 10 wrong everywhere
+    assert (held.probabilities.argmax(-1) == 1 - gold).all() and (held.fold == fold).all()
 
 
-def test_an_evaluation_best_on_both_halves_keeps_its_own_score():
+def test_an_evaluation_best_everywhere_keeps_its_own_score():
     gold = [0, 0, 0, 1, 1, 1]
     noisy, better = [1, 0, 1, 1, 0, 1], [0, 0, 1, 1, 1, 1]
     held = history_of([noisy, better, noisy], gold).held_out("accuracy", seed=1)
     assert held.metrics["accuracy"] == pytest.approx(5 / 6)
-    assert held.chosen_epochs == {"on_half_a": 2.0, "on_half_b": 2.0}
+    assert held.chosen_epochs == [2.0] * 6  # six examples: six folds of one, each choosing evaluation 2
 
 
-def test_a_tie_within_a_half_goes_to_the_later_evaluation():
+def test_a_tie_on_the_other_folds_goes_to_the_later_evaluation():
     gold = [0, 1, 0, 1]
     held = history_of([[0, 1, 0, 1], [0, 1, 0, 1]], gold).held_out("accuracy", seed=0)
-    assert held.chosen_epochs == {"on_half_a": 2.0, "on_half_b": 2.0}
+    assert held.chosen_epochs == [2.0] * 4
 
 
 def test_one_evaluation_has_no_choice_to_hold_out():
@@ -61,13 +62,16 @@ def test_one_evaluation_has_no_choice_to_hold_out():
 
 
 @pytest.mark.parametrize("seed", [0, 13, 42])
-def test_halves_hold_every_label_and_are_fixed_by_the_seed(seed):
-    gold = np.array([0] * 5 + [1] * 7 + [2] * 4)
-    in_a = stratified_halves(gold, seed)
-    assert (in_a == stratified_halves(gold, seed)).all()
+def test_folds_spread_every_label_and_are_fixed_by_the_seed(seed):
+    gold = np.array([0] * 15 + [1] * 17 + [2] * 4)
+    fold = stratified_folds(gold, seed, FOLDS)
+    assert (fold == stratified_folds(gold, seed, FOLDS)).all()
+    sizes = np.bincount(fold, minlength=FOLDS)
+    assert sizes.max() - sizes.min() <= 1
     for label in (0, 1, 2):
-        assert abs(int(in_a[gold == label].sum()) - int((~in_a)[gold == label].sum())) <= 1
-    assert abs(int(in_a.sum()) - int((~in_a).sum())) <= 1
+        per_fold = np.bincount(fold[gold == label], minlength=FOLDS)
+        assert per_fold.max() - per_fold.min() <= 1
+    assert not (fold == stratified_folds(gold, seed + 1, FOLDS)).all()
 
 
 def test_a_run_is_compared_by_its_held_out_dev_score(tmp_path, tiny_bert_dir, tiny_sentiment):
@@ -79,11 +83,12 @@ def test_a_run_is_compared_by_its_held_out_dev_score(tmp_path, tiny_bert_dir, ti
     assert metrics["dev"] == costs["held_out_dev"] == record["metrics"]
     assert metrics["dev_kept_checkpoint"] == costs["best_dev"]
     assert record["evaluated_epochs"] == [1.0, 2.0, 3.0]
-    assert set(record["chosen_epochs"].values()) <= {1.0, 2.0, 3.0}
+    assert len(record["chosen_epochs"]) == len(set(record["fold_of_example"])) and set(record["chosen_epochs"]) <= {1.0, 2.0, 3.0}
+    assert len(record["evaluations"]) == 3
     # the score is that of the stored out-of-half distributions on the dev labels
     dev = [json.loads(line) for line in open(tiny_sentiment["dev"], encoding="utf-8")]
     predicted = [record["label_names"][int(np.argmax(p))] for p in record["probabilities"]]
-    assert len(predicted) == len(dev) == len(record["in_half_a"])
+    assert len(predicted) == len(dev) == len(record["fold_of_example"])
     assert metrics["dev"]["accuracy"] == pytest.approx(np.mean([p == d["label"] for p, d in zip(predicted, dev)]))
 
 

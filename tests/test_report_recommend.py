@@ -352,27 +352,29 @@ def searched_cell(seed: int, lr: float, dev_rows: list[dict], dev: float, test_r
 
 
 def test_a_searched_row_is_compared_by_its_dev_score_held_out_from_the_search(tmp_path):
-    """Two learning rates, each right on one half of every seed's dev split only: the search's chosen mean (0.5)
-    is a maximum; held out, each half is scored by the rate chosen on the other half, which gets it all wrong."""
+    """Two learning rates on 20 dev examples per seed: lr 0.1 is right on fold 0 only, lr 0.01 on folds 1–2 only.
+    On the whole splits lr 0.01 wins (0.2 against 0.1); held out, each fold is scored by the rate chosen on the
+    others, which is never the one right there: the searched row's dev score is 0."""
     import numpy as np
 
-    from tunelab.held_out_dev import stratified_halves
+    from tunelab.held_out_dev import FOLDS, stratified_folds
 
-    n, gold = 40, [CLASSES[i % 2] for i in range(8)]
+    n, gold = 40, [CLASSES[i % 2] for i in range(20)]
     cells = []
     for seed in (1, 2):
-        in_a = stratified_halves(np.unique(gold, return_inverse=True)[1], seed)
-        for lr, right_on_a in ((0.1, True), (0.01, False)):
-            rows = [{"text": f"dev {i}", "label": g, "prediction": g if bool(a) == right_on_a else CLASSES[1 - i % 2]}
-                    for i, (g, a) in enumerate(zip(gold, in_a))]
-            cells.append(searched_cell(seed, lr, rows, dev=0.5, test_rows=predictions(flips(n, {0, 1}))))
-    cells += [cell("setfit", s, predictions(flips(n, {0})), dev=0.4, model="encoder") for s in (1, 2)]
+        fold = stratified_folds(np.unique(gold, return_inverse=True)[1], seed, FOLDS)
+        for lr, right_on in ((0.1, {0}), (0.01, {1, 2})):
+            rows = [{"text": f"dev {i}", "label": g, "prediction": g if int(f) in right_on else CLASSES[1 - i % 2]}
+                    for i, (g, f) in enumerate(zip(gold, fold))]
+            cells.append(searched_cell(seed, lr, rows, dev=0.2 if lr == 0.01 else 0.1, test_rows=predictions(flips(n, {0, 1}))))
+    cells += [cell("setfit", s, predictions(flips(n, {0})), dev=0.05, model="encoder") for s in (1, 2)]
     root = write_sweep(tmp_path / "s", cells)
     for c in cells:
         if "dev_rows" in c:
             (root / c["meta"]["id"] / "dev_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in c["dev_rows"]))
     rows, rec = recommendation(root)
     lora = next(r for r in rows if r.strategy == "lora")
+    assert lora.search == {"train.learning_rate": 0.01}  # the row shown is still the whole-dev choice
     assert lora.dev == [0.0, 0.0] and rec.best.strategy == "setfit"
     report = build_report(root)
     search = report.markdown.read_text().split("## Hyper-parameter search")[1].split("## ")[0]

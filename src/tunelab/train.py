@@ -66,7 +66,8 @@ class TrainStats:
     held_out_dev: dict = field(default_factory=dict)
     """The dev metrics of checkpoints chosen without the examples they score (tunelab.held_out_dev); empty when
     training evaluated once or was given no read-out of its dev predictions."""
-    held_out_epochs: dict = field(default_factory=dict)
+    held_out_epochs: list = field(default_factory=list)
+    """Per fold of the dev split, the epoch chosen on the other folds."""
     world_size: int = 1
     ranks: list = field(default_factory=list)
     """One entry per process ({rank, pid, host, steps}), gathered over the process group: proof every rank ran."""

@@ -218,8 +218,8 @@ def search_section(choices: list[SearchChoice], metric: str) -> Section:
             best.append({1, 4} if chosen else set())
     held = [f"{c.group} {fmt_value(metric, c.held_out_dev)}" for c in choices if c.held_out_dev is not None]
     held_note = (" The chosen combination's mean dev score is the largest of several on the same dev examples, so the "
-                 "leaderboard compares a searched row by its dev score held out from that choice (each half of every "
-                 "seed's dev split scored by the combination chosen on the other half): " + ", ".join(held) + "."
+                 "leaderboard compares a searched row by its dev score held out from that choice (each fold of every "
+                 "seed's dev split scored by the combination chosen on the other folds): " + ", ".join(held) + "."
                  ) if held else ""
     return Section("Hyper-parameter search", [
         Text(f"Each combination's mean {metric} over seeds (number of seeds in brackets). The choice uses the dev "

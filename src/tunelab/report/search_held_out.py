@@ -3,9 +3,9 @@
 `search:` keeps the combination with the best mean dev metric over seeds, and that mean is the largest of
 several noisy scores on the same dev examples: a row searched over three learning rates looks better on dev
 than it is. When every cell of the search kept its dev outputs (`dev_predictions.jsonl`), the row's dev
-score is cross-fitted instead: each seed's dev split is cut in two halves (stratified by label, fixed by the
-seed); the combination chosen on the halves A of all seeds scores the halves B and the one chosen on B
-scores A; each seed's dev metric is that of those out-of-half predictions. Which combination the row shows
+score is cross-fitted instead: each seed's dev split is dealt into folds (stratified by label, fixed by the
+seed, as tunelab.held_out_dev deals them); each fold is scored by the combination with the best mean over
+seeds on the other folds; each seed's dev metric is that of those out-of-fold predictions. Which combination the row shows
 (and tests) stays the one chosen on the whole dev splits. Only stored files are read; never test.
 """
 
@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from tunelab.held_out_dev import stratified_halves
+from tunelab.held_out_dev import FOLDS, stratified_folds
 from tunelab.metrics import compute_metrics
 
 DEV_PREDICTIONS_FILE = "dev_predictions.jsonl"  # as sweep/cell.py writes it (the report imports no sweep code)
@@ -52,22 +52,22 @@ def held_out_search_dev(combos: dict[str, list], metric: str, labels: list[str] 
         return None
     sign = 1 if higher_is_better else -1
     first = next(iter(table.values()))
-    halves = {}
+    folds = {}
     for seed, rows in first.items():
         gold = [r["label"] for r in rows]
-        halves[seed] = stratified_halves(np.unique(gold, return_inverse=True)[1], seed)
+        folds[seed] = stratified_folds(np.unique(gold, return_inverse=True)[1], seed, min(FOLDS, len(gold)))
 
     def score(rows: list[dict], mask) -> float:
         kept = [r for r, keep in zip(rows, mask) if keep]
         return compute_metrics([metric], [r["prediction"] for r in kept], [r["label"] for r in kept], labels=labels)[metric]
 
-    def chosen_on(half_a: bool) -> str:
-        means = {key: np.mean([score(rows, halves[s] == half_a) for s, rows in seeds.items()]) for key, seeds in table.items()}
-        return max(means, key=lambda key: sign * means[key])
+    def chosen_without(f: int) -> str:
+        means = {key: np.mean([score(rows, folds[s] != f) for s, rows in seeds.items()]) for key, seeds in table.items()}
+        return max(means, key=lambda key: sign * means[key])  # a tie keeps the first combination, as the search does
 
-    on_a, on_b = chosen_on(True), chosen_on(False)
+    chosen = {f: chosen_without(f) for f in range(max(int(fold.max()) for fold in folds.values()) + 1)}
     held = {}
-    for seed, in_a in halves.items():
-        rows = [table[on_b][seed][i] if a else table[on_a][seed][i] for i, a in enumerate(in_a)]
+    for seed, fold in folds.items():
+        rows = [table[chosen[int(f)]][seed][i] for i, f in enumerate(fold)]
         held[seed] = score(rows, [True] * len(rows))
     return held

@@ -124,7 +124,7 @@ class CellStrategy:
 
 def held_out_outputs(run_dir: Path, costs: dict, num_dev: int) -> list[dict]:
     """The dev outputs the cell's held-out dev score was computed from (each example's distribution from the
-    checkpoint chosen on the other half of dev), so an ensemble's dev score is held out alike; [] without them."""
+    checkpoint chosen on the other folds of dev), so an ensemble's dev score is held out alike; [] without them."""
     record = read_held_out(Path(run_dir) / HELD_OUT_FILE) if costs.get("held_out_dev") else None
     if not record or len(record["probabilities"]) != num_dev:
         return []
