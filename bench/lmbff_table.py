@@ -66,6 +66,7 @@ def percent(values: list[float]) -> dict:
 
 
 def table_entry(path: Path, root: Path) -> dict:
+    from tunelab.report.dev_selection import selection_gain
     from tunelab.report.leaderboard import build_leaderboard, row_label
     from tunelab.report.recommend import recommend, row_examples
     from tunelab.report.results import load_results
@@ -83,8 +84,11 @@ def table_entry(path: Path, root: Path) -> dict:
     rec = next((r for r in recs if r.best is not None), None)
     if rec is None:
         return dict(entry, missing="no finished cell")
+    # dev_kept_checkpoint: the row's dev score is that of epochs chosen on the same dev split (cells finished before
+    # the held-out dev score), not comparable with the held-out rows beside it
     entry["rows"] = [{"row": row_label(row), "model": row.model, "dev": round(100 * sum(row.dev) / len(row.dev), 2)
-                      if row.dev else None, "test": percent(row.values[results.metric]), "verdict": row.verdict}
+                      if row.dev else None, "dev_kept_checkpoint": selection_gain(row, results.metric) is not None,
+                      "test": percent(row.values[results.metric]), "verdict": row.verdict}
                      for row in rows if row.values.get(results.metric)]
     best = next(r for r in entry["rows"] if r["row"] == row_label(rec.best))
     entry["best_on_dev"] = best
