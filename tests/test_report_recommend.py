@@ -386,3 +386,29 @@ def test_a_search_without_stored_dev_outputs_keeps_its_chosen_mean(tmp_path):
              for lr, d in ((0.1, 0.7), (0.01, 0.6))]
     rows, _ = recommendation(write_sweep(tmp_path / "s", cells))
     assert next(r for r in rows if r.strategy == "lora").dev == [0.7, 0.7]
+
+
+def dev_outputs(n: int, wrong: set[int], seed: int) -> list[dict]:
+    return [{"text": f"dev {seed}-{i}", "label": CLASSES[i % 2],
+             "prediction": CLASSES[i % 2] if i not in wrong else CLASSES[1 - i % 2]} for i in range(n)]
+
+
+@pytest.mark.parametrize("runner_wrong, warned", [({1, 2}, True), (set(range(16)), False)])
+def test_a_dev_lead_the_dev_split_cannot_back_is_flagged(tmp_path, runner_wrong, warned):
+    """32 dev examples per seed, 2 seeds: setfit wrong on one, pet on two others (6 discordant pairs of 64) is no
+    evidence; pet wrong on 16 is."""
+    cells = [cell("setfit", s, predictions(flips(40, {0})), dev=31 / 32, model="encoder") for s in (1, 2)]
+    cells += [cell("pet", s, predictions(flips(40, {0, 1})), dev=1 - len(runner_wrong) / 32, model="lm") for s in (1, 2)]
+    root = write_sweep(tmp_path / "s", cells)
+    for c in cells:
+        wrong = {0} if c["meta"]["strategy"] == "setfit" else runner_wrong
+        (root / c["meta"]["id"] / "dev_predictions.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in dev_outputs(32, wrong, c["meta"]["seed"])))
+    _, rec = recommendation(root)
+    flagged = [w for w in rec.warnings if "does not separate" in w]
+    assert rec.best.strategy == "setfit"
+    if warned:
+        assert flagged and "setfit (dev 96.9) from pet (dev 93.8): over the 64 dev examples" in flagged[0]
+        assert "exact McNemar p = " in flagged[0]
+    else:
+        assert flagged == []

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tunelab.report.dev_resolution import dev_resolution_warning
 from tunelab.report.dev_selection import selection_warning
 from tunelab.report.abtest import ALPHA, ABResult, example_key, is_right, paired_test, reference, registered, seed_mean
 from tunelab.report.leaderboard import Row, fmt_number, fmt_params, higher_is_better, is_fraction, row_label
@@ -159,6 +160,9 @@ def recommend_at_k(k, rows: list[Row], metric: str, examples, model_size, n_resa
     inflated = selection_warning(best, scored, metric) if sign > 0 else None
     if inflated:
         rec.warnings.append(inflated)
+    unresolved = dev_resolution_warning(best, scored, metric, fmt) if sign > 0 and by_correctness(metric) else None
+    if unresolved:
+        rec.warnings.append(unresolved)
     base = examples.get(best.group)
     if base is None:
         rec.note = "the dev-best row has no stored test predictions: no row could be tested against it"
