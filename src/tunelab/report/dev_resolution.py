@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from tunelab.report.abtest import ALPHA, example_key, is_right
 from tunelab.report.leaderboard import Row, row_label
-from tunelab.report.search_held_out import dev_rows
 from tunelab.stats import min_detectable_difference, paired_correctness_test
 
 POWER = 0.8
@@ -22,7 +21,7 @@ def dev_correctness(row: Row) -> dict[str, list[bool]] | None:
     """example key → right/wrong on it, once per time it occurs over the row's seeds; None without dev outputs."""
     right: dict[str, list[bool]] = {}
     for cell in row.cells:
-        rows = dev_rows(cell)
+        rows = cell.dev_predictions()
         if not rows:
             return None
         for r in rows:

@@ -13,6 +13,8 @@ from tunelab.errors import UserError
 
 SWEEP_FILE = "sweep.json"
 CELL_FILE, METRICS_FILE, COSTS_FILE, PREDICTIONS_FILE = "cell.json", "metrics.json", "costs.json", "predictions.jsonl"
+DEV_PREDICTIONS_FILE = "dev_predictions.jsonl"
+"""A cell's label scores on its K-shot dev split(s), as sweep/cell.py writes them (classification-type tasks)."""
 
 
 @dataclass
@@ -31,6 +33,14 @@ class CellResult:
         path = self.directory / PREDICTIONS_FILE
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
+
+    def dev_predictions(self) -> list[dict] | None:
+        """The cell's stored dev outputs; None when it kept none (older cells, other tasks) or they are unreadable."""
+        try:
+            text = (self.directory / DEV_PREDICTIONS_FILE).read_text(encoding="utf-8")
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        except (OSError, ValueError):
+            return None
 
 
 @dataclass

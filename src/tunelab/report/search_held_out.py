@@ -5,33 +5,21 @@ several noisy scores on the same dev examples: a row searched over three learnin
 than it is. When every cell of the search kept its dev outputs (`dev_predictions.jsonl`), the row's dev
 score is cross-fitted instead: each seed's dev split is dealt into folds (stratified by label, fixed by the
 seed, as tunelab.held_out_dev deals them); each fold is scored by the combination with the best mean over
-seeds on the other folds; each seed's dev metric is that of those out-of-fold predictions. Which combination the row shows
-(and tests) stays the one chosen on the whole dev splits. Only stored files are read; never test.
+seeds on the other folds; each seed's dev metric is that of those out-of-fold predictions. Which combination
+the row shows (and tests) stays the one chosen on the whole dev splits. Only stored files are read; never test.
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 
 from tunelab.held_out_dev import FOLDS, stratified_folds
 from tunelab.metrics import compute_metrics
 
-DEV_PREDICTIONS_FILE = "dev_predictions.jsonl"  # as sweep/cell.py writes it (the report imports no sweep code)
-
-
-def dev_rows(cell) -> list[dict] | None:
-    try:
-        text = (cell.directory / DEV_PREDICTIONS_FILE).read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return None
-
 
 def by_seed(combos: dict[str, list]) -> dict[str, dict[int, list[dict]]] | None:
     """combination → seed → its dev rows; None unless every combination has every seed's rows, on one dev split."""
-    table = {key: {c.meta["seed"]: dev_rows(c) for c in cells} for key, cells in combos.items()}
+    table = {key: {c.meta["seed"]: c.dev_predictions() for c in cells} for key, cells in combos.items()}
     seeds = set.intersection(*(set(seeds) for seeds in table.values()))
     if not seeds or any(set(s) != seeds or any(rows is None for rows in s.values()) for s in table.values()):
         return None
