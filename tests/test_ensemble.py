@@ -1,5 +1,6 @@
 """`ensemble` on tiny random models: its scores are the weighted mean of its members' stored distributions
-on dev and test (so dev scores it like any strategy), its cells wait for their members (Ray too), its costs
+on dev and test (so dev scores it like any strategy), each member first tempered by the temperature fitted on
+dev, with a dev score held out from those temperatures; its cells wait for their members (Ray too), its costs
 add up, a saved ensemble predicts new text from its members' models, and bad member lists exit 2."""
 
 from __future__ import annotations
@@ -8,14 +9,17 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from conftest import experiment_yaml, run_on_fake_ray, write_jsonl
 from test_distill import sentiment_rows
+from tunelab.calibration import fit_temperature, temper
 from tunelab.cli import main
 from tunelab.config import load_experiment
 from tunelab.errors import ConfigError
+from tunelab.methods.ensemble import cross_fitted_mean
 from tunelab.sweep import plan_sweep, run_sweep
 from tunelab.sweep.expand import Cell
 
@@ -42,8 +46,8 @@ def rows_of(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("weights", [None, [3.0, 1.0]])
-def test_the_ensemble_is_the_weighted_mean_of_its_members_on_dev_and_test(tmp_path, tiny_bert_dir, weights):
-    settings = {"members": ["head", "bitfit"], **({"weights": weights} if weights else {})}
+def test_uncalibrated_the_ensemble_is_the_weighted_mean_of_its_members_on_dev_and_test(tmp_path, tiny_bert_dir, weights):
+    settings = {"members": ["head", "bitfit"], "calibration": "none", **({"weights": weights} if weights else {})}
     path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [{"name": "ensemble", "settings": settings}])
     _, cells = plan_sweep(load_experiment(path))
     ensemble = next(c for c in cells if c.strategy == "ensemble")
@@ -72,6 +76,34 @@ def test_the_ensemble_is_the_weighted_mean_of_its_members_on_dev_and_test(tmp_pa
     assert ens["eval_seconds"] >= sum(c["eval_seconds"] for c in costs.values())
     assert main(["report", str(root)]) == 0  # a row of its own, family "ensemble", plots and all
     assert "| ensemble |" in (root / "leaderboard.md").read_text()
+
+
+def distributions(rows: list[dict]) -> np.ndarray:
+    return np.array([[row["scores"][label] for label in LABELS] for row in rows])
+
+
+def test_calibrated_the_ensemble_averages_its_members_tempered_by_temperatures_fitted_on_dev(tmp_path, tiny_bert_dir):
+    path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [{"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}])
+    root = run_sweep(load_experiment(path)).root
+    cells = ("head-kall-seed1", "bitfit-kall-seed1")
+    costs = json.loads((root / "ensemble-kall-seed1" / "costs.json").read_text())
+    dev = [rows_of(root / cell / "dev_predictions.jsonl") for cell in cells]
+    gold = np.array([LABELS.index(row["label"]) for row in dev[0]])
+    temperatures = [costs["member_temperatures"][cell] for cell in cells]
+    assert temperatures == [fit_temperature(distributions(rows), gold) for rows in dev]  # fitted on the whole dev split
+    test = [distributions(rows_of(root / cell / "predictions.jsonl")) for cell in cells]
+    mean = rows_of(root / "ensemble-kall-seed1" / "predictions.jsonl")
+    expected = (temper(test[0], temperatures[0]) + temper(test[1], temperatures[1])) / 2
+    np.testing.assert_allclose(distributions(mean), expected, rtol=1e-9)
+    # dev: each example under temperatures fitted without its fold, scored as metrics.json's dev
+    held = json.loads((root / "ensemble-kall-seed1" / "held_out_dev.json").read_text())
+    fold = np.array(held["fold_of_example"])
+    ens_dev = rows_of(root / "ensemble-kall-seed1" / "dev_predictions.jsonl")
+    np.testing.assert_allclose(distributions(ens_dev), cross_fitted_mean([distributions(r) for r in dev], [0.5, 0.5], gold, fold),
+                               atol=1e-6)  # the record keeps 6 decimals
+    metrics = json.loads((root / "ensemble-kall-seed1" / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] == pytest.approx(np.mean([r["prediction"] == r["label"] for r in ens_dev]))
+    assert "dev_kept_checkpoint" in metrics  # the whole-dev temperatures' own dev score, beside it
 
 
 def test_a_changed_member_makes_a_finished_ensemble_stale(tmp_path, tiny_bert_dir):
@@ -106,8 +138,10 @@ def test_a_saved_ensemble_predicts_new_text_from_its_members_models(tmp_path, ti
         capsys.readouterr()
         assert main(["predict", str(root / cell), "--data", str(new)]) == 0
         outputs[cell] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    for a, b, m in zip(*outputs.values()):
-        assert m["scores"] == pytest.approx({label: (a["scores"][label] + b["scores"][label]) / 2 for label in LABELS})
+    temperatures = json.loads((root / "ensemble-kall-seed1" / "ensemble.json").read_text())["temperatures"]
+    head, bitfit, ensemble = (distributions(rows) for rows in outputs.values())
+    expected = (temper(head, temperatures[0]) + temper(bitfit, temperatures[1])) / 2  # the temperatures fitted in the sweep
+    np.testing.assert_allclose(ensemble, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("strategies,expected", [

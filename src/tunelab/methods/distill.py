@@ -24,6 +24,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -168,8 +169,9 @@ def distribution(output: dict, label_names: list[str]) -> list[float]:
 
 def soften(probs: list[float], temperature: float) -> list[float]:
     """p_T ∝ p^(1/T): the distribution of the teacher's logits divided by T (log p = logits + const)."""
-    logs = torch.tensor(probs, dtype=torch.float64).clamp_min(1e-12).log() / temperature
-    return logs.softmax(-1).tolist()
+    from tunelab.calibration import temper
+
+    return temper(np.asarray([probs]), temperature)[0].tolist()
 
 
 class SoftTargetModel(torch.nn.Module):

@@ -8,9 +8,19 @@ make different mistakes, and the mean of their probabilities is often right wher
 ensemble cell reads its members' cells of the same K and seed (the sweep links them and runs them first,
 on Ray too): their label scores on the K-shot dev split (`dev_predictions.jsonl`) and on the test split and
 its perturbed copy. It trains nothing and loads no weights, so it works with `sweep.save_artifacts: false`.
-Its dev score is that of the averaged dev scores, so the dev split chooses between it and its members like
-between any two strategies. Scores become a distribution as distill reads a teacher's: probabilities as they
-are, other scores through a softmax, none: the prediction one-hot.
+Scores become a distribution as distill reads a teacher's: probabilities as they are, other scores through a
+softmax, none: the prediction one-hot.
+
+Members are calibrated before they are averaged (`calibration: temperature`, the default): each member's
+distributions are rescaled by one temperature (tunelab.calibration) that maximises the likelihood of the K-shot
+dev split's gold labels under them. Without it the mean is a vote weighted by confidence, not by accuracy: on
+SST-2 a prompted SmolLM2 gives its label probability 0.997 on a typical sentence and SetFit's logistic head
+(L2, unit-length embeddings) never more than 0.88, so the "ensemble" was pet overruled only where pet was
+unsure — its dev score pet's. The dev score is held out from the temperatures as tunelab.held_out_dev holds
+out epochs: the dev split is dealt into the same folds, and each fold is scored with temperatures fitted on
+the others; the temperatures kept for test are fitted on the whole split (costs.json: `member_temperatures`).
+`calibration: none` averages the distributions as they are (its dev score is then that of the averaged dev
+outputs). So the dev split chooses between it and its members like between any two strategies.
 
 Its costs are its members' together: every member must be trained and served (parameters and training time
 summed, evaluation time summed, the larger peak memory). With `sweep.save_artifacts: true` the cell keeps
@@ -22,8 +32,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 from pydantic import Field, model_validator
+
+from tunelab.calibration import fit_temperature, temper
 
 from tunelab.data.validate import CLASSIFICATION
 from tunelab.errors import ConfigError, UserError
@@ -41,6 +55,8 @@ class EnsembleSettings(StrictSettings):
     """Ids of earlier entries of the sweep whose label distributions are averaged."""
     weights: list[float] | None = None
     """One non-negative weight per member (normalised to sum to 1); none: equal weights."""
+    calibration: Literal["temperature", "none"] = "temperature"
+    """temperature: each member rescaled by the temperature that fits the dev labels best before averaging; none: as is."""
     member_cells: list[str] | None = None
     """Written by the sweep: each member entry's cell of this cell's K and seed (not for users to set)."""
 
@@ -123,9 +139,34 @@ class EnsembleStrategy:
         for directory in directories:
             self.check_member(directory)
         members = [self.stored_outputs(directory) for directory in directories]
+        costs = member_costs(directories)
+        temperatures = [1.0] * len(members)
+        if self.settings.calibration == "temperature" and splits.dev:
+            temperatures = self.calibrate(members, splits.dev, costs, run_dir)
         predictor = EnsemblePredictor(members, self.settings.normalised_weights(), self.label_names,
-                                      [d.name for d in directories])
-        return predictor, member_costs(directories)
+                                      [d.name for d in directories], temperatures)
+        return predictor, costs
+
+    def calibrate(self, members: list["StoredOutputs"], dev: list[dict], costs: dict, run_dir: Path) -> list[float]:
+        """Each member's temperature on the whole dev split (kept for test), and the dev score held out from them."""
+        from tunelab.held_out_dev import FOLDS, HELD_OUT_FILE, HeldOutDev, stratified_folds
+        from tunelab.metrics import compute_metrics
+
+        gold = np.asarray([self.label_names.index(e["label"]) for e in dev])
+        dists = [member_distributions(member, dev, self.label_names) for member in members]
+        weights = self.settings.normalised_weights()
+        temperatures = [fit_temperature(d, gold) for d in dists]
+        fold = stratified_folds(gold, self.experiment.train.seed, min(FOLDS, len(gold)))
+        held_out = cross_fitted_mean(dists, weights, gold, fold)
+        scored = lambda probabilities: compute_metrics(self.experiment.metrics, [self.label_names[i] for i in probabilities.argmax(1)],
+                                                       [e["label"] for e in dev], labels=self.label_names)
+        costs["best_dev"] = scored(weighted_mean(dists, weights, temperatures))
+        costs["held_out_dev"] = scored(held_out)
+        costs["member_temperatures"] = dict(zip([m.name for m in members], temperatures))
+        metric = self.experiment.train.metric_for_best or self.experiment.metrics[0]
+        HeldOutDev(costs["held_out_dev"], held_out, fold, [], gold.tolist()).write(
+            Path(run_dir) / HELD_OUT_FILE, metric, [], list(self.label_names))
+        return temperatures
 
     def load(self, run_dir: Path):
         """For `tunelab predict`/`evaluate`: each member's saved model, loaded from its cell beside this one."""
@@ -137,7 +178,27 @@ class EnsembleStrategy:
             directory = Path(run_dir).parent / cell
             _, strategy = read_run(directory)
             members.append(load_predictor(strategy, directory))
-        return EnsemblePredictor(members, saved["weights"], self.label_names, saved["members"])
+        return EnsemblePredictor(members, saved["weights"], self.label_names, saved["members"], saved.get("temperatures"))
+
+
+def member_distributions(member, examples: list[dict], label_names: list[str]) -> np.ndarray:
+    """(N, L): a member's label distributions for the examples."""
+    return np.asarray([distribution(o, label_names) for o in member.predict(examples)], dtype=np.float64)
+
+
+def weighted_mean(dists: list[np.ndarray], weights: list[float], temperatures: list[float]) -> np.ndarray:
+    """(N, L): the weighted mean of the members' distributions, each first tempered by its temperature."""
+    return sum(w * temper(d, t) for d, w, t in zip(dists, weights, temperatures))
+
+
+def cross_fitted_mean(dists: list[np.ndarray], weights: list[float], gold: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """(D, L): each dev example's ensemble distribution under temperatures fitted on the other folds only."""
+    combined = np.empty_like(dists[0])
+    for f in np.unique(fold):
+        rest, this = fold != f, fold == f
+        temperatures = [fit_temperature(d[rest], gold[rest]) for d in dists]
+        combined[this] = weighted_mean([d[this] for d in dists], weights, temperatures)
+    return combined
 
 
 def input_key(example: dict, task) -> str:
@@ -178,19 +239,19 @@ class StoredOutputs:
 
 
 class EnsemblePredictor:
-    def __init__(self, members: list, weights: list[float], label_names: list[str], member_names: list[str]):
+    def __init__(self, members: list, weights: list[float], label_names: list[str], member_names: list[str],
+                 temperatures: list[float] | None = None):
         self.members, self.weights, self.label_names, self.member_names = members, weights, label_names, member_names
+        self.temperatures = temperatures or [1.0] * len(members)  # an ensemble saved before calibration: none
 
     def predict(self, examples: list[dict]) -> list[dict]:
-        per_member = [member.predict(examples) for member in self.members]
-        out = []
-        for outputs in zip(*per_member):
-            dists = [distribution(o, self.label_names) for o in outputs]
-            mean = [sum(w * d[i] for w, d in zip(self.weights, dists)) for i in range(len(self.label_names))]
-            best = max(range(len(mean)), key=mean.__getitem__)
-            out.append({"prediction": self.label_names[best], "scores": dict(zip(self.label_names, mean))})
-        return out
+        if not examples:
+            return []
+        dists = [member_distributions(member, examples, self.label_names) for member in self.members]
+        mean = weighted_mean(dists, self.weights, self.temperatures)
+        return [{"prediction": self.label_names[int(row.argmax())], "scores": dict(zip(self.label_names, row.tolist()))}
+                for row in mean]
 
     def save(self, directory: Path) -> None:
-        (Path(directory) / ENSEMBLE_FILE).write_text(
-            json.dumps({"members": self.member_names, "weights": self.weights}, indent=2) + "\n", encoding="utf-8")
+        saved = {"members": self.member_names, "weights": self.weights, "temperatures": self.temperatures}
+        (Path(directory) / ENSEMBLE_FILE).write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
