@@ -23,6 +23,7 @@ from tunelab.model_changes import Target, get_model_change
 from tunelab.model_changes.delta import DELTA_FILE  # noqa: F401 (re-exported: artifact name)
 from tunelab.model_changes.selection import HEAD_MODULES  # noqa: F401 (re-exported)
 from tunelab.models import LoadedModel, load_model
+from tunelab.outputs import label_outputs
 from tunelab.readouts.classification import encode_classification
 from tunelab.readouts.tokens import TAGGING, TokenPredictor, check_tagging, head_architecture, train_tagger
 from tunelab.settings import NoSettings
@@ -184,11 +185,7 @@ class ClassifierPredictor:
         def run(chunk: list[dict]) -> list[dict]:
             batch = {k: v.to(device) for k, v in collate(chunk).items()}
             probs = self.model(**batch).logits.float().softmax(-1)  # (B, L)
-            rows = []
-            for row in probs.tolist():
-                best = max(range(len(row)), key=row.__getitem__)
-                rows.append({"prediction": labels[best], "scores": dict(zip(labels, row))})
-            return rows
+            return label_outputs(probs.cpu().numpy(), labels)
 
         self.model.eval()
         with torch.inference_mode():

@@ -43,6 +43,7 @@ from tunelab.data.validate import CLASSIFICATION
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods.distill import distribution
 from tunelab.methods.registry import register
+from tunelab.outputs import label_outputs
 from tunelab.settings import StrictSettings
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -248,9 +249,7 @@ class EnsemblePredictor:
         if not examples:
             return []
         dists = [member_distributions(member, examples, self.label_names) for member in self.members]
-        mean = weighted_mean(dists, self.weights, self.temperatures)
-        return [{"prediction": self.label_names[int(row.argmax())], "scores": dict(zip(self.label_names, row.tolist()))}
-                for row in mean]
+        return label_outputs(weighted_mean(dists, self.weights, self.temperatures), self.label_names)
 
     def save(self, directory: Path) -> None:
         saved = {"members": self.member_names, "weights": self.weights, "temperatures": self.temperatures}

@@ -56,6 +56,7 @@ from tunelab.methods.pet_model import PetCollator, PetModel, encode_examples, ma
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
 from tunelab.model_changes import resolve_change
+from tunelab.outputs import label_outputs
 from tunelab.readouts.verbalizer import lm_kind
 from tunelab.prompts import resolve_template, template_fields
 from tunelab.prompts.engine import PromptEngine, preview
@@ -321,9 +322,7 @@ class PetPredictor:
     def predict(self, examples: list[dict]) -> list[dict]:
         if not examples:
             return []
-        probs = self.label_probs(examples)  # (N, L)
-        labels = self.plan.labels
-        return [{"prediction": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist()))} for row in probs]
+        return label_outputs(self.label_probs(examples), self.plan.labels)  # (N, L) probabilities
 
     def save(self, directory: Path) -> None:
         save_plan(self.plan, directory)

@@ -32,6 +32,7 @@ from tunelab.errors import ConfigError
 from tunelab.methods.pet import PetPredictor, PetSettings, PetStrategy
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
+from tunelab.outputs import label_outputs
 from tunelab.prompts import compile_template
 from tunelab.prompts.plan import where
 from tunelab.settings import StrictSettings
@@ -188,9 +189,7 @@ class EnsemblePredictor:
     def predict(self, examples: list[dict]) -> list[dict]:
         if not examples:
             return []
-        labels = self.labels
-        return [{"prediction": labels[int(row.argmax())], "scores": dict(zip(labels, row.tolist()))}
-                for row in self.label_probs(examples)]
+        return label_outputs(self.label_probs(examples), self.labels)
 
     def save(self, directory: Path) -> None:
         for index, member in enumerate(self.members):

@@ -30,6 +30,7 @@ from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.methods.icl import InContextStrategy, ZeroShotSettings
 from tunelab.methods.registry import register
+from tunelab.outputs import label_outputs
 from tunelab.prompts import calibrate
 from tunelab.prompts.engine import PromptEngine, softmax
 from tunelab.prompts.plan import load_lm, load_plan, save_plan, where
@@ -113,9 +114,7 @@ class EnsemblePredictor:
     def predict(self, examples: list[dict]) -> list[dict]:
         if not examples:
             return []
-        labels = self.plans[0].labels
-        mean = self.distributions(examples).mean(axis=0)  # (N, L)
-        return [{"prediction": labels[int(np.argmax(row))], "scores": dict(zip(labels, row.tolist()))} for row in mean]
+        return label_outputs(self.distributions(examples).mean(axis=0), self.plans[0].labels)  # (N, L)
 
     def save(self, directory: Path) -> None:
         for index, plan in enumerate(self.plans):

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from tunelab.errors import ConfigError
+from tunelab.outputs import label_outputs
 from tunelab.prompts import (
     DemonstrationsDroppedWarning,
     Verbalizer,
@@ -215,8 +216,7 @@ class PromptEngine:
         scores = self.label_scores(plan, examples)  # (N, L)
         if plan.calibration is not None:
             scores = np.log(calibrate(softmax(scores), np.asarray(plan.calibration)))
-        return [{"prediction": plan.labels[int(np.argmax(row))], "scores": dict(zip(plan.labels, row.tolist()))}
-                for row in scores]
+        return label_outputs(scores, plan.labels)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from pathlib import Path
 from tunelab.artifacts import NO_ARTIFACT_FILE
 from tunelab.config import validate_experiment
 from tunelab.held_out_dev import HELD_OUT_FILE, read_held_out
+from tunelab.outputs import label_outputs
 from tunelab.run import METRICS_FILE, execute, prepare, score, write_predictions
 
 CELL_FILE = "cell.json"
@@ -128,9 +129,7 @@ def held_out_outputs(run_dir: Path, costs: dict, num_dev: int) -> list[dict]:
     record = read_held_out(Path(run_dir) / HELD_OUT_FILE) if costs.get("held_out_dev") else None
     if not record or len(record["probabilities"]) != num_dev:
         return []
-    labels = record["label_names"]
-    return [{"prediction": labels[max(range(len(row)), key=row.__getitem__)], "scores": dict(zip(labels, row))}
-            for row in record["probabilities"]]
+    return label_outputs(record["probabilities"], record["label_names"])
 
 
 def mean_scores(scores: list[dict]) -> dict:
