@@ -174,3 +174,15 @@ def test_ray_submits_an_ensemble_only_after_all_its_members_ended(tmp_path):
     done, events = run_on_fake_ray(cells, tmp_path)
     assert sorted(done) == ["a", "b", "ens"]
     assert events.index(("submit", "ens")) > max(events.index(("end", "a")), events.index(("end", "b")))
+
+
+def test_an_ensemble_finished_uncalibrated_by_an_older_tunelab_is_refused_with_the_fix(tmp_path, tiny_bert_dir):
+    path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [{"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}])
+    root = run_sweep(load_experiment(path)).root
+    assert run_sweep(load_experiment(path)).ran == 0  # resumes: nothing to run
+    costs_file = root / "ensemble-kall-seed1" / "costs.json"
+    costs = json.loads(costs_file.read_text())
+    del costs["member_temperatures"]  # as an ensemble cell finished before members were calibrated
+    costs_file.write_text(json.dumps(costs))
+    with pytest.raises(ConfigError, match="ensemble-kall-seed1: it averaged its members uncalibrated.*delete it"):
+        run_sweep(load_experiment(path))

@@ -141,9 +141,10 @@ class EnsembleStrategy:
             self.check_member(directory)
         members = [self.stored_outputs(directory) for directory in directories]
         costs = member_costs(directories)
-        temperatures = [1.0] * len(members)
+        temperatures = [1.0] * len(members)  # calibration: none, or no dev split to fit them on
         if self.settings.calibration == "temperature" and splits.dev:
             temperatures = self.calibrate(members, splits.dev, costs, run_dir)
+        costs["member_temperatures"] = dict(zip([m.name for m in members], temperatures))
         predictor = EnsemblePredictor(members, self.settings.normalised_weights(), self.label_names,
                                       [d.name for d in directories], temperatures)
         return predictor, costs
@@ -163,7 +164,6 @@ class EnsembleStrategy:
                                                        [e["label"] for e in dev], labels=self.label_names)
         costs["best_dev"] = scored(weighted_mean(dists, weights, temperatures))
         costs["held_out_dev"] = scored(held_out)
-        costs["member_temperatures"] = dict(zip([m.name for m in members], temperatures))
         metric = self.experiment.train.metric_for_best or self.experiment.metrics[0]
         HeldOutDev(costs["held_out_dev"], held_out, fold, [], gold.tolist()).write(
             Path(run_dir) / HELD_OUT_FILE, metric, [], list(self.label_names))

@@ -23,7 +23,7 @@ from rich.console import Console
 from tunelab.config import ExperimentConfig
 from tunelab.errors import ConfigError, UserError
 from tunelab.model_checks import check_model
-from tunelab.run import METRICS_FILE
+from tunelab.run import COSTS_FILE, METRICS_FILE
 from tunelab.sweep.cell import (
     CELL_FILE, cell_dir, clear_failure, failed_path, is_finished, record_failure, run_cell_here, write_json_atomic,
 )
@@ -241,6 +241,7 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
         changes += config_changes(stored, cell.config)
         changes += teacher_changes(root, cell)
         changes += dev_seed_changes(meta, cell)
+        changes += calibration_changes(root, cell)
         if changes:
             problems.append(f"{cell.id}: {'; '.join(changes[:3])}")
     if problems:
@@ -261,6 +262,18 @@ def dev_seed_changes(stored_meta: dict, cell: Cell) -> list[str]:
         return f"the dev splits of seeds {seeds}" if seeds else f"seed {stored_meta.get('seed')}'s dev split alone"
     return [f"its dev score is from {splits(stored)}, this sweep scores it on {splits(expected)}; delete it to "
             f"score it again (cells that stand for every seed are scored on each seed's dev split)"]
+
+
+def calibration_changes(root: Path, cell: Cell) -> list[str]:
+    """An `ensemble` cell finished before members were calibrated (no temperatures in its costs) averaged them raw:
+    its config reads the same, its results do not mean what this tunelab's ensembles mean."""
+    if cell.strategy != "ensemble" or (cell.config.get("strategy") or {}).get("calibration", "temperature") != "temperature":
+        return []
+    costs = json.loads((cell_dir(root, cell.id) / COSTS_FILE).read_text(encoding="utf-8"))
+    if "member_temperatures" in costs:
+        return []
+    return ["it averaged its members uncalibrated (finished by an older tunelab); delete it to re-run it with members "
+            "calibrated on dev (it takes seconds), or set `calibration: none` on the entry to keep it"]
 
 
 def teacher_changes(root: Path, cell: Cell) -> list[str]:
