@@ -38,16 +38,18 @@ from pydantic import Field
 
 from tunelab.data.pool import unlabelled_pool
 from tunelab.errors import ConfigError
-from tunelab.methods.pet import PetStrategy
-from tunelab.methods.pet_ensemble import (PetEnsembleSettings, check_members, encode_members, ensemble_costs,
-                                          member_strategy, train_ensemble)
+from tunelab.methods.pet import PetSettings, PetStrategy
+from tunelab.methods.pet_ensemble import (Pattern, check_members, encode_members, ensemble_costs, member_strategy,
+                                          train_ensemble)
 from tunelab.methods.registry import register
 from tunelab.prompts.plan import where
 
 PSEUDO_LABELS_FILE = "pseudo_labels.jsonl"
 
 
-class IpetSettings(PetEnsembleSettings):
+class IpetSettings(PetSettings):  # pet_ensemble's settings and more, one level from pet's (no chain of subclasses)
+    patterns: list[Pattern] = Field(min_length=2)
+    """Two or more (template, verbalizer) pairs: the ensemble that labels the pool (as pet_ensemble's)."""
     pool_size: int = Field(200, gt=0)
     """Unlabelled examples drawn from data.train (outside the K-shot splits) for the ensemble to label."""
     targets: Literal["soft", "hard"] = "soft"
