@@ -38,7 +38,6 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from tunelab.calibration import fit_temperature, temper
-
 from tunelab.data.validate import CLASSIFICATION
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods.distill import distribution
@@ -152,7 +151,6 @@ class EnsembleStrategy:
     def calibrate(self, members: list["StoredOutputs"], dev: list[dict], costs: dict, run_dir: Path) -> list[float]:
         """Each member's temperature on the whole dev split (kept for test), and the dev score held out from them."""
         from tunelab.held_out_dev import FOLDS, HELD_OUT_FILE, HeldOutDev, stratified_folds
-        from tunelab.metrics import compute_metrics
 
         gold = np.asarray([self.label_names.index(e["label"]) for e in dev])
         dists = [member_distributions(member, dev, self.label_names) for member in members]
@@ -160,14 +158,19 @@ class EnsembleStrategy:
         temperatures = [fit_temperature(d, gold) for d in dists]
         fold = stratified_folds(gold, self.experiment.train.seed, min(FOLDS, len(gold)))
         held_out = cross_fitted_mean(dists, weights, gold, fold)
-        scored = lambda probabilities: compute_metrics(self.experiment.metrics, [self.label_names[i] for i in probabilities.argmax(1)],
-                                                       [e["label"] for e in dev], labels=self.label_names)
-        costs["best_dev"] = scored(weighted_mean(dists, weights, temperatures))
-        costs["held_out_dev"] = scored(held_out)
+        costs["best_dev"] = self.score(weighted_mean(dists, weights, temperatures), dev)
+        costs["held_out_dev"] = self.score(held_out, dev)
         metric = self.experiment.train.metric_for_best or self.experiment.metrics[0]
         HeldOutDev(costs["held_out_dev"], held_out, fold, [], gold.tolist()).write(
             Path(run_dir) / HELD_OUT_FILE, metric, [], list(self.label_names))
         return temperatures
+
+    def score(self, probabilities: np.ndarray, examples: list[dict]) -> dict:
+        """The experiment's metrics of the (N, L) distributions' best labels against the examples' gold labels."""
+        from tunelab.metrics import compute_metrics
+
+        predictions = [self.label_names[i] for i in probabilities.argmax(axis=1)]
+        return compute_metrics(self.experiment.metrics, predictions, [e["label"] for e in examples], labels=self.label_names)
 
     def load(self, run_dir: Path):
         """For `tunelab predict`/`evaluate`: each member's saved model, loaded from its cell beside this one."""
