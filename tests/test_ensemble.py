@@ -89,6 +89,7 @@ def test_calibrated_the_ensemble_averages_its_members_tempered_by_temperatures_f
     costs = json.loads((root / "ensemble-kall-seed1" / "costs.json").read_text())
     dev = [rows_of(root / cell / "dev_predictions.jsonl") for cell in cells]
     gold = np.array([LABELS.index(row["label"]) for row in dev[0]])
+    assert costs["member_cells"] == list(cells)  # the report names the ensemble's models from these
     temperatures = [costs["member_temperatures"][cell] for cell in cells]
     assert temperatures == [fit_temperature(distributions(rows), gold) for rows in dev]  # fitted on the whole dev split
     test = [distributions(rows_of(root / cell / "predictions.jsonl")) for cell in cells]

@@ -335,13 +335,29 @@ def test_an_ensemble_is_named_by_its_members_models_and_never_the_cheapest(tmp_p
     for s in (1, 2):
         ens = cell("ens", s, predictions(flips(n, {0, 1, 2})), dev=0.90, model="small", total=10**8 + 10**6,
                    family="ensemble")
-        ens["costs"]["members"] = [f"big-k16-seed{s}", f"small-k16-seed{s}"]
+        ens["costs"]["member_cells"] = [f"big-k16-seed{s}", f"small-k16-seed{s}"]
         cells.append(ens)
     rows, rec = recommendation(write_sweep(tmp_path / "s", cells))
     ensemble = next(r for r in rows if r.strategy == "ens")
     assert ensemble.model == "large-lm + small"
     assert rec.best.strategy == "big" and [r.strategy for r in rec.tied] == ["ens"]
     assert rec.pick.strategy == "big"  # tied, but larger than big alone: not the cheaper choice
+
+
+def test_an_ensemble_over_a_pattern_ensemble_is_named_by_its_member_cells(tmp_path):
+    """pet_ensemble's (and ipet's) costs list its patterns under "members"; the leaderboard names an ensemble by the
+    cells it averages ("member_cells"), so a pattern ensemble as a member neither breaks the report nor names it."""
+    n = 40
+    cells = [cell("patterns", s, predictions(flips(n, {0, 1})), dev=0.95, model="lm", total=10**8) for s in (1, 2)]
+    for c in cells:
+        c["costs"]["members"] = [{"dev": {"accuracy": 0.9}, "best_epoch": 3}, {"dev": {"accuracy": 0.8}, "best_epoch": 5}]
+    cells += [cell("encoder", s, predictions(flips(n, {5})), dev=0.85, model="mpnet", total=10**8) for s in (1, 2)]
+    for s in (1, 2):
+        ens = cell("ens", s, predictions(flips(n, {0})), dev=0.96, model="small", total=2 * 10**8, family="ensemble")
+        ens["costs"]["member_cells"] = [f"patterns-k16-seed{s}", f"encoder-k16-seed{s}"]
+        cells.append(ens)
+    rows, _ = recommendation(write_sweep(tmp_path / "s", cells))
+    assert {r.strategy: r.model for r in rows} == {"patterns": "lm", "encoder": "mpnet", "ens": "lm + mpnet"}
 
 
 def searched_cell(seed: int, lr: float, dev_rows: list[dict], dev: float, test_rows: list[dict]) -> dict:

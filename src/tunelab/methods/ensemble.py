@@ -222,7 +222,7 @@ def member_costs(directories: list[Path]) -> dict:
     peaks = [c["peak_memory_mb"] for c in costs if isinstance(c.get("peak_memory_mb"), (int, float))]
     if peaks:
         total["peak_memory_mb"] = max(peaks)
-    total["members"] = [d.name for d in directories]
+    total["member_cells"] = [d.name for d in directories]  # not "members": pet_ensemble's costs use that for its patterns
     total["member_eval_seconds"] = total.pop("eval_seconds")  # the runner times the ensemble's own look-ups
     return total
 

@@ -167,7 +167,7 @@ def build_leaderboard(results: SweepResults) -> tuple[list[Row], list[SearchChoi
         row = make_row(group, sorted(chosen, key=lambda c: c.meta["seed"]), metrics, results.metric)
         if choice:
             hold_out_search(row, choice, cells, results.metric, (results.config.get("task") or {}).get("label_names"))
-        members = row.cells[0].costs.get("members")
+        members = row.cells[0].costs.get("member_cells")
         if members:  # an ensemble serves its members' models, not the experiment's own model
             row.model = " + ".join(models.get(m, "?") for m in members)  # two copies of a model: two to serve
         rows.append(row)
