@@ -178,12 +178,14 @@ def test_ray_submits_an_ensemble_only_after_all_its_members_ended(tmp_path):
 
 
 def test_an_ensemble_finished_uncalibrated_by_an_older_tunelab_is_refused_with_the_fix(tmp_path, tiny_bert_dir):
-    path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [{"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}])
+    """An entry with its own `id:` too: the strategy is known by its method, not by the entry's name."""
+    entry = {"name": "ensemble", "id": "both", "settings": {"members": ["head", "bitfit"]}}
+    path = sweep_file(tmp_path, tiny_bert_dir, MEMBERS + [entry])
     root = run_sweep(load_experiment(path)).root
     assert run_sweep(load_experiment(path)).ran == 0  # resumes: nothing to run
-    costs_file = root / "ensemble-kall-seed1" / "costs.json"
+    costs_file = root / "both-kall-seed1" / "costs.json"
     costs = json.loads(costs_file.read_text())
     del costs["member_temperatures"]  # as an ensemble cell finished before members were calibrated
     costs_file.write_text(json.dumps(costs))
-    with pytest.raises(ConfigError, match="ensemble-kall-seed1: it averaged its members uncalibrated.*delete it"):
+    with pytest.raises(ConfigError, match="both-kall-seed1: it averaged its members uncalibrated.*delete it"):
         run_sweep(load_experiment(path))

@@ -96,6 +96,15 @@ class EnsembleStrategy:
             raise ConfigError(f"strategy 'ensemble' averages label distributions: it needs a classification task, "
                               f"not task.type={experiment.task.type}")
 
+    @classmethod
+    def finished_result_changes(cls, strategy_config: dict, costs: dict) -> list[str]:
+        """A cell finished before members were calibrated (no temperatures in its costs) averaged them raw: its
+        config reads the same, its results do not mean what this tunelab's ensembles mean (sweep/runner.py)."""
+        if strategy_config.get("calibration", "temperature") != "temperature" or "member_temperatures" in costs:
+            return []
+        return ["it averaged its members uncalibrated (finished by an older tunelab); delete it to re-run it with "
+                "members calibrated on dev (it takes seconds), or set `calibration: none` on the entry to keep it"]
+
     def check(self) -> None:
         self.check_pairing(self.settings, self.experiment)
         if self.settings.member_cells is None:

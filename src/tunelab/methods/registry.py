@@ -27,6 +27,10 @@ class Predictor(Protocol):
 
 
 class Strategy(Protocol):
+    """Optional class attributes a sweep reads: `teacher_setting` / `linked_setting` (entries whose cells it
+    reads, sweep/expand.py), `reads_weights`, and the classmethod `finished_result_changes(strategy_config,
+    costs)` (why a finished cell is stale though its config reads the same, sweep/runner.py)."""
+
     Settings: type[BaseModel]
 
     def __init__(self, settings: BaseModel, experiment, label_names: list[str] | None): ...

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from tunelab.config import ExperimentConfig
 from tunelab.errors import ConfigError, UserError
+from tunelab.methods import get_strategy
 from tunelab.model_checks import check_model
 from tunelab.run import COSTS_FILE, METRICS_FILE
 from tunelab.sweep.cell import (
@@ -241,7 +242,7 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
         changes += config_changes(stored, cell.config)
         changes += teacher_changes(root, cell)
         changes += dev_seed_changes(meta, cell)
-        changes += calibration_changes(root, cell)
+        changes += strategy_changes(root, cell)
         if changes:
             problems.append(f"{cell.id}: {'; '.join(changes[:3])}")
     if problems:
@@ -264,16 +265,15 @@ def dev_seed_changes(stored_meta: dict, cell: Cell) -> list[str]:
             f"score it again (cells that stand for every seed are scored on each seed's dev split)"]
 
 
-def calibration_changes(root: Path, cell: Cell) -> list[str]:
-    """An `ensemble` cell finished before members were calibrated (no temperatures in its costs) averaged them raw:
-    its config reads the same, its results do not mean what this tunelab's ensembles mean."""
-    if cell.strategy != "ensemble" or (cell.config.get("strategy") or {}).get("calibration", "temperature") != "temperature":
+def strategy_changes(root: Path, cell: Cell) -> list[str]:
+    """What the cell's strategy knows makes a finished result stale though its config reads the same: the
+    optional classmethod `finished_result_changes(strategy_config, costs)` (ensemble: members averaged before
+    this tunelab calibrated them)."""
+    hook = getattr(get_strategy(cell.method).cls, "finished_result_changes", None)
+    if hook is None:
         return []
     costs = json.loads((cell_dir(root, cell.id) / COSTS_FILE).read_text(encoding="utf-8"))
-    if "member_temperatures" in costs:
-        return []
-    return ["it averaged its members uncalibrated (finished by an older tunelab); delete it to re-run it with members "
-            "calibrated on dev (it takes seconds), or set `calibration: none` on the entry to keep it"]
+    return hook(cell.config.get("strategy") or {}, costs)
 
 
 def teacher_changes(root: Path, cell: Cell) -> list[str]:
