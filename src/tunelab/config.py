@@ -206,6 +206,8 @@ class TrainConfig(Section):
     batch_size: int = Field(8, gt=0)
     """Global batch size (per step, before accumulation); split across processes when distributed."""
     eval_batch_size: int = Field(32, gt=0)
+    """Rows per batch when predicting or scoring; batches run longest first (dev during training: at most this
+    many rows and this many rows' worth of median-length tokens, so short rows are not padded to long ones)."""
     gradient_accumulation_steps: int = Field(1, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
@@ -229,7 +231,7 @@ class TrainConfig(Section):
     metric_for_best: str | None = None
     """Dev metric that picks the best checkpoint; defaults to the first of `metrics`."""
     group_by_length: bool = True
-    """Batch examples of similar length together (less padding)."""
+    """Batch training examples of similar length together (less padding)."""
     logging_steps: int = Field(10, gt=0)
     log_to: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = ["csv", "tensorboard"]
     """Where training logs go: `csv` (logs.csv), `tensorboard` (tensorboard/), `mlflow` (the Trainer's MLflow

@@ -197,6 +197,7 @@ def train_model(
 
     from tunelab.callbacks import BestState, CsvLog, DevPrinter, EvalClock
     from tunelab.held_out_dev import DevHistory
+    from tunelab.training.dev_batches import use_length_batches
     from tunelab.training.regularization import apply_dropout, trainer_class
     from tunelab.training.adversarial import with_adversarial
 
@@ -204,6 +205,8 @@ def train_model(
         apply_dropout(model, cfg.dropout.given())
 
     args = training_arguments(cfg, out_dir, has_dev=bool(dev_features), device=next(model.parameters()).device)
+    dev_batches = length_batches_for(dev_features, args.eval_batch_size)
+    dev_order = [i for batch in dev_batches for i in batch] if dev_batches else None
     best = BestState(metric_for_best, cfg.early_stopping_patience)
     clock = EvalClock()
     callbacks = [best, clock] + ([CsvLog(out_dir / "logs.csv")] if "csv" in cfg.log_to else [])
@@ -219,12 +222,15 @@ def train_model(
         eval_dataset=dev_features or None,
         processing_class=tokenizer,
         data_collator=collator or DataCollatorWithPadding(tokenizer),
-        compute_metrics=dev_metrics(score_dev, history) if dev_features else None,
+        compute_metrics=dev_metrics(score_dev, history, dev_order) if dev_features else None,
         callbacks=callbacks,
         optimizers=(make_optimizer(model, args, hooks), None),
     )
     trainer.model_accepts_loss_kwargs = trainer.model_accepts_loss_kwargs and loss_honours_item_count(model)
-    keep_eval_order(trainer)
+    if dev_batches:
+        use_length_batches(trainer, dev_batches)
+    else:
+        keep_eval_order(trainer)
     if not cfg.progress_bar:
         from transformers.trainer_callback import PrinterCallback
 
@@ -245,10 +251,28 @@ def train_model(
     return stats
 
 
-def dev_metrics(score_dev: DevScorer, history):
-    """The Trainer's compute_metrics: the strategy's dev metrics, the predictions kept first when asked."""
+def length_batches_for(dev_features: list[dict], max_rows: int) -> list[list[int]] | None:
+    """Dev batches of similar length (tunelab.training.dev_batches), or None to keep the Trainer's: several
+    processes shard the dev set themselves, and features without token ids have no length to sort by."""
+    from tunelab.training.dev_batches import length_batches, token_length
+
+    if not dev_features or world_size() > 1 or any("input_ids" not in f for f in dev_features):
+        return None
+    return length_batches([token_length(f["input_ids"]) for f in dev_features], max_rows)
+
+
+def dev_metrics(score_dev: DevScorer, history, order: list[int] | None = None):
+    """The Trainer's compute_metrics: the strategy's dev metrics, the predictions kept first when asked.
+    `order`: the dev examples in the order they were evaluated (None: the split's own); the predictions are
+    put back in the split's order first."""
+    from transformers import EvalPrediction
+
+    from tunelab.training.dev_batches import in_split_order
 
     def compute(prediction):
+        if order is not None:
+            prediction = EvalPrediction(predictions=in_split_order(prediction.predictions, order),
+                                        label_ids=in_split_order(prediction.label_ids, order))
         if history is not None:
             history.record(prediction.predictions, prediction.label_ids)
         return score_dev(prediction.predictions, prediction.label_ids)
@@ -273,8 +297,9 @@ def keep_eval_order(trainer) -> None:
     """Dev predictions in the dev split's order. With `group_by_length` transformers 5 length-groups the evaluation
     batches too, so predictions come back permuted: a plain accuracy is unchanged, but whatever lines predictions
     up with examples is not — pet's average over demonstration sets (row s·D + i is example i of set s) averaged
-    different examples, and the held-out dev record would pair distributions with the wrong sentences. Evaluation
-    on a few dozen dev examples gains nothing from length grouping; several processes keep the Trainer's choice."""
+    different examples, and the held-out dev record would pair distributions with the wrong sentences. Used where
+    `length_batches_for` gives no batches of its own (which sort by length and restore the order); several
+    processes keep the Trainer's choice."""
     from torch.utils.data import SequentialSampler
 
     length_grouped = trainer._get_eval_sampler  # the Trainer's (private) hook for this; public API has none
