@@ -93,3 +93,32 @@ def test_features_without_token_ids_keep_the_trainers_batches(features):
     from tunelab.train import length_batches_for
 
     assert length_batches_for(features, 4) is None
+
+
+def test_the_dev_loss_is_the_mean_over_examples_whatever_the_batch_sizes(tmp_path, bert_tokenizer):
+    """The Trainer repeats each batch's loss eval_batch_size times; with length batches of 1 to 4 rows that
+    would weigh a lone long row like four short ones. The dev loss (it breaks ties between epochs) must be
+    the plain mean cross-entropy over the dev examples."""
+    from transformers import BertForSequenceClassification, DataCollatorWithPadding, set_seed
+
+    from tunelab.config import TrainConfig
+    from tunelab.readouts.classification import encode_classification
+    from tunelab.train import train_model
+
+    set_seed(0)
+    model = BertForSequenceClassification(tiny_bert_config(num_labels=2))
+    train = encode_classification(bert_tokenizer, [{"text": "good", "label": "b"}, {"text": "bad", "label": "a"}],
+                                  ["a", "b"], max_length=64)
+    word_counts = [3, 17, 1, 9, 12, 2, 20, 5, 7, 14]
+    dev = encode_classification(bert_tokenizer, [{"text": " ".join(["word"] * n), "label": "ab"[n % 2]}
+                                                 for n in word_counts], ["a", "b"], max_length=64)
+    assert len({len(b) for b in length_batches([len(f["input_ids"]) for f in dev], 4)}) > 1  # uneven batches
+    cfg = TrainConfig(epochs=1, batch_size=2, eval_batch_size=4, progress_bar=False, log_to=[])
+    accuracy = lambda logits, label_ids: {"accuracy": float((np.asarray(logits).argmax(-1) == label_ids).mean())}  # noqa: E731
+    stats = train_model(model, bert_tokenizer, train, dev, cfg, tmp_path, score_dev=accuracy, metric_for_best="accuracy")
+    model.eval()
+    with torch.no_grad():
+        batch = DataCollatorWithPadding(bert_tokenizer)(dev)
+        expected = torch.nn.functional.cross_entropy(model(**{k: v for k, v in batch.items() if k != "labels"}).logits,
+                                                     batch["labels"]).item()
+    assert stats.best_dev["loss"] == pytest.approx(expected, abs=1e-5)

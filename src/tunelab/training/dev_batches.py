@@ -67,3 +67,23 @@ def use_length_batches(trainer, batches: list[list[int]]) -> None:
         return trainer.accelerator.prepare(loader)
 
     trainer.get_eval_dataloader = get_eval_dataloader  # the Trainer's documented hook for custom eval batches
+    trainer.prediction_step = loss_per_row(trainer.prediction_step)
+
+
+def loss_per_row(prediction_step):
+    """The Trainer's prediction_step, its batch loss returned once per row of the batch.
+
+    The evaluation loop repeats each batch's mean loss `eval_batch_size` times, whatever the batch's own
+    size, and averages: batches of different sizes would weigh alike, so the dev loss (which breaks ties
+    between epochs of equal dev metric) would not be the mean over examples. A loss with one copy per row,
+    repeated, weighs every example once."""
+    from transformers.trainer_pt_utils import find_batch_size
+
+    def step(model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        rows = find_batch_size(inputs)
+        if loss is not None and loss.dim() == 0 and rows:
+            loss = loss.expand(rows)
+        return loss, logits, labels
+
+    return step
