@@ -61,9 +61,12 @@ def use_length_batches(trainer, batches: list[list[int]]) -> None:
     the batches' order, which the caller restores with `in_split_order`."""
     from torch.utils.data import DataLoader
 
+    trainers_own = trainer.get_eval_dataloader
+
     def get_eval_dataloader(eval_dataset=None):
-        dataset = trainer.eval_dataset if eval_dataset is None else eval_dataset
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=trainer.data_collator, num_workers=0)
+        if eval_dataset is not None and eval_dataset is not trainer.eval_dataset:
+            return trainers_own(eval_dataset)  # the batches index the dev split, not another dataset
+        loader = DataLoader(trainer.eval_dataset, batch_sampler=batches, collate_fn=trainer.data_collator, num_workers=0)
         return trainer.accelerator.prepare(loader)
 
     trainer.get_eval_dataloader = get_eval_dataloader  # the Trainer's documented hook for custom eval batches
