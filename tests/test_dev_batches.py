@@ -44,23 +44,33 @@ def test_a_multiple_choice_feature_is_as_wide_as_its_longest_choice():
     assert token_length([1, 2, 3]) == 3
 
 
-def test_training_evaluates_dev_in_length_batches_and_scores_it_in_the_splits_order(tmp_path, bert_tokenizer):
-    """The model sees dev batches as wide as their longest row, longest first; the scorer and the held-out record
-    still get row i = dev example i (each dev text's length is its label, so a misaligned row would show)."""
+WORD_COUNTS = [3, 17, 1, 9, 12, 2, 20, 5, 7, 14]
+"""Dev texts of these many words, labelled by parity: lengths that length sorting reorders, into uneven batches."""
+
+
+def tiny_model_and_data(bert_tokenizer):
+    """(tiny BERT classifier, 2 train features, dev features of WORD_COUNTS words, label b for odd counts)."""
     from transformers import BertForSequenceClassification, set_seed
 
-    from tunelab.config import TrainConfig
-    from tunelab.held_out_dev import DevReadout
     from tunelab.readouts.classification import encode_classification
-    from tunelab.train import train_model
 
     set_seed(0)
     model = BertForSequenceClassification(tiny_bert_config(num_labels=2))
     train = encode_classification(bert_tokenizer, [{"text": "good", "label": "b"}, {"text": "bad", "label": "a"}],
                                   ["a", "b"], max_length=64)
-    word_counts = [3, 17, 1, 9, 12, 2, 20, 5, 7, 14]
-    dev_examples = [{"text": " ".join(["word"] * n), "label": "ab"[n % 2]} for n in word_counts]
-    dev = encode_classification(bert_tokenizer, dev_examples, ["a", "b"], max_length=64)
+    dev = encode_classification(bert_tokenizer, [{"text": " ".join(["word"] * n), "label": "ab"[n % 2]}
+                                                 for n in WORD_COUNTS], ["a", "b"], max_length=64)
+    return model, train, dev
+
+
+def test_training_evaluates_dev_in_length_batches_and_scores_it_in_the_splits_order(tmp_path, bert_tokenizer):
+    """The model sees dev batches as wide as their longest row, longest first; the scorer and the held-out record
+    still get row i = dev example i (each dev text's length is its label, so a misaligned row would show)."""
+    from tunelab.config import TrainConfig
+    from tunelab.held_out_dev import DevReadout
+    from tunelab.train import train_model
+
+    model, train, dev = tiny_model_and_data(bert_tokenizer)
     widths, seen = [], []
 
     def record_width(module, args, kwargs):
@@ -82,7 +92,7 @@ def test_training_evaluates_dev_in_length_batches_and_scores_it_in_the_splits_or
     expected = [(len(b), lengths[b[0]]) for b in length_batches(lengths, 4)]
     assert widths[: len(expected)] == [torch.Size(shape) for shape in expected]  # one epoch's dev evaluation
     assert sum(rows * width for rows, width in expected) < len(dev) * max(lengths)  # less padding than in order
-    gold = [n % 2 for n in word_counts]
+    gold = [n % 2 for n in WORD_COUNTS]
     whole = [labels for labels in seen if len(labels) == len(gold)]  # the held-out choice also scores folds
     assert len(whole) >= 2 and all(labels == gold for labels in whole)
     assert stats.held_out_dev is not None
@@ -99,19 +109,12 @@ def test_the_dev_loss_is_the_mean_over_examples_whatever_the_batch_sizes(tmp_pat
     """The Trainer repeats each batch's loss eval_batch_size times; with length batches of 1 to 4 rows that
     would weigh a lone long row like four short ones. The dev loss (it breaks ties between epochs) must be
     the plain mean cross-entropy over the dev examples."""
-    from transformers import BertForSequenceClassification, DataCollatorWithPadding, set_seed
+    from transformers import DataCollatorWithPadding
 
     from tunelab.config import TrainConfig
-    from tunelab.readouts.classification import encode_classification
     from tunelab.train import train_model
 
-    set_seed(0)
-    model = BertForSequenceClassification(tiny_bert_config(num_labels=2))
-    train = encode_classification(bert_tokenizer, [{"text": "good", "label": "b"}, {"text": "bad", "label": "a"}],
-                                  ["a", "b"], max_length=64)
-    word_counts = [3, 17, 1, 9, 12, 2, 20, 5, 7, 14]
-    dev = encode_classification(bert_tokenizer, [{"text": " ".join(["word"] * n), "label": "ab"[n % 2]}
-                                                 for n in word_counts], ["a", "b"], max_length=64)
+    model, train, dev = tiny_model_and_data(bert_tokenizer)
     assert len({len(b) for b in length_batches([len(f["input_ids"]) for f in dev], 4)}) > 1  # uneven batches
     cfg = TrainConfig(epochs=1, batch_size=2, eval_batch_size=4, progress_bar=False, log_to=[])
     accuracy = lambda logits, label_ids: {"accuracy": float((np.asarray(logits).argmax(-1) == label_ids).mean())}  # noqa: E731
