@@ -25,6 +25,7 @@ from tunelab.data.perturb import perturbed_copy, text_keys
 from tunelab.data.squad import check_qa_metrics
 from tunelab.errors import ConfigError, UserError
 from tunelab.methods import get_strategy
+from tunelab.prompts import score_cache
 from tunelab.metrics import compute_metrics, get_metric
 from tunelab.model_checks import check_model, check_when_loaded
 from tunelab.training.adversarial import check_trains
@@ -165,10 +166,14 @@ def remove_if_empty(folders: list[Path]) -> None:
 
 def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Path) -> dict:
     config, test = prepared.config, prepared.splits.test
-    started = time.perf_counter()
+    started, reused = time.perf_counter(), score_cache.reused_seconds()
     outputs = predictor.predict(test)
-    # an ensemble looks its members' stored outputs up: serving it costs their evaluation time too
+    # an ensemble looks its members' stored outputs up: serving it costs their evaluation time too;
+    # scores another cell of the sweep computed (score_cache) cost what computing them took
     seconds = time.perf_counter() - started + costs.get("member_eval_seconds", 0.0)
+    if score_cache.reused_seconds() > reused:
+        costs["eval_seconds_reused"] = score_cache.reused_seconds() - reused
+        seconds += costs["eval_seconds_reused"]
     costs["eval_seconds"] = seconds
     costs["eval_examples_per_second"] = len(test) / max(seconds, 1e-9)
     metrics = score(config, test, outputs)
@@ -199,9 +204,9 @@ def evaluate_perturbed(prepared: Prepared, predictor, costs: dict, directory: Pa
     if not config.data.perturbed_test or config.task.type not in PERTURBED_TASKS:
         return None
     examples = perturbed_copy(prepared.splits.test, config.train.seed, text_keys(config.task))
-    started = time.perf_counter()
+    started, reused = time.perf_counter(), score_cache.reused_seconds()
     outputs = predictor.predict(examples)
-    costs["perturbed_eval_seconds"] = time.perf_counter() - started
+    costs["perturbed_eval_seconds"] = time.perf_counter() - started + score_cache.reused_seconds() - reused
     write_predictions(directory / PERTURBED_PREDICTIONS_FILE, examples, outputs)
     return score(config, examples, outputs)
 

@@ -32,7 +32,7 @@ from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
-from tunelab.prompts import compile_template, select_demonstrations
+from tunelab.prompts import compile_template, score_cache, select_demonstrations
 from tunelab.prompts.engine import PromptEngine, PromptPredictor, content_free_probs, preview
 from tunelab.prompts.plan import (
     check_causal_lm,
@@ -221,7 +221,9 @@ class InContextStrategy:
 
     def run_trials(self, splits) -> list[tuple]:
         """Load the LM into the engine, then `trial` every template: [(plan, record)] (data already checked)."""
-        self.engine().model = load_lm(self.experiment).model
+        engine = self.engine()
+        engine.model = load_lm(self.experiment).model
+        engine.cache = score_cache.for_pretrained(engine.model, engine.tokenizer)  # within a sweep only
         base = self.base_plan(splits)
         templates = self.templates() + self.generated_templates(base, splits)
         return [self.trial(base.with_template(t), splits) for t in templates]
@@ -241,7 +243,7 @@ class InContextStrategy:
 
     def fit(self, splits, run_dir: Path):
         self.check_data(splits)
-        started = time.perf_counter()
+        started, reused = time.perf_counter(), score_cache.reused_seconds()
         trials = self.run_trials(splits)
         engine = self.engine()
         metric = self.experiment.train.metric_for_best or self.experiment.metrics[0]
@@ -253,7 +255,7 @@ class InContextStrategy:
                 search["generated_templates"] = self.generation_record
             plan = plan.replace(search=search)
             write_search_record(run_dir, search)
-        costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": time.perf_counter() - started,
+        costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": seconds_since(started, reused),
                  "best_dev": record.get("dev", {}), "demonstrations": len(plan.demonstrations) or plan.k,
                  "peak_memory_mb": peak_memory_mb(next(engine.model.parameters()).device)}
         return PromptPredictor(engine, plan), costs
@@ -274,6 +276,11 @@ class InContextStrategy:
             notes.append("note: nearest demonstrations are chosen with minilm-l6 embeddings (loaded for this preview)")
         plan = self.base_plan(splits).with_template(self.templates()[0])
         return notes + preview(self.engine(), plan, splits.test[:n])
+
+
+def seconds_since(started: float, reused_before: float) -> float:
+    """Wall seconds since `started`, plus the computing time of the cached scores read since then (`score_cache`)."""
+    return time.perf_counter() - started + score_cache.reused_seconds() - reused_before
 
 
 @register("zero_shot", "Prompt the LM with a template; the verbalizer's likeliest word is the label", family="prompting")

@@ -28,10 +28,10 @@ from pydantic import Field
 
 from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
-from tunelab.methods.icl import InContextStrategy, ZeroShotSettings
+from tunelab.methods.icl import InContextStrategy, ZeroShotSettings, seconds_since
 from tunelab.methods.registry import register
 from tunelab.outputs import label_outputs
-from tunelab.prompts import calibrate
+from tunelab.prompts import calibrate, score_cache
 from tunelab.prompts.engine import PromptEngine, softmax
 from tunelab.prompts.plan import load_lm, load_plan, save_plan, where
 
@@ -71,12 +71,12 @@ class PromptEnsemble(InContextStrategy):
 
     def fit(self, splits, run_dir: Path):
         self.check_data(splits)
-        started = time.perf_counter()
+        started, reused = time.perf_counter(), score_cache.reused_seconds()
         trials = self.run_trials(splits)
         engine = self.engine()
         predictor = EnsemblePredictor(engine, [plan for plan, _ in trials])
         dev = self.evaluate_predictor(predictor, splits.dev) if splits.dev else {}
-        costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": time.perf_counter() - started,
+        costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": seconds_since(started, reused),
                  "best_dev": dev, "templates": [record for _, record in trials],
                  "peak_memory_mb": peak_memory_mb(next(engine.model.parameters()).device)}
         return predictor, costs

@@ -86,6 +86,7 @@ class PromptEngine:
         self.tokenizer, self.model, self.max_length, self.batch_size = tokenizer, model, max_length, batch_size
         self.embed_fn = embed_fn  # texts -> (N, H) embeddings; needed by `nearest` selection only
         self.stats = ScoringStats()
+        self.cache = None  # a `score_cache.ScoreCache` when `model` is the unchanged pretrained LM in a sweep
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -168,8 +169,9 @@ class PromptEngine:
         for prefix, indices in groups.items():
             start = self.shared_start(prefix, [rendered[i].query for i in indices])
             requests = [ScoreRequest(rendered[i].query[len(start) :], rendered[i].candidates) for i in indices]
-            rows = score_requests(self.model, self.tokenizer, requests, shared_prefix=prefix + start,
-                                  batch_size=self.batch_size, stats=self.stats)
+            score = self.cache.score if self.cache is not None else score_requests
+            rows = score(self.model, self.tokenizer, requests, shared_prefix=prefix + start,
+                         batch_size=self.batch_size, stats=self.stats)
             for i, row in zip(indices, rows):
                 out[i] = np.array([normalised(s, c, plan.length_norm) for s, c in zip(row, rendered[i].candidates)])
         return out

@@ -27,6 +27,7 @@ from tunelab.artifacts import NO_ARTIFACT_FILE
 from tunelab.config import validate_experiment
 from tunelab.held_out_dev import HELD_OUT_FILE, read_held_out
 from tunelab.outputs import label_outputs
+from tunelab.prompts import score_cache
 from tunelab.run import METRICS_FILE, execute, prepare, score, write_predictions
 
 CELL_FILE = "cell.json"
@@ -159,7 +160,8 @@ def run_cell(meta: dict, root: Path, source: str) -> dict:
     config = validate_experiment(meta["config"], source=where).located_at(where)
     prepared = prepare(config)
     wrapped = replace(prepared, strategy=CellStrategy(prepared.strategy, meta, prepared.config))  # the rest as prepared
-    result = execute(wrapped, cell_dir(root, meta["id"]))
+    with score_cache.kept_in(Path(root) / score_cache.CACHE_DIR if meta.get("reuse_scores", True) else None):
+        result = execute(wrapped, cell_dir(root, meta["id"]))
     print(f"tunelab: cell {meta['id']} finished", flush=True)  # once per completed training, in the cell's log
     return result
 

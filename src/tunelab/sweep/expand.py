@@ -55,6 +55,8 @@ class Cell:
     in run order."""
     dev_seeds: tuple[int, ...] = ()
     """A cell that stands for every seed (its result reads none): the seeds whose dev splits score it."""
+    reuse_scores: bool = True
+    """Whether its prompting strategies read scores another cell computed (`sweep.reuse_scores`)."""
 
     @property
     def group(self) -> str:
@@ -67,6 +69,7 @@ class Cell:
             "family": self.family, "k_shot": self.k_shot, "seed": self.seed, "variant": self.variant,
             "search": self.search, "save_artifacts": self.save_artifacts, "config": self.config,
             "data_sha256": self.data_sha256, "dev_seeds": list(self.dev_seeds),
+            "reuse_scores": self.reuse_scores,
         }
 
 
@@ -93,7 +96,8 @@ def expand(config: ExperimentConfig, sweep: SweepConfig) -> list[Cell]:
                 cell_id = "-".join(p for p in parts if p)
                 after = link_cells(config, sweep, entry, info, raw, cells)
                 cells.append(Cell(cell_id, entry.label, entry.name, info.family, k, seed, variant, combo, raw,
-                                  sweep.save_artifacts, after=after, dev_seeds=tuple(seeds) if seedless else ()))
+                                  sweep.save_artifacts, after=after, dev_seeds=tuple(seeds) if seedless else (),
+                                  reuse_scores=sweep.reuse_scores))
     check_distinct_cells(config, sweep, cells)
     for cell in cells:
         check_cell(cell, config.source)

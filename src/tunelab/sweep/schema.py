@@ -124,6 +124,12 @@ class SweepConfig(StrictSettings):
     save_artifacts: bool = True
     """Keep each cell's trained weights (needed by `tunelab evaluate`/`predict` on a cell). false:
     only results (metrics, predictions, costs) are kept — much less disk for big sweeps."""
+    reuse_scores: bool = True
+    """Prompting cells on the unchanged pretrained LM (zero_shot, few_shot, prompt_ensemble) read the
+    scores of prompts another cell already scored from `<out>/score_cache` instead of computing them
+    again; exactly the same numbers (the key holds weights, tokenizer, prompts, batch size, device,
+    threads, library versions), and the computing time is charged to the reading cell. false: every
+    cell computes its own."""
 
     @field_validator("strategies", mode="before")
     @classmethod
