@@ -135,3 +135,14 @@ def test_prompts_and_batch_size_name_the_entry_and_a_broken_entry_is_computed_ag
     entry.write_text('{"seconds": 1.0, "scores": [[[')  # e.g. a disk that filled up mid-write elsewhere
     assert cache.score(model, bert_tokenizer, requests, shared_prefix="", batch_size=2) == first and len(computed) == 5
     assert json.loads(entry.read_text())["scores"][0][0] == [first[0][0].logprob_sum, first[0][0].num_tokens]
+
+
+def test_scores_that_cannot_be_kept_are_still_returned(tmp_path, bert_tokenizer, monkeypatch):
+    model = tiny_lm(0)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should go")
+    cache = score_cache.ScoreCache(blocker, score_cache.model_key(model, bert_tokenizer))
+    requests = [scoring.ScoreRequest("a fine film It was", [" good", " bad"])]
+    with pytest.warns(UserWarning, match="could not keep scores"):
+        rows = cache.score(model, bert_tokenizer, requests, shared_prefix="", batch_size=2)
+    assert rows == scoring.score_requests(model, bert_tokenizer, requests, batch_size=2)

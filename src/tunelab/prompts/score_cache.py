@@ -25,13 +25,14 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 # torch and the scorer are imported where used: `tunelab.run` reads `reused_seconds` without them.
 
 CACHE_DIR = "score_cache"
 _directory: Path | None = None
-_reused = {"seconds": 0.0, "hits": 0}
+_reused = {"seconds": 0.0}
 
 
 @contextlib.contextmanager
@@ -101,11 +102,13 @@ class ScoreCache:
         if stored is not None:
             rows, seconds = stored
             _reused["seconds"] += seconds
-            _reused["hits"] += 1
             return rows
         started = time.perf_counter()
         rows = score_requests(model, tokenizer, requests, shared_prefix=shared_prefix, batch_size=batch_size, stats=stats)
-        write_entry(path, rows, time.perf_counter() - started)
+        try:
+            write_entry(path, rows, time.perf_counter() - started)
+        except OSError as err:  # e.g. a full disk: the scores are right, only later cells recompute them
+            warnings.warn(f"could not keep scores in {path.parent}: {err}", stacklevel=2)
         return rows
 
     def path_for(self, requests: list, shared_prefix: str, batch_size: int) -> Path:
