@@ -124,9 +124,9 @@ def test_prompts_and_batch_size_name_the_entry_and_a_broken_entry_is_computed_ag
     cache = score_cache.ScoreCache(tmp_path, score_cache.model_key(model, bert_tokenizer))
     requests = [scoring.ScoreRequest("a fine film It was", [" good", " bad"]), scoring.ScoreRequest("dull It was", [" good"])]
     first = cache.score(model, bert_tokenizer, requests, shared_prefix="", batch_size=2)
-    before = score_cache.reused_seconds()
+    clock = score_cache.Stopwatch()
     assert cache.score(model, bert_tokenizer, requests, shared_prefix="", batch_size=2) == first and len(computed) == 1
-    assert score_cache.reused_seconds() > before
+    assert clock.reused > 0
     cache.score(model, bert_tokenizer, requests, shared_prefix="", batch_size=1)  # other batches: other float sums
     cache.score(model, bert_tokenizer, requests[:1], shared_prefix="", batch_size=2)
     cache.score(model, bert_tokenizer, requests, shared_prefix="Q: ", batch_size=2)

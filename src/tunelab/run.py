@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -166,14 +165,13 @@ def remove_if_empty(folders: list[Path]) -> None:
 
 def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Path) -> dict:
     config, test = prepared.config, prepared.splits.test
-    started, reused = time.perf_counter(), score_cache.reused_seconds()
+    clock = score_cache.Stopwatch()
     outputs = predictor.predict(test)
     # an ensemble looks its members' stored outputs up: serving it costs their evaluation time too;
     # scores another cell of the sweep computed (score_cache) cost what computing them took
-    seconds = time.perf_counter() - started + costs.get("member_eval_seconds", 0.0)
-    if score_cache.reused_seconds() > reused:
-        costs["eval_seconds_reused"] = score_cache.reused_seconds() - reused
-        seconds += costs["eval_seconds_reused"]
+    seconds = clock.seconds() + costs.get("member_eval_seconds", 0.0)
+    if clock.reused:
+        costs["eval_seconds_reused"] = clock.reused
     costs["eval_seconds"] = seconds
     costs["eval_examples_per_second"] = len(test) / max(seconds, 1e-9)
     metrics = score(config, test, outputs)
@@ -204,9 +202,9 @@ def evaluate_perturbed(prepared: Prepared, predictor, costs: dict, directory: Pa
     if not config.data.perturbed_test or config.task.type not in PERTURBED_TASKS:
         return None
     examples = perturbed_copy(prepared.splits.test, config.train.seed, text_keys(config.task))
-    started, reused = time.perf_counter(), score_cache.reused_seconds()
+    clock = score_cache.Stopwatch()
     outputs = predictor.predict(examples)
-    costs["perturbed_eval_seconds"] = time.perf_counter() - started + score_cache.reused_seconds() - reused
+    costs["perturbed_eval_seconds"] = clock.seconds()
     write_predictions(directory / PERTURBED_PREDICTIONS_FILE, examples, outputs)
     return score(config, examples, outputs)
 

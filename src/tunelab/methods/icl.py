@@ -22,7 +22,6 @@ written by an LM from train (`tunelab.prompts.autotemplate`), template choice on
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -243,7 +242,7 @@ class InContextStrategy:
 
     def fit(self, splits, run_dir: Path):
         self.check_data(splits)
-        started, reused = time.perf_counter(), score_cache.reused_seconds()
+        clock = score_cache.Stopwatch()
         trials = self.run_trials(splits)
         engine = self.engine()
         metric = self.experiment.train.metric_for_best or self.experiment.metrics[0]
@@ -255,7 +254,7 @@ class InContextStrategy:
                 search["generated_templates"] = self.generation_record
             plan = plan.replace(search=search)
             write_search_record(run_dir, search)
-        costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": seconds_since(started, reused),
+        costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": clock.seconds(),
                  "best_dev": record.get("dev", {}), "demonstrations": len(plan.demonstrations) or plan.k,
                  "peak_memory_mb": peak_memory_mb(next(engine.model.parameters()).device)}
         return PromptPredictor(engine, plan), costs
@@ -276,11 +275,6 @@ class InContextStrategy:
             notes.append("note: nearest demonstrations are chosen with minilm-l6 embeddings (loaded for this preview)")
         plan = self.base_plan(splits).with_template(self.templates()[0])
         return notes + preview(self.engine(), plan, splits.test[:n])
-
-
-def seconds_since(started: float, reused_before: float) -> float:
-    """Wall seconds since `started`, plus the computing time of the cached scores read since then (`score_cache`)."""
-    return time.perf_counter() - started + score_cache.reused_seconds() - reused_before
 
 
 @register("zero_shot", "Prompt the LM with a template; the verbalizer's likeliest word is the label", family="prompting")

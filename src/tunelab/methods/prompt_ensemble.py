@@ -19,7 +19,6 @@ Zero-shot by default; `k` > 0 puts the same k demonstrations before every templa
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +27,7 @@ from pydantic import Field
 
 from tunelab.costs import parameter_costs, peak_memory_mb
 from tunelab.errors import ConfigError
-from tunelab.methods.icl import InContextStrategy, ZeroShotSettings, seconds_since
+from tunelab.methods.icl import InContextStrategy, ZeroShotSettings
 from tunelab.methods.registry import register
 from tunelab.outputs import label_outputs
 from tunelab.prompts import calibrate, score_cache
@@ -71,12 +70,12 @@ class PromptEnsemble(InContextStrategy):
 
     def fit(self, splits, run_dir: Path):
         self.check_data(splits)
-        started, reused = time.perf_counter(), score_cache.reused_seconds()
+        clock = score_cache.Stopwatch()
         trials = self.run_trials(splits)
         engine = self.engine()
         predictor = EnsemblePredictor(engine, [plan for plan, _ in trials])
         dev = self.evaluate_predictor(predictor, splits.dev) if splits.dev else {}
-        costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": seconds_since(started, reused),
+        costs = {**parameter_costs(engine.model), "train_seconds": 0.0, "search_seconds": clock.seconds(),
                  "best_dev": dev, "templates": [record for _, record in trials],
                  "peak_memory_mb": peak_memory_mb(next(engine.model.parameters()).device)}
         return predictor, costs

@@ -11,7 +11,7 @@ A hit returns exactly what the call would compute: the key holds everything the 
 thread count and library versions), so no result depends on whether it was cached. Only strategies
 that read the pretrained weights as loaded use it (`zero_shot`, `few_shot`, `prompt_ensemble`); a
 trained model never does. The seconds the scores took are stored with them and charged to the cell
-that reuses them (`reused_seconds`), so the leaderboard's evaluation speed stays the cost of
+that reuses them (`Stopwatch`), so the leaderboard's evaluation speed stays the cost of
 computing them, which is what a user who deploys the strategy pays.
 
 The sweep turns it on for its cells (`sweep.reuse_scores`, default true) with `kept_in(root/score_cache)`.
@@ -28,7 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
-# torch and the scorer are imported where used: `tunelab.run` reads `reused_seconds` without them.
+# torch and the scorer are imported where used: `tunelab.run` times with `Stopwatch` without them.
 
 CACHE_DIR = "score_cache"
 _directory: Path | None = None
@@ -46,9 +46,19 @@ def kept_in(directory: Path | None):
         _directory = previous
 
 
-def reused_seconds() -> float:
-    """Seconds of scoring this process has read from the cache instead of computing (monotonic counter)."""
-    return _reused["seconds"]
+class Stopwatch:
+    """Wall seconds since it started, plus the computing time of the cached scores read since then: what
+    the timed work costs without the cache (`seconds`), and how much of it was read (`reused`)."""
+
+    def __init__(self):
+        self.started, self.reused_before = time.perf_counter(), _reused["seconds"]
+
+    @property
+    def reused(self) -> float:
+        return _reused["seconds"] - self.reused_before
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started + self.reused
 
 
 def for_pretrained(model, tokenizer) -> ScoreCache | None:
