@@ -164,6 +164,8 @@ def remove_if_empty(folders: list[Path]) -> None:
 
 
 def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Path) -> dict:
+    import torch
+
     config, test = prepared.config, prepared.splits.test
     clock = score_cache.Stopwatch()
     outputs = predictor.predict(test)
@@ -174,6 +176,7 @@ def evaluate_and_write(prepared: Prepared, predictor, costs: dict, directory: Pa
         costs["eval_seconds_reused"] = clock.reused
     costs["eval_seconds"] = seconds
     costs["eval_examples_per_second"] = len(test) / max(seconds, 1e-9)
+    costs.setdefault("torch_threads", torch.get_num_threads())  # the times above depend on it (sweep.workers)
     metrics = score(config, test, outputs)
     result = {"test": metrics, "dev": comparable_dev(costs), "num_test": len(test), "num_train": len(prepared.splits.train)}
     if costs.get("held_out_dev"):

@@ -199,8 +199,9 @@ def run_cell_here(meta: dict, root: Path, source: str) -> bool:
     return True
 
 
-def child_main(meta: dict, root: str, source: str, lifeline=None) -> None:
-    """Entry point of a cell's own process: all output (C level too) goes to the cell's log.
+def child_main(meta: dict, root: str, source: str, lifeline=None, threads: int | None = None) -> None:
+    """Entry point of a cell's own process: all output (C level too) goes to the cell's log. `threads`: the
+    torch threads it may use (cells running side by side share the cores out; None: torch's default).
 
     SIGTERM (the sweep stopping, or dying) raises KeyboardInterrupt, so `execute` removes the
     half-written staging directory and the process exits cleanly.
@@ -214,6 +215,10 @@ def child_main(meta: dict, root: str, source: str, lifeline=None) -> None:
     sys.stdout.flush(), sys.stderr.flush()
     os.dup2(fd, 1), os.dup2(fd, 2)
     os.close(fd)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         run_cell(meta, Path(root), source)
     except Exception as err:  # noqa: BLE001

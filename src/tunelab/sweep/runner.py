@@ -1,4 +1,4 @@
-"""`tunelab compare`: run every unfinished cell of a sweep, resumably, one after another.
+"""`tunelab compare`: run every unfinished cell of a sweep, resumably (here: local_executor.py; on Ray: ray_executor.py).
 
 Re-running the same command skips finished cells (see cell.py for what "finished" means) and
 retries failed ones. A finished cell whose stored configuration differs from what the sweep now
@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import multiprocessing
 import signal
-import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -25,11 +23,10 @@ from tunelab.errors import ConfigError, UserError
 from tunelab.methods import get_strategy
 from tunelab.model_checks import check_model
 from tunelab.run import COSTS_FILE, METRICS_FILE
-from tunelab.sweep.cell import (
-    CELL_FILE, cell_dir, clear_failure, failed_path, is_finished, record_failure, run_cell_here, write_json_atomic,
-)
+from tunelab.sweep.cell import CELL_FILE, cell_dir, failed_path, is_finished, write_json_atomic
 from tunelab.sweep.expand import Cell, config_changes, expand
 from tunelab.sweep.fingerprint import cell_fingerprints, reconcile_data
+from tunelab.sweep.local_executor import run_locally
 from tunelab.sweep.progress import SweepDisplay
 from tunelab.sweep.schema import SweepConfig, parse_sweep
 
@@ -88,7 +85,7 @@ def cell_executor(config: ExperimentConfig, sweep: SweepConfig, todo: list[Cell]
     """A function (cells, root, display) → iterator of (cell, ok), on this machine or on Ray. Ray is
     connected and the resources of the cells `todo` checked here, before the sweep directory is touched."""
     if sweep.executor == "local" or not todo:  # nothing to run: no cluster to reach
-        yield lambda cells, root, display: run_locally(cells, root, config.source, display, sweep.isolation)
+        yield lambda cells, root, display: run_locally(cells, root, config.source, display, sweep.isolation, sweep.workers)
         return
     from tunelab.sweep.ray_executor import check_resources, ray_session, run_on_ray
 
@@ -97,13 +94,6 @@ def cell_executor(config: ExperimentConfig, sweep: SweepConfig, todo: list[Cell]
         check_resources(ray, requests)
         yield lambda cells, root, display: run_on_ray(
             ray, cells, root, config.source, display, {c.id: requests[c.id][0] for c in cells}, sweep.retries)
-
-
-def run_locally(cells: list[Cell], root: Path, source: str, display, isolation: str):
-    execute_cell = run_in_child if isolation == "process" else run_in_process
-    for cell in cells:
-        display.start(cell.id)
-        yield cell, execute_cell(cell, root, source)
 
 
 def resource_requests(config: ExperimentConfig, sweep: SweepConfig, cells: list[Cell]) -> dict:
@@ -171,56 +161,6 @@ def check_data(cells: list[Cell], source: str) -> None:
                 load_splits(experiment.data, experiment.task, experiment.train.seed)
         except UserError as err:
             raise type(err)(f"sweep cell {cell.id} (K={cell.k_shot}, seed {cell.seed}): {err}") from None
-
-
-def run_in_process(cell: Cell, root: Path, source: str) -> bool:
-    return run_cell_here(cell.meta(), root, source)
-
-
-def run_in_child(cell: Cell, root: Path, source: str) -> bool:
-    """Run the cell in a fresh process forked from a server that has the libraries imported."""
-    from tunelab.sweep.cell import child_main
-
-    context = child_context()
-    started = time.time()
-    lifeline, keep_alive = context.Pipe(duplex=False)  # the child exits when keep_alive closes (our death)
-    process = context.Process(target=child_main, args=(cell.meta(), str(root), source, lifeline), name=f"tunelab-{cell.id}")
-    process.start()
-    lifeline.close()
-    try:
-        process.join()
-    except BaseException:
-        process.terminate()
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-        raise
-    finally:
-        keep_alive.close()
-    if process.exitcode == 0 and is_finished(root, cell.id):
-        clear_failure(root, cell.id)
-        return True
-    failure = failed_path(root, cell.id)
-    if not failure.is_file() or failure.stat().st_mtime < started:
-        code = process.exitcode
-        why = f"was killed by signal {-code} (out of memory?)" if code and code < 0 else f"exited with code {code}"
-        record_failure(root, cell.meta(), "ProcessError", f"the cell's process {why} without recording an error; see its log")
-    return False
-
-
-_CONTEXT = None
-
-
-def child_context():
-    """forkserver: each cell forks from a clean server process that imported torch/transformers once
-    (fast start, no fork-after-threads hazards, and each cell's peak memory is its own)."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        methods = multiprocessing.get_all_start_methods()
-        _CONTEXT = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if "forkserver" in methods:
-            _CONTEXT.set_forkserver_preload(["tunelab.sweep.warm"])
-    return _CONTEXT
 
 
 def summarise(root: Path, cell_id: str, ok: bool) -> str:

@@ -109,6 +109,11 @@ class SweepConfig(StrictSettings):
     isolation: Literal["process", "none"] = "process"
     """`process`: each cell runs in its own process (clean peak memory, a crash cannot stop the
     sweep); `none`: in this process (faster start-up; used by tests)."""
+    workers: int = Field(1, ge=1)
+    """Local executor: how many cells run at once on this machine, the cores shared out between them
+    (each gets cores // workers torch threads). 2 on a 2-core machine runs the reference comparison
+    faster than 1, because one cell's threads leave cores idle (README: Several cells at once).
+    Needs `isolation: process`; Ray decides for itself from `resources`."""
     executor: Literal["local", "ray"] = "local"
     """`local`: cells run one after another on this machine; `ray`: each cell is a Ray task on the
     cluster at `ray_address` (or on a Ray started for this sweep). `tunelab compare --executor` overrides it."""
@@ -247,4 +252,8 @@ def parse_sweep(config: ExperimentConfig) -> SweepConfig:
             check_multitask_entry(config, entry, at)
     for name, variant in sweep.prompts.items():
         validate_settings(PromptSettings, variant, ("sweep", "prompts", name), config.source, config.lines)
+    if sweep.workers > 1 and sweep.isolation == "none":
+        raise ConfigError(f"{where(config.source, line_of(config.lines, ('sweep', 'workers')))}: sweep.workers "
+                          f"{sweep.workers} runs cells side by side, each in its own process, but sweep.isolation is "
+                          f"'none' (every cell in this process); set isolation: process or workers: 1")
     return sweep

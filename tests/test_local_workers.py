@@ -1,0 +1,113 @@
+"""`sweep.workers`: several cells at once on this machine, each in its own process with a share of the cores."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+
+from test_sweep import sweep_yaml
+from tunelab.config import load_experiment
+from tunelab.errors import ConfigError
+from tunelab.sweep import plan_sweep, run_sweep
+from tunelab.sweep.cell import is_finished
+from tunelab.sweep.local_executor import run_locally
+
+
+class RecordingDisplay:
+    """What the sweep display is told, in order: ("start" | "end", cell id)."""
+
+    def __init__(self):
+        self.events = []
+
+    def start(self, cell_id):
+        self.events.append(("start", cell_id))
+
+
+def run_recorded(path, root, workers: int):
+    config = load_experiment(path, [f"sweep.workers={workers}"])
+    _, cells = plan_sweep(config)
+    display = RecordingDisplay()
+    for cell, ok in run_locally(cells, root, config.source, display, "process", workers):
+        display.events.append(("end", cell.id))
+        assert ok, (root / f"{cell.id}.failed.json").read_text() if not ok else ""
+    return display.events
+
+
+@pytest.fixture
+def member_and_ensemble_sweep(tmp_path, tiny_bert_dir, tiny_sentiment):
+    return sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {
+        "isolation": "process",
+        "strategies": ["head", "bitfit", {"name": "ensemble", "settings": {"members": ["head", "bitfit"]}}],
+    })
+
+
+def test_two_workers_run_two_cells_at_once_and_an_ensemble_after_its_members(member_and_ensemble_sweep, tmp_path):
+    events = run_recorded(member_and_ensemble_sweep, tmp_path / "two", workers=2)
+    head, bitfit, ensemble = "head-kall-seed42", "bitfit-kall-seed42", "ensemble-kall-seed42"
+    # both members started before either ended: two processes at once
+    assert events[:2] == [("start", head), ("start", bitfit)]
+    # the ensemble reads both members' outputs: it starts only after both ended, although a slot was free earlier
+    assert events.index(("start", ensemble)) > max(events.index(("end", head)), events.index(("end", bitfit)))
+    cores = len(os.sched_getaffinity(0))
+    for cell in (head, bitfit):
+        costs = json.loads((tmp_path / "two" / cell / "costs.json").read_text())
+        assert costs["torch_threads"] == max(1, cores // 2)  # the cores shared out
+
+
+def test_one_worker_runs_one_cell_at_a_time_with_every_core(member_and_ensemble_sweep, tmp_path):
+    events = run_recorded(member_and_ensemble_sweep, tmp_path / "one", workers=1)
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["start", "end"] * 3
+    costs = json.loads((tmp_path / "one" / "head-kall-seed42" / "costs.json").read_text())
+    import torch
+
+    assert costs["torch_threads"] == torch.get_num_threads()  # torch's default, as before workers existed
+
+
+def test_workers_sweep_from_the_command_line_gives_the_same_results(member_and_ensemble_sweep, tmp_path):
+    """The whole sweep with workers 2 (`tunelab compare ... sweep.workers=2`): every cell finished, the report
+    written, and the same test metrics as one at a time (tiny models: the thread count moves no prediction)."""
+    from tunelab.cli import main
+
+    serial = tmp_path / "serial"
+    parallel = tmp_path / "parallel"
+    assert main(["compare", str(member_and_ensemble_sweep), "--out", str(serial)]) == 0
+    assert main(["compare", str(member_and_ensemble_sweep), "sweep.workers=2", "--out", str(parallel)]) == 0
+    assert (parallel / "report.html").is_file()
+    for cell in ("head-kall-seed42", "bitfit-kall-seed42", "ensemble-kall-seed42"):
+        assert is_finished(parallel, cell)
+        one = json.loads((serial / cell / "metrics.json").read_text())["test"]
+        two = json.loads((parallel / cell / "metrics.json").read_text())["test"]
+        assert two == pytest.approx(one, abs=1e-6)
+
+
+def test_a_failing_cell_beside_another_is_recorded_and_the_other_finishes(tmp_path, tiny_bert_dir, tiny_sentiment):
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {
+        "isolation": "process", "workers": 2, "strategies": ["zero_shot", "head"],  # zero_shot needs a causal LM
+    })
+    outcome = run_sweep(load_experiment(path, []))
+    assert outcome.failed == ["zero_shot-kall-seed42"] and outcome.ran == 2
+    assert is_finished(outcome.root, "head-kall-seed42")
+    failure = json.loads((outcome.root / "zero_shot-kall-seed42.failed.json").read_text())
+    assert failure["error_type"] == "ConfigError" and "causal" in failure["message"]
+
+
+def test_workers_without_process_isolation_is_refused_naming_the_line(tmp_path, tiny_bert_dir, tiny_sentiment):
+    path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"workers": 2, "strategies": ["head"]})  # isolation none
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith("workers:"))
+    with pytest.raises(ConfigError, match=rf"exp.yaml, line {line}: sweep.workers 2 .*isolation is 'none'"):
+        run_sweep(load_experiment(path, []))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_a_bad_workers_override_exits_2(member_and_ensemble_sweep, value, capsys):
+    from tunelab.cli import main
+
+    assert main(["compare", str(member_and_ensemble_sweep), f"sweep.workers={value}"]) == 2
+    assert "sweep.workers" in capsys.readouterr().err
+    raw = yaml.safe_load(member_and_ensemble_sweep.read_text())
+    assert not (member_and_ensemble_sweep.parent / raw["output_dir"]).exists()
