@@ -146,3 +146,24 @@ def test_scores_that_cannot_be_kept_are_still_returned(tmp_path, bert_tokenizer,
     with pytest.warns(UserWarning, match="could not keep scores"):
         rows = cache.score(model, bert_tokenizer, requests, shared_prefix="", batch_size=2)
     assert rows == scoring.score_requests(model, bert_tokenizer, requests, batch_size=2)
+
+
+def test_a_cell_waits_for_scores_a_cell_beside_it_is_computing(tmp_path, bert_tokenizer, computed):
+    """`sweep.workers`: two cells side by side needing the same scores compute them once; the second waits on the
+    entry's lock and reads what the first wrote."""
+    import threading
+
+    model = tiny_lm(0)
+    cache = score_cache.ScoreCache(tmp_path, score_cache.model_key(model, bert_tokenizer))
+    requests = [scoring.ScoreRequest("a fine film It was", [" good", " bad"])]
+    expected = scoring.score_requests(model, bert_tokenizer, requests, batch_size=2)
+    path, result = cache.path_for(requests, "", 2), {}
+    with score_cache.claimed(path):  # the other cell holds the entry while it computes
+        reader = threading.Thread(target=lambda: result.update(
+            rows=cache.score(model, bert_tokenizer, requests, shared_prefix="", batch_size=2)))
+        reader.start()
+        reader.join(1.0)
+        assert reader.is_alive() and "rows" not in result  # waiting, not computing a second time
+        score_cache.write_entry(path, expected, 5.0)
+    reader.join(30)
+    assert result["rows"] == expected and len(computed) == 1

@@ -20,6 +20,7 @@ The sweep turns it on for its cells (`sweep.reuse_scores`, default true) with `k
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -108,23 +109,40 @@ class ScoreCache:
         from tunelab.scoring import score_requests
 
         path = self.path_for(requests, shared_prefix, batch_size)
-        stored = read_entry(path, len(requests))
-        if stored is not None:
-            rows, seconds = stored
-            _reused["seconds"] += seconds
+        with claimed(path):  # a cell running beside us may be computing these very scores: wait, then read them
+            stored = read_entry(path, len(requests))
+            if stored is not None:
+                rows, seconds = stored
+                _reused["seconds"] += seconds
+                return rows
+            started = time.perf_counter()
+            rows = score_requests(model, tokenizer, requests, shared_prefix=shared_prefix, batch_size=batch_size, stats=stats)
+            try:
+                write_entry(path, rows, time.perf_counter() - started)
+            except OSError as err:  # e.g. a full disk: the scores are right, only later cells recompute them
+                warnings.warn(f"could not keep scores in {path.parent}: {err}", stacklevel=2)
             return rows
-        started = time.perf_counter()
-        rows = score_requests(model, tokenizer, requests, shared_prefix=shared_prefix, batch_size=batch_size, stats=stats)
-        try:
-            write_entry(path, rows, time.perf_counter() - started)
-        except OSError as err:  # e.g. a full disk: the scores are right, only later cells recompute them
-            warnings.warn(f"could not keep scores in {path.parent}: {err}", stacklevel=2)
-        return rows
 
     def path_for(self, requests: list, shared_prefix: str, batch_size: int) -> Path:
         what = [self.key, batch_size, shared_prefix, [[r.context, r.candidates] for r in requests]]
         name = hashlib.sha256(json.dumps(what).encode()).hexdigest()
         return self.directory / name[:2] / f"{name}.json"
+
+
+@contextlib.contextmanager
+def claimed(path: Path):
+    """Hold an exclusive lock on the entry's lock file while it is read or computed (`sweep.workers`: cells run
+    side by side), so two cells never compute the same scores at once; each holds one entry at a time, so none
+    waits on another in a circle. No lock where none can be made (the write then warns)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def read_entry(path: Path, expected_rows: int) -> tuple[list[list], float] | None:
