@@ -269,11 +269,12 @@ def compare(
         from tunelab.sweep.estimate import estimate_line
 
         root = sweep_root(config, out)
-        cells = plan_sweep(config)[1]
+        sweep, cells = plan_sweep(config)
         done = {cell.id for cell in cells if is_finished(root, cell.id)}
         for cell in cells:
             typer.echo(f"{'finished' if cell.id in done else 'to run  '}  {cell.id}")
-        typer.echo(estimate_line(root, [c for c in cells if c.id in done], [c for c in cells if c.id not in done]))
+        at_once = sweep.workers if sweep.executor == "local" else 1
+        typer.echo(estimate_line(root, [c for c in cells if c.id in done], [c for c in cells if c.id not in done], at_once))
         return
     outcome = run_sweep(config, out)
     show_report(outcome.root)

@@ -29,8 +29,9 @@ def cell_seconds(root: Path, cell_id: str) -> float | None:
     return sum(s for s in seconds if isinstance(s, (int, float))) if any(seconds) else None
 
 
-def estimate_line(root: Path, finished: list[Cell], to_run: list[Cell]) -> str:
-    """One line: the cell counts and the estimated time of the cells still to run (or why there is none)."""
+def estimate_line(root: Path, finished: list[Cell], to_run: list[Cell], at_once: int = 1) -> str:
+    """One line: the cell counts and the estimated time of the cells still to run (or why there is none).
+    `at_once`: cells run side by side (`sweep.workers`): the summed cell times are shared out between them."""
     counts = f"{len(finished) + len(to_run)} cells: {len(finished)} finished, {len(to_run)} to run"
     if not to_run:
         return counts + "; nothing left to run"
@@ -48,10 +49,11 @@ def estimate_line(root: Path, finished: list[Cell], to_run: list[Cell]) -> str:
             unknown[cell.strategy] = unknown.get(cell.strategy, 0) + 1
     line = counts
     if estimated:
-        total = sum(mean(durations[c.strategy]) for c in estimated)
+        total = sum(mean(durations[c.strategy]) for c in estimated) / at_once
         of = "them" if len(estimated) == len(to_run) else f"{len(estimated)} of them"
+        shared = f", shared out between {at_once} cells at once" if at_once > 1 else ""
         line += (f"; estimated time for {of}: about {duration(total)} (mean training + evaluation time of the "
-                 f"finished cells of the same strategy entry; model loading not included)")
+                 f"finished cells of the same strategy entry{shared}; model loading not included)")
     if unknown:
         named = ", ".join(f"{name} ({n} cell{'s' * (n > 1)})" for name, n in unknown.items())
         line += f"; no estimate for {named}: none of that entry's cells has finished yet"

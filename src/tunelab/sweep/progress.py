@@ -1,8 +1,8 @@
 """One live display for a sweep: cells done, the running cell(s), elapsed time and ETA.
 
-One cell at a time (the local executor): the ETA is the mean duration of the cells run so far in
+One cell at a time (the local executor's default): the ETA is the mean duration of the cells run so far in
 this session times the cells left, minus the time already spent on the current one (cells finished
-in an earlier session don't count: they were skipped in no time). Several at once (Ray): the time
+in an earlier session don't count: they were skipped in no time). Several at once (Ray, or `sweep.workers`): the time
 per finished cell so far (elapsed / done) times the cells left. Finished cells are printed above
 the live lines, one line each.
 """
