@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from timed_sweep import max_test_override, timed_compare  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATASETS = Path(os.environ.get("TUNELAB_DATASETS", HERE.parents[1] / "shared" / "datasets"))
@@ -40,16 +39,6 @@ def sub_experiment(datasets: Path, seeds: list[int], directory: Path) -> Path:
     path = directory / "reference.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
-
-
-def run_sweep(experiment: Path, out: Path, workers: int, max_test: int) -> float:
-    command = [str(Path(sys.executable).parent / "tunelab"), "compare", str(experiment), "--out", str(out),
-               f"sweep.workers={workers}"]
-    if max_test:
-        command.append(f"data.max_test={max_test}")
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
 
 
 def cells(out: Path) -> dict[str, dict]:
@@ -83,7 +72,8 @@ def main() -> None:
         experiment = sub_experiment(args.datasets, args.seeds, tmp)
         seconds, runs = {}, {}
         for workers in (1, args.workers):
-            seconds[workers] = run_sweep(experiment, tmp / f"workers{workers}", workers, args.max_test)
+            seconds[workers] = timed_compare(experiment, tmp / f"workers{workers}",
+                                             [f"sweep.workers={workers}", *max_test_override(args.max_test)])
             runs[workers] = cells(tmp / f"workers{workers}")
     one, many = runs[1], runs[args.workers]
     print(f"{'cell':44} {'acc, 1 at once':>15} {f'acc, {args.workers} at once':>15} {'agree':>7}")

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from timed_sweep import max_test_override, timed_compare  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATASETS = Path(os.environ.get("TUNELAB_DATASETS", HERE.parents[1] / "shared" / "datasets"))
@@ -43,15 +42,6 @@ def sub_experiment(datasets: Path, reuse: bool, directory: Path) -> Path:
     path = directory / f"prompting-{'reuse' if reuse else 'plain'}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
-
-
-def run_sweep(experiment: Path, out: Path, max_test: int) -> float:
-    command = [str(Path(sys.executable).parent / "tunelab"), "compare", str(experiment), "--out", str(out)]
-    if max_test:
-        command.append(f"data.max_test={max_test}")
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
 
 
 def cells(out: Path) -> dict[str, dict]:
@@ -78,7 +68,8 @@ def main() -> None:
         seconds, runs = {}, {}
         for reuse in (False, True):
             name = "reuse" if reuse else "plain"
-            seconds[name] = run_sweep(sub_experiment(args.datasets, reuse, tmp), tmp / name, args.max_test)
+            experiment = sub_experiment(args.datasets, reuse, tmp)
+            seconds[name] = timed_compare(experiment, tmp / name, max_test_override(args.max_test))
             runs[name] = cells(tmp / name)
     identical = runs["plain"].keys() == runs["reuse"].keys() and all(
         runs["plain"][c]["predictions"] == runs["reuse"][c]["predictions"] for c in runs["plain"])
