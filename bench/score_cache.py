@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from timed_sweep import max_test_override, timed_compare  # bench/ is on sys.path when a script here runs
+from timed_sweep import max_test_override, require_sst2, timed_compare  # bench/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATASETS = Path(os.environ.get("TUNELAB_DATASETS", HERE.parents[1] / "shared" / "datasets"))
@@ -61,8 +61,7 @@ def main() -> None:
     parser.add_argument("--datasets", type=Path, default=DEFAULT_DATASETS)
     parser.add_argument("--max-test", type=int, default=600, help="test sentences (0: the whole split)")
     args = parser.parse_args()
-    if not (args.datasets / "sst2" / "train.jsonl").is_file():
-        sys.exit(f"SST-2 not found under {args.datasets} (set --datasets or TUNELAB_DATASETS)")
+    require_sst2(args.datasets)
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as tmp:
         tmp = Path(tmp)
         seconds, runs = {}, {}

@@ -19,3 +19,9 @@ def timed_compare(experiment: Path, out: Path, overrides: list[str]) -> float:
 def max_test_override(max_test: int) -> list[str]:
     """`data.max_test=N`, or nothing for 0 (the whole test split)."""
     return [f"data.max_test={max_test}"] if max_test else []
+
+
+def require_sst2(datasets: Path) -> None:
+    """Exit with a message (not a traceback) when the benchmark's data is absent."""
+    if not (datasets / "sst2" / "train.jsonl").is_file():
+        sys.exit(f"SST-2 not found under {datasets} (set --datasets or TUNELAB_DATASETS)")
