@@ -152,6 +152,9 @@ def cluster_run(netns, tiny_bert_dir, tmp_path_factory) -> dict:
     try:
         done = subprocess.run(["unshare", "--net", "bash", "-c", script], capture_output=True, text=True, timeout=600)
     finally:
+        # On a timeout subprocess.run kills only `unshare`: the script's `ray stop` trap never runs, and the
+        # cluster's daemons (each names the temp dir on its command line) would outlive the test.
+        subprocess.run(["pkill", "-9", "-f", str(tmp)], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return {**run, "output": done.stdout + done.stderr}
 
