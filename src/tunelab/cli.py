@@ -249,8 +249,8 @@ def compare(
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default: <output_dir>/<name>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells (and which are finished) without running."),
     executor: Optional[Executor] = typer.Option(
-        None, "--executor", help="Where cells run: on this machine, sweep.workers at once (local), or as Ray tasks (ray); "
-                                 "default: the file's sweep.executor."),
+        None, "--executor", help="Where cells run: on this machine, sweep.workers at once (local), "
+                                 "or as Ray tasks (ray); default: the file's sweep.executor."),
 ):
     """Run every strategy × K × seed × prompt variant of a sweep (resumable), then write the report."""
     from tunelab.config import load_experiment
