@@ -188,6 +188,23 @@ def test_interrupted_cell_is_not_mistaken_for_finished(tmp_path, tiny_bert_dir, 
     assert json.loads((root / "bitfit-kall-seed2" / "cell.json").read_text())["seed"] == 2
 
 
+def test_interrupted_compare_says_what_is_kept_and_how_to_go_on(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls, capsys):
+    from tunelab.cli import main
+
+    calls, sabotage = fit_calls
+    path = small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)
+    sabotage[("head", 2)] = KeyboardInterrupt()  # Ctrl-C (or `kill`, which the sweep turns into one) in the third cell
+    assert main(["compare", str(path)]) == 130
+    root = tmp_path / "runs" / "tiny"
+    err = capsys.readouterr().err
+    assert f"stopped: 2 of 4 cells finished in {root} and are kept; the same command resumes the other 2" in err
+    assert f"`tunelab report {root}`" in err and err.rstrip().endswith("interrupted")
+    # the hint holds: a report of the finished cells, without running anything
+    calls.clear()
+    assert main(["report", str(root)]) == 0 and calls == []
+    assert "bitfit" in (root / "report.md").read_text()
+
+
 def test_broken_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):
     calls, sabotage = fit_calls
     sabotage[("head", 1)] = RuntimeError("deliberately broken")

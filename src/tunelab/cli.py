@@ -276,7 +276,11 @@ def compare(
         at_once = sweep.workers if sweep.executor == "local" else 1
         typer.echo(estimate_line(root, [c for c in cells if c.id in done], [c for c in cells if c.id not in done], at_once))
         return
-    outcome = run_sweep(config, out)
+    try:
+        outcome = run_sweep(config, out)
+    except KeyboardInterrupt:  # Ctrl-C or `kill`: say what is kept and how to go on
+        typer.echo(interrupted_sweep_line(config, sweep_root(config, out)), err=True)
+        raise typer.Exit(130) from None
     show_report(outcome.root)
     if outcome.failed:
         typer.echo(f"{len(outcome.failed)} cell(s) failed (see the report's Failures section); "
@@ -307,6 +311,18 @@ def board(
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # transformers loads only for the playground
     serve(runs_dir, host=host, port=port)
+
+
+def interrupted_sweep_line(config, root: Path) -> str:
+    from tunelab.sweep import plan_sweep
+    from tunelab.sweep.cell import is_finished
+
+    cells = plan_sweep(config)[1]
+    finished = sum(is_finished(root, cell.id) for cell in cells)
+    if not finished:
+        return f"stopped: no cell of {len(cells)} has finished in {root}; the same command starts the sweep again"
+    return (f"stopped: {finished} of {len(cells)} cells finished in {root} and are kept; the same command "
+            f"resumes the other {len(cells) - finished} (`tunelab report {root}`: a report of those finished)")
 
 
 def show_report(root: Path) -> None:
