@@ -111,3 +111,26 @@ def test_a_bad_workers_override_exits_2(member_and_ensemble_sweep, value, capsys
     assert "sweep.workers" in capsys.readouterr().err
     raw = yaml.safe_load(member_and_ensemble_sweep.read_text())
     assert not (member_and_ensemble_sweep.parent / raw["output_dir"]).exists()
+
+
+def plan_cell(cell_id: str, after: tuple[str, ...] = ()):
+    from tunelab.sweep.expand import Cell
+
+    return Cell(id=cell_id, strategy=cell_id, method="head", family="finetune", k_shot=None, seed=1, variant=None,
+                after=after)
+
+
+def test_estimate_lays_cells_out_as_the_executor_starts_them():
+    from tunelab.sweep.estimate import schedule_seconds
+
+    member, reader, short = plan_cell("member"), plan_cell("reader", after=("member",)), plan_cell("short")
+    seconds = {"member": 100.0, "reader": 50.0, "short": 10.0}
+    # one at a time: the sum; two at once: the reader waits for its member (150 s), not the summed 160 s / 2
+    assert schedule_seconds([member, reader, short], seconds, 1) == 160.0
+    assert schedule_seconds([member, reader, short], seconds, 2) == 150.0
+    # a long cell left at the end runs alone: 300 s, not (100 + 100 + 300) / 2
+    pair = [plan_cell("a"), plan_cell("b"), plan_cell("long")]
+    assert schedule_seconds(pair, {"a": 100.0, "b": 100.0, "long": 300.0}, 2) == 400.0
+    assert schedule_seconds(pair[::-1], {"a": 100.0, "b": 100.0, "long": 300.0}, 2) == 300.0
+    # a cell with no estimate counts as none; a reader of a finished cell (not among those to run) starts at once
+    assert schedule_seconds([plan_cell("new"), plan_cell("r", after=("done",))], {"r": 5.0}, 2) == 5.0

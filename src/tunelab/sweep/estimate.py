@@ -5,17 +5,22 @@ mean of the finished cells of its own strategy entry. Entries with no finished c
 are named instead: entries differ by orders of magnitude (a SmolLM2 PET cell costs a hundred MiniLM
 head cells), so borrowing another entry's mean once said "5 h" for 11 minutes of work. Model loading
 is not in `costs.json`, so the estimate leans low by a few seconds per cell.
+
+With `sweep.workers` above one the cells are laid out as the local executor starts them (plan order,
+a reader once the cells it reads have ended), so the estimate is when the last one ends, not the summed
+time divided by the workers: one long cell left at the end runs alone.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 from pathlib import Path
 from statistics import mean
 
 from tunelab.run import COSTS_FILE
 from tunelab.sweep.cell import cell_dir
-from tunelab.sweep.expand import Cell
+from tunelab.sweep.expand import Cell, next_ready
 
 SECONDS_KEYS = ("train_seconds", "eval_seconds", "perturbed_eval_seconds")
 
@@ -49,15 +54,37 @@ def estimate_line(root: Path, finished: list[Cell], to_run: list[Cell], at_once:
             unknown[cell.strategy] = unknown.get(cell.strategy, 0) + 1
     line = counts
     if estimated:
-        total = sum(mean(durations[c.strategy]) for c in estimated) / at_once
+        seconds = {c.id: mean(durations[c.strategy]) for c in estimated}
+        total = schedule_seconds(to_run, seconds, at_once)
         of = "them" if len(estimated) == len(to_run) else f"{len(estimated)} of them"
-        shared = f", shared out between {at_once} cells at once" if at_once > 1 else ""
+        shared = f", laid out {at_once} cells at once as the sweep starts them" if at_once > 1 else ""
         line += (f"; estimated time for {of}: about {duration(total)} (mean training + evaluation time of the "
                  f"finished cells of the same strategy entry{shared}; model loading not included)")
     if unknown:
         named = ", ".join(f"{name} ({n} cell{'s' * (n > 1)})" for name, n in unknown.items())
         line += f"; no estimate for {named}: none of that entry's cells has finished yet"
     return line
+
+
+def schedule_seconds(cells: list[Cell], seconds: dict[str, float], workers: int) -> float:
+    """When the last of `cells` ends if up to `workers` run at once in the local executor's order: the first
+    cell in plan order whose readings have ended starts whenever a place is free. A cell missing from
+    `seconds` (no estimate) counts as taking none."""
+    todo = {cell.id for cell in cells}
+    queue, ended, now = list(cells), set(), 0.0
+    running: list[tuple[float, str]] = []  # (end time, cell id), earliest first
+    while queue or running:
+        while queue and len(running) < workers:
+            cell = next_ready(queue, todo, ended)
+            if cell is None:
+                break  # what is left reads a cell still running
+            queue.remove(cell)
+            heapq.heappush(running, (now + seconds.get(cell.id, 0.0), cell.id))
+        if not running:
+            break  # a reader of a cell never planned: the runner refuses such a plan before this
+        now, cell_id = heapq.heappop(running)
+        ended.add(cell_id)
+    return now
 
 
 def duration(seconds: float) -> str:

@@ -324,3 +324,9 @@ def config_changes(stored: dict, expected: dict, prefix: tuple = ()) -> list[str
         elif a != b:
             changes.append(f"{'.'.join(path)}: {a!r} → {b!r}")
     return changes
+
+
+def next_ready(queue: list[Cell], todo: set[str], ended: set[str]) -> Cell | None:
+    """The first cell in plan order whose readings among the cells to run (`todo`) have all ended; None:
+    every cell left reads one still running. The order the local executor starts cells in."""
+    return next((cell for cell in queue if set(cell.after) & todo <= ended), None)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from tunelab.sweep.cell import clear_failure, failed_path, is_finished, record_failure, run_cell_here
-from tunelab.sweep.expand import Cell
+from tunelab.sweep.expand import Cell, next_ready
 
 
 def run_locally(cells: list[Cell], root: Path, source: str, display, isolation: str, workers: int = 1):
@@ -48,7 +48,7 @@ def run_children(cells: list[Cell], root: Path, source: str, display, workers: i
     try:
         while queue or running:
             while queue and len(running) < workers:
-                cell = next((c for c in queue if set(c.after) & todo <= ended), None)
+                cell = next_ready(queue, todo, ended)
                 if cell is None:
                     break  # what is left reads a cell still running
                 queue.remove(cell)
