@@ -188,12 +188,28 @@ def test_interrupted_cell_is_not_mistaken_for_finished(tmp_path, tiny_bert_dir, 
     assert json.loads((root / "bitfit-kall-seed2" / "cell.json").read_text())["seed"] == 2
 
 
-def test_interrupted_compare_says_what_is_kept_and_how_to_go_on(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls, capsys):
+@pytest.mark.parametrize("stop", ["ctrl_c", "kill"])
+def test_interrupted_compare_says_what_is_kept_and_how_to_go_on(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls,
+                                                                 capsys, monkeypatch, stop):
+    import os
+    import signal
+
     from tunelab.cli import main
 
     calls, sabotage = fit_calls
     path = small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)
-    sabotage[("head", 2)] = KeyboardInterrupt()  # Ctrl-C (or `kill`, which the sweep turns into one) in the third cell
+    if stop == "ctrl_c":
+        sabotage[("head", 2)] = KeyboardInterrupt()  # Ctrl-C in the middle of the third cell
+    else:
+        spy = ClassifierStrategy.fit
+
+        def killed_in_third_cell(self, splits, run_dir):
+            if (self.strategy_name, self.experiment.train.seed) == ("head", 2):
+                os.kill(os.getpid(), signal.SIGTERM)  # the sweep's handler turns it into a stop
+                raise AssertionError("SIGTERM did not stop the sweep")
+            return spy(self, splits, run_dir)
+
+        monkeypatch.setattr(ClassifierStrategy, "fit", killed_in_third_cell)
     assert main(["compare", str(path)]) == 130
     root = tmp_path / "runs" / "tiny"
     err = capsys.readouterr().err
