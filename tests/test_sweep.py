@@ -198,11 +198,10 @@ def test_interrupted_compare_says_what_is_kept_and_how_to_go_on(tmp_path, tiny_b
 
     calls, sabotage = fit_calls
     path = small_sweep(tmp_path, tiny_bert_dir, tiny_sentiment)
+    spy = ClassifierStrategy.fit
     if stop == "ctrl_c":
         sabotage[("head", 2)] = KeyboardInterrupt()  # Ctrl-C in the middle of the third cell
     else:
-        spy = ClassifierStrategy.fit
-
         def killed_in_third_cell(self, splits, run_dir):
             if (self.strategy_name, self.experiment.train.seed) == ("head", 2):
                 os.kill(os.getpid(), signal.SIGTERM)  # the sweep's handler turns it into a stop
@@ -215,10 +214,19 @@ def test_interrupted_compare_says_what_is_kept_and_how_to_go_on(tmp_path, tiny_b
     err = capsys.readouterr().err
     assert f"stopped: 2 of 4 cells finished in {root} and are kept; the same command resumes the other 2" in err
     assert f"`tunelab report {root}`" in err and err.rstrip().endswith("interrupted")
-    # the hint holds: a report of the finished cells, without running anything
+
+    # the hint holds: a report of the finished cells, without running anything, that says it is partial
     calls.clear()
     assert main(["report", str(root)]) == 0 and calls == []
-    assert "bitfit" in (root / "report.md").read_text()
+    out = " ".join(capsys.readouterr().out.split())  # the terminal wraps the recommendation
+    partial = ("Warning: the sweep is not complete: 2 cell(s) at this K have not finished (fewer seeds than "
+               "planned: bitfit-kall, head-kall), so the pick is among the cells finished so far")
+    assert partial in out and partial in " ".join((root / "report.md").read_text().split())
+
+    sabotage.clear()  # resumed to the end: the warning goes
+    monkeypatch.setattr(ClassifierStrategy, "fit", spy)
+    assert main(["compare", str(path)]) == 0
+    assert "the sweep is not complete" not in capsys.readouterr().out
 
 
 def test_broken_cell_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_bert_dir, tiny_sentiment, fit_calls):
@@ -346,6 +354,9 @@ def test_compare_cli_in_child_processes(tmp_path, tiny_bert_dir, tiny_sentiment,
     failure = json.loads((root / "zero_shot-kall-seed42.failed.json").read_text())
     assert failure["error_type"] == "ConfigError" and "causal" in failure["message"]
     assert "1 cell(s) failed" in out.err
+    # a failed cell leaves its row out: the recommendation says so rather than pick as if it had lost
+    assert ("the sweep is not complete: 1 cell(s) at this K have not finished (no finished cell yet: "
+            "zero_shot-kall)") in " ".join(out.out.split())
     costs = json.loads((root / "head-kall-seed42" / "costs.json").read_text())
     assert costs["peak_memory_mb"] > 0 and costs["trainable_params"] > 0
 

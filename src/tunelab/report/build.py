@@ -26,7 +26,8 @@ from tunelab.report.continual import continual_groups, continual_plots, continua
 from tunelab.report.multitask import multitask_section
 from tunelab.report.plots import PLOT_FILES, all_plots
 from tunelab.report.prompt_search import prompt_search_section
-from tunelab.report.recommend import Recommendation, recommend, recommendation_blocks, recommendation_lines, row_examples
+from tunelab.report.recommend import (Recommendation, flag_unfinished, recommend, recommendation_blocks,
+                                      recommendation_lines, row_examples)
 from tunelab.report.results import SweepResults, load_results
 
 
@@ -50,6 +51,7 @@ def build_report(root: Path) -> Report:
     label_names = (results.config.get("task") or {}).get("label_names")
     analyses = [a for a in (analyse(row, examples[row.group], label_names) for row in rows if examples[row.group]) if a]
     flag_one_class(analyses, recommendations)  # before the tables are written: it adds to verdicts
+    flag_unfinished(recommendations, rows, results.pending + results.failures)
     tests = prompt_ab_tests(results.cells, results.metric)
     plots = all_plots(rows, results.metric)
     sections = report_sections(results, rows, metrics, choices, tests, plots)

@@ -250,6 +250,26 @@ def describe(row: Row, metric: str) -> str:
             f"{fmt_number(row.costs.get('peak_memory_mb'))} MB peak memory.")
 
 
+def flag_unfinished(recommendations: list[Recommendation], rows: list[Row], unfinished: list[dict]) -> None:
+    """A sweep still running, interrupted, or with failed cells: its pick is among the cells finished so far,
+    and the recommendation says which rows are missing or rest on fewer seeds than planned."""
+    for rec in recommendations:
+        here = [cell for cell in unfinished if cell.get("k_shot") == rec.k_shot]
+        if rec.best is None or not here:
+            continue
+        groups = {cell["group"] for cell in here}
+        finished = {row.group for row in rows if row.k_shot == rec.k_shot}
+        parts = [f"{what}: {short_list(sorted(found))}" for what, found in (
+            ("no finished cell yet", groups - finished), ("fewer seeds than planned", groups & finished)) if found]
+        rec.warnings.insert(0, f"the sweep is not complete: {len(here)} cell(s) at this K have not finished "
+                            f"({'; '.join(parts)}), so the pick is among the cells finished so far; "
+                            f"`tunelab compare` on the same file runs the rest and retries failed ones.")
+
+
+def short_list(names: list[str], most: int = 6) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def recommendation_lines(rec: Recommendation) -> list[str]:
     k = "" if rec.k_shot is None else f"K={rec.k_shot}: "
     if rec.best is None:
