@@ -20,7 +20,7 @@ from statistics import mean
 
 from tunelab.run import COSTS_FILE
 from tunelab.sweep.cell import cell_dir
-from tunelab.sweep.expand import Cell, next_ready
+from tunelab.sweep.expand import Cell, PlanOrder
 
 SECONDS_KEYS = ("train_seconds", "eval_seconds", "perturbed_eval_seconds")
 
@@ -70,20 +70,15 @@ def schedule_seconds(cells: list[Cell], seconds: dict[str, float], workers: int)
     """When the last of `cells` ends if up to `workers` run at once in the local executor's order: the first
     cell in plan order whose readings have ended starts whenever a place is free. A cell missing from
     `seconds` (no estimate) counts as taking none."""
-    todo = {cell.id for cell in cells}
-    queue, ended, now = list(cells), set(), 0.0
+    order, now = PlanOrder(cells), 0.0
     running: list[tuple[float, str]] = []  # (end time, cell id), earliest first
-    while queue or running:
-        while queue and len(running) < workers:
-            cell = next_ready(queue, todo, ended)
-            if cell is None:
-                break  # what is left reads a cell still running
-            queue.remove(cell)
+    while order or running:
+        while len(running) < workers and (cell := order.take()) is not None:
             heapq.heappush(running, (now + seconds.get(cell.id, 0.0), cell.id))
         if not running:
-            break  # a reader of a cell never planned: the runner refuses such a plan before this
+            break  # unreachable: a cell reads only cells planned before it
         now, cell_id = heapq.heappop(running)
-        ended.add(cell_id)
+        order.end(cell_id)
     return now
 
 

@@ -326,7 +326,22 @@ def config_changes(stored: dict, expected: dict, prefix: tuple = ()) -> list[str
     return changes
 
 
-def next_ready(queue: list[Cell], todo: set[str], ended: set[str]) -> Cell | None:
-    """The first cell in plan order whose readings among the cells to run (`todo`) have all ended; None:
-    every cell left reads one still running. The order the local executor starts cells in."""
-    return next((cell for cell in queue if set(cell.after) & todo <= ended), None)
+class PlanOrder:
+    """The order the local executor starts cells in (and `--dry-run` lays them out in): plan order, except
+    that a cell reading others among these (an ensemble, a distill student) waits until they have ended."""
+
+    def __init__(self, cells: list[Cell]):
+        self.queue, self.todo, self.ended = list(cells), {cell.id for cell in cells}, set()
+
+    def __bool__(self) -> bool:
+        return bool(self.queue)
+
+    def take(self) -> Cell | None:
+        """The next cell that may start now, removed from the queue; None: every cell left reads one still running."""
+        cell = next((c for c in self.queue if set(c.after) & self.todo <= self.ended), None)
+        if cell is not None:
+            self.queue.remove(cell)
+        return cell
+
+    def end(self, cell_id: str) -> None:
+        self.ended.add(cell_id)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from tunelab.sweep.cell import clear_failure, failed_path, is_finished, record_failure, run_cell_here
-from tunelab.sweep.expand import Cell, next_ready
+from tunelab.sweep.expand import Cell, PlanOrder
 
 
 def run_locally(cells: list[Cell], root: Path, source: str, display, isolation: str, workers: int = 1):
@@ -42,22 +42,17 @@ def cell_threads(workers: int) -> int | None:
 def run_children(cells: list[Cell], root: Path, source: str, display, workers: int):
     """Up to `workers` cell processes at once, started in plan order; Ctrl-C (or an error) stops them all."""
     threads = cell_threads(workers)
-    todo = {cell.id for cell in cells}
-    queue, ended = list(cells), set()
+    order = PlanOrder(cells)
     running: dict[int, ChildCell] = {}  # process sentinel → its cell
     try:
-        while queue or running:
-            while queue and len(running) < workers:
-                cell = next_ready(queue, todo, ended)
-                if cell is None:
-                    break  # what is left reads a cell still running
-                queue.remove(cell)
+        while order or running:
+            while len(running) < workers and (cell := order.take()) is not None:
                 child = ChildCell(cell, root, source, threads)
                 running[child.sentinel] = child
                 display.start(cell.id)
             for sentinel in multiprocessing.connection.wait(list(running)):
                 child = running.pop(sentinel)
-                ended.add(child.cell.id)  # ended either way: a failed member fails its reader clearly
+                order.end(child.cell.id)  # ended either way: a failed member fails its reader clearly
                 yield child.cell, child.finish()
     finally:
         for child in running.values():
