@@ -12,6 +12,7 @@ import yaml
 
 from tunelab.cli import main
 from tunelab.config import load_experiment
+from tunelab.init_experiment import machine_workers
 
 POSITIVE = ["a lovely film", "great acting and a warm story", "fun from start to end", "I smiled all the way",
             "a gem of a movie", "bright, kind and clever", "the best thing this year", "moving and funny"]
@@ -56,10 +57,21 @@ def test_detected_fields_and_a_sweep_over_every_family_that_passes_the_dry_run(t
     assert set(strategies) == {"head", "full", "bitfit", "lora", "zero_shot", "few_shot", "pet"}
     assert all(strategies[s]["model"]["name"] == "smollm2-135m" for s in ("zero_shot", "few_shot", "pet"))
     assert "max_test" not in raw["data"]  # 16 test rows: all of them
+    assert raw["sweep"]["workers"] == machine_workers()[0]  # sized to the machine: see the next test
     assert "scale up" in out.read_text()  # the comment says how
     # every check `tunelab compare` makes before training: data loaded and K-shot sampled, cells planned
     assert main(["compare", str(out), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0, capsys.readouterr().err
     assert "13 cells: 0 finished, 13 to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cores, memory_gb, workers", [(2, 23, 2), (16, 64, 2), (1, 64, 1), (8, 8, 1)])
+def test_workers_sized_to_the_machine(monkeypatch, cores, memory_gb, workers):
+    import os
+
+    page = 4096
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(os, "sysconf", lambda name: page if name == "SC_PAGE_SIZE" else memory_gb * 2**30 // page)
+    assert machine_workers() == (workers, f"this machine: {cores} cores, {memory_gb} GB")
 
 
 def test_csv_label_found_as_the_only_field_of_few_values_and_k_fits_the_smallest_class(tmp_path, capsys):

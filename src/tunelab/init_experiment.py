@@ -22,6 +22,7 @@ from tunelab.errors import ConfigError, DataError
 
 K_SHOT = 16  # LM-BFF's K: examples per class for training and again for dev
 SEEDS = [1, 2]
+MEMORY_FOR_TWO_GB = 12  # two SmolLM2-135M pet cells peak near 8 GB together, with room for the rest
 MAX_TEST = 200  # a laptop-sized test sample: about ±7 points at 95% for accuracy near 50-80%
 FEW_SHOT_K = 4
 LM_TOKEN_FACTOR = 1.5  # SmolLM2's BPE splits text into up to ~1.5x the tokens MiniLM's WordPiece does
@@ -104,6 +105,18 @@ def lengths(report: DataCheck) -> tuple[int, int]:
     return encoder, lm
 
 
+def machine_workers() -> tuple[int, str]:
+    """(cells at once, why) for this machine: two where it has the cores and memory for two SmolLM2 pet cells
+    (about 4 GB each); two cells with one thread each beat one with two (README: Several cells at once)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, OSError, ValueError):  # a platform without these: assume the small case
+        memory_gb = 0.0
+    workers = 2 if cores >= 2 and memory_gb >= MEMORY_FOR_TWO_GB else 1
+    return workers, f"this machine: {cores} cores, {memory_gb:.0f} GB"
+
+
 def round_up(value: int, step: int) -> int:
     return -(-value // step) * step
 
@@ -122,6 +135,7 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
                f"  max_test_seed: 0\n" if test_count > MAX_TEST else ""
     words = {name: name.replace("_", " ") for name in names}
     question = " or ".join(words.values())
+    workers, machine = machine_workers()
     lines = [
         f"# Written by `tunelab init` on {date.today().isoformat()} from {Path(data).name}"
         + (f" (test: {Path(test).name})" if test else "") + ".",
@@ -165,6 +179,7 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
         "sweep:",
         f"  k_shot: [{k}]",
         f"  seeds: [{', '.join(map(str, SEEDS))}]",
+        f"  workers: {workers}             # cells at once, sized to {machine} (README: Several cells at once)",
         "  save_artifacts: false   # results only; true keeps each cell's weights for `tunelab evaluate`/`predict`",
         "  strategies:             # one entry per family; `tunelab strategies` lists the others",
         "    - {name: head, train: {learning_rate: 3.0e-3}}     # fine-tuning: a linear probe on the frozen encoder",
