@@ -67,7 +67,7 @@ def test_one_worker_runs_one_cell_at_a_time_with_every_core(member_and_ensemble_
     assert costs["torch_threads"] == torch.get_num_threads()  # torch's default, as before workers existed
 
 
-def test_workers_sweep_from_the_command_line_gives_the_same_results(member_and_ensemble_sweep, tmp_path):
+def test_workers_sweep_from_the_command_line_gives_the_same_results(member_and_ensemble_sweep, tmp_path, capsys):
     """The whole sweep with workers 2 (`tunelab compare ... sweep.workers=2`): every cell finished, the report
     written, and the same test metrics as one at a time (tiny models: the thread count moves no prediction)."""
     from tunelab.cli import main
@@ -75,7 +75,10 @@ def test_workers_sweep_from_the_command_line_gives_the_same_results(member_and_e
     serial = tmp_path / "serial"
     parallel = tmp_path / "parallel"
     assert main(["compare", str(member_and_ensemble_sweep), "--out", str(serial)]) == 0
+    assert "at once" not in capsys.readouterr().out
     assert main(["compare", str(member_and_ensemble_sweep), "sweep.workers=2", "--out", str(parallel)]) == 0
+    cores = len(os.sched_getaffinity(0))  # the start says what workers does here
+    assert f"2 cells at once, {max(1, cores // 2)} torch thread(s) each ({cores} cores; sweep.workers)" in capsys.readouterr().out
     assert (parallel / "report.html").is_file()
     for cell in ("head-kall-seed42", "bitfit-kall-seed42", "ensemble-kall-seed42"):
         assert is_finished(parallel, cell)
@@ -134,3 +137,15 @@ def test_estimate_lays_cells_out_as_the_executor_starts_them():
     assert schedule_seconds(pair[::-1], {"a": 100.0, "b": 100.0, "long": 300.0}, 2) == 300.0
     # a cell with no estimate counts as none; a reader of a finished cell (not among those to run) starts at once
     assert schedule_seconds([plan_cell("new"), plan_cell("r", after=("done",))], {"r": 5.0}, 2) == 5.0
+
+
+@pytest.mark.parametrize("workers, cores, line", [
+    (1, 2, ""),
+    (2, 8, "2 cells at once, 4 torch thread(s) each (8 cores; sweep.workers)"),
+    (4, 2, "4 cells at once, 1 torch thread(s) each (2 cores; sweep.workers): more cells than cores, so they share cores"),
+])
+def test_the_sweep_start_says_what_workers_does_on_this_machine(monkeypatch, workers, cores, line):
+    from tunelab.sweep.local_executor import workers_line
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert workers_line(workers) == line

@@ -39,6 +39,15 @@ def cell_threads(workers: int) -> int | None:
     return max(1, len(os.sched_getaffinity(0)) // workers)
 
 
+def workers_line(workers: int) -> str:
+    """What `sweep.workers` does on this machine, said once when a sweep starts ("" for one at a time)."""
+    if workers == 1:
+        return ""
+    cores = len(os.sched_getaffinity(0))
+    line = f"{workers} cells at once, {cell_threads(workers)} torch thread(s) each ({cores} cores; sweep.workers)"
+    return line + (": more cells than cores, so they share cores" if workers > cores else "")
+
+
 def run_children(cells: list[Cell], root: Path, source: str, display, workers: int):
     """Up to `workers` cell processes at once, started in plan order; Ctrl-C (or an error) stops them all."""
     threads = cell_threads(workers)

@@ -28,8 +28,8 @@ def clock(seconds: float | None) -> str:
 
 
 class SweepDisplay:
-    def __init__(self, total: int, finished_before: int, console: Console | None = None):
-        self.total, self.finished_before = total, finished_before
+    def __init__(self, total: int, finished_before: int, console: Console | None = None, note: str = ""):
+        self.total, self.finished_before, self.note = total, finished_before, note
         self.done = self.failed = 0
         self.durations: list[float] = []
         self.running: dict[str, float] = {}
@@ -70,6 +70,8 @@ class SweepDisplay:
     def __enter__(self) -> "SweepDisplay":
         if self.finished_before:
             self.console.print(f"{self.finished_before} of {self.total} cells finished earlier: skipped")
+        if self.note:
+            self.console.print(self.note, markup=False)
         self.live.start()
         return self
 

@@ -26,7 +26,7 @@ from tunelab.run import COSTS_FILE, METRICS_FILE
 from tunelab.sweep.cell import CELL_FILE, cell_dir, failed_path, is_finished, write_json_atomic
 from tunelab.sweep.expand import Cell, config_changes, expand
 from tunelab.sweep.fingerprint import cell_fingerprints, reconcile_data
-from tunelab.sweep.local_executor import run_locally
+from tunelab.sweep.local_executor import run_locally, workers_line
 from tunelab.sweep.progress import SweepDisplay
 from tunelab.sweep.schema import SweepConfig, parse_sweep
 
@@ -71,7 +71,8 @@ def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Consol
             todo = unfinished(root, cells)
             write_sweep_file(root, config, sweep, cells)
             outcome.skipped = len(cells) - len(todo)
-            with SweepDisplay(len(cells), outcome.skipped, console) as display:
+            note = workers_line(sweep.workers) if sweep.executor == "local" and todo else ""
+            with SweepDisplay(len(cells), outcome.skipped, console, note) as display:
                 for cell, ok in execute(todo, root, display):
                     outcome.ran += 1
                     if not ok:
