@@ -315,10 +315,10 @@ def board(
 
 def interrupted_sweep_line(config, root: Path) -> str:
     from tunelab.sweep import plan_sweep
-    from tunelab.sweep.cell import is_finished
+    from tunelab.sweep.runner import unfinished
 
     cells = plan_sweep(config)[1]
-    finished = sum(is_finished(root, cell.id) for cell in cells)
+    finished = len(cells) - len(unfinished(root, cells))
     if not finished:
         return f"stopped: no cell of {len(cells)} has finished in {root}; the same command starts the sweep again"
     return (f"stopped: {finished} of {len(cells)} cells finished in {root} and are kept; the same command "

@@ -108,7 +108,9 @@ def lengths(report: DataCheck) -> tuple[int, int]:
 def machine_workers() -> tuple[int, str]:
     """(cells at once, why) for this machine: two where it has the cores and memory for two SmolLM2 pet cells
     (about 4 GB each); two cells with one thread each beat one with two (README: Several cells at once)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from tunelab.sweep.local_executor import machine_cores
+
+    cores = machine_cores()
     try:
         memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (AttributeError, OSError, ValueError):  # a platform without these: assume the small case

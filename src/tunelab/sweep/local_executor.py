@@ -32,18 +32,23 @@ def run_locally(cells: list[Cell], root: Path, source: str, display, isolation: 
     yield from run_children(cells, root, source, display, workers)
 
 
+def machine_cores() -> int:
+    """The cores this process may run on (its affinity where the platform tells it, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cell_threads(workers: int) -> int | None:
     """Torch threads per cell: this process's cores shared out (None: one cell at a time keeps torch's default)."""
     if workers == 1:
         return None
-    return max(1, len(os.sched_getaffinity(0)) // workers)
+    return max(1, machine_cores() // workers)
 
 
 def workers_line(workers: int) -> str:
     """What `sweep.workers` does on this machine, said once when a sweep starts ("" for one at a time)."""
     if workers == 1:
         return ""
-    cores = len(os.sched_getaffinity(0))
+    cores = machine_cores()
     line = f"{workers} cells at once, {cell_threads(workers)} torch thread(s) each ({cores} cores; sweep.workers)"
     return line + (": more cells than cores, so they share cores" if workers > cores else "")
 
