@@ -77,3 +77,16 @@ def test_csv_fields_are_detected_and_a_short_row_named(tmp_path, capsys):
 def test_a_file_that_cannot_be_read_is_one_error_line(tmp_path, capsys):
     code, out, err = check(capsys, tmp_path / "nope.jsonl")
     assert code == 2 and err.startswith("error: data file not found") and err.count("\n") == 1 and not out
+
+
+def test_sentence_pairs_are_one_text_for_duplicates_and_lengths(tmp_path, capsys):
+    rows = [{"premise": "a man sleeps", "hypothesis": h, "label": label}
+            for h, label in (("someone rests", "entailment"), ("someone runs", "contradiction"))]
+    train = write(tmp_path / "train.jsonl", [json.dumps(r) for r in rows + rows[:1]])
+    code, out, err = check(capsys, train)
+    assert code == 0, err
+    assert "text fields: 'premise' and 'hypothesis', a sentence pair" in out
+    # one repeat: line 3 of line 1; line 2 shares line 1's premise but not its hypothesis
+    assert f"duplicates: 1 text(s)" in out and f"{train}:3 repeats {train}:1" in out
+    # [CLS] a man sleeps [SEP] someone rests [SEP]: 8 tokens, both texts counted
+    assert "p50 8" in out and "max 8" in out

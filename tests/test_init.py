@@ -102,7 +102,7 @@ def test_integer_labels_leave_the_prompting_strategies_out(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("rows, option", [
-    ([{"premise": f"a man sleeps {i}", "hypothesis": f"someone rests {i}", "label": "yes" if i % 2 else "no"}
+    ([{"title": f"a man sleeps {i}", "summary": f"someone rests {i}", "label": "yes" if i % 2 else "no"}
       for i in range(12)], "--text-field"),
     ([{"text": f"row {i}", "topic": "a" if i % 2 else "b", "mood": "x" if i % 3 else "y"} for i in range(12)],
      "--label-field"),
@@ -113,7 +113,7 @@ def test_an_undecidable_field_exits_2_naming_the_option_and_writes_nothing(tmp_p
     code, _, err = init(capsys, data, "--out", out)
     assert code == 2 and option in err and err.startswith("error: ") and "Traceback" not in err
     assert not out.parent.exists()
-    field = "premise" if option == "--text-field" else "topic"
+    field = "title" if option == "--text-field" else "topic"
     assert init(capsys, data, "--out", out, option, field)[0] == 0
 
 
@@ -137,3 +137,40 @@ def test_bad_data_exits_2_with_its_lines_and_writes_nothing(tmp_path, capsys):
     assert code == 2 and f"{data}:5: field 'text' is empty" in err and "tunelab data check" in err
     assert not out.exists() and not list(tmp_path.glob(".*"))  # no staging or probe file left either
     assert init(capsys, tmp_path / "missing.jsonl", "--out", out)[0] == 2 and not out.exists()
+
+
+def nli_rows(first="premise", second="hypothesis", repeat=4):
+    """Entailment pairs: each premise twice, with an entailed and a contradicting hypothesis."""
+    return [{first: f"{p} ({i})", second: h, "label": label} for i in range(repeat)
+            for p in POSITIVE for h, label in (("someone is happy", "entailment"), ("someone is sad", "contradiction"))]
+
+
+@pytest.mark.parametrize("first, second, given", [
+    ("premise", "hypothesis", []), ("sentence1", "sentence2", []), ("text", "text_pair", []),
+    ("question", "sentence", []),  # QNLI's names: `sentence` alone would have been taken as the only text
+    ("claim", "evidence", ["--text-field", "claim", "--text-pair-field", "evidence"]),
+])
+def test_sentence_pairs_make_a_pair_experiment_whose_prompt_reads_both_texts(tmp_path, capsys, first, second, given):
+    data = jsonl(tmp_path / "train.jsonl", nli_rows(first, second))
+    out = tmp_path / "exp.yaml"
+    code, stdout, err = init(capsys, data, "--out", out, *given)
+    assert code == 0, err
+    assert f"text fields: {first!r} and {second!r}, a sentence pair" in stdout
+    raw = yaml.safe_load(out.read_text())
+    assert raw["task"]["type"] == "pair_classification"
+    assert (raw["task"]["text_field"], raw["task"]["text_pair_field"]) == (first, second)
+    assert raw["prompt"]["template"].startswith("{{ text }}\n{{ text_pair }}\n")
+    assert main(["compare", str(out), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0, capsys.readouterr().err
+    # the prompting entries' prompt, as the LM reads it: the second text is in it
+    code = main(["prompt", str(out), "strategy.name=zero_shot", "model.name=smollm2-135m", "model.max_length=128", "--n", "1"])
+    shown = capsys.readouterr()
+    assert code == 0, shown.err
+    assert f"{POSITIVE[0]} (0)\nsomeone is happy\nQuestion: contradiction or entailment?\nAnswer:" in shown.out
+
+
+def test_a_missing_or_repeated_pair_field_exits_2(tmp_path, capsys):
+    data = jsonl(tmp_path / "train.jsonl", nli_rows())
+    code, _, err = init(capsys, data, "--out", tmp_path / "exp.yaml", "--text-pair-field", "hypotesis")
+    assert code == 2 and "--text-pair-field 'hypotesis' is not a field" in err and "hypothesis" in err
+    code, _, err = init(capsys, data, "--out", tmp_path / "exp.yaml", "--text-field", "premise", "--text-pair-field", "premise")
+    assert code == 2 and "name the same field" in err and not (tmp_path / "exp.yaml").exists()

@@ -337,6 +337,10 @@ def show_report(root: Path) -> None:
     typer.echo(f"report: {built.html}\nmarkdown: {built.markdown}\nleaderboard: {built.csv}")
 
 
+PAIR_HELP = ("Sentence pairs: the field that holds the second text (default: detected from conventional pairs such as "
+             "text/text_pair, sentence1/sentence2, premise/hypothesis, question/sentence).")
+
+
 @app.command(epilog="Example: tunelab init data/train.jsonl --test data/test.jsonl --out my-exp.yaml && tunelab compare my-exp.yaml")
 def init(
     data: str = typer.Argument(..., help="Training data: .jsonl, .json, .csv or .tsv with a text and a label per record."),
@@ -345,11 +349,13 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="The field that holds the text (default: detected)."),
     label_field: Optional[str] = typer.Option(None, "--label-field", help="The field that holds the label (default: detected)."),
+    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help=PAIR_HELP),
 ):
     """Write a ready experiment file for your own classification data (fields, labels, a sweep over every family)."""
     from tunelab.init_experiment import init_experiment
 
-    written = init_experiment(data, test, out, force=force, text_field=text_field, label_field=label_field)
+    written = init_experiment(data, test, out, force=force, text_field=text_field, label_field=label_field,
+                              text_pair_field=text_pair_field)
     for note in written.notes:
         typer.echo(note)
     typer.echo(f"wrote {written.path} ({written.cells} cells); run: tunelab compare {written.path}")
@@ -366,11 +372,12 @@ def data_check(
     test: Optional[str] = typer.Option(None, "--test", help="Test data, checked against the training labels."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="The field that holds the text (default: detected)."),
     label_field: Optional[str] = typer.Option(None, "--label-field", help="The field that holds the label (default: detected)."),
+    text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help=PAIR_HELP),
 ):
     """Counts, label balance, token lengths, duplicates and problems with their lines; exit 2 when unusable."""
     from tunelab.data.check import check_data, format_check
 
-    report = check_data(data, test, text_field, label_field)
+    report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field)
     typer.echo(format_check(report))
     if not report.usable:
         raise typer.Exit(USER_ERROR)

@@ -38,7 +38,7 @@ class Written:
 
 
 def init_experiment(data: str, test: str | None, out: Path, force: bool = False, text_field: str | None = None,
-                    label_field: str | None = None) -> Written:
+                    label_field: str | None = None, text_pair_field: str | None = None) -> Written:
     """Detect, write `out` (atomically) and return what was detected; UserError (exit 2), nothing written, on bad input."""
     out = Path(out)
     if out.exists() and not force:
@@ -50,7 +50,7 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
     for path, option in ((data, "DATA"), (test, "--test")):
         if path and not path.startswith("hf:") and not Path(path).is_file():
             raise DataError(f"{option} {path}: file not found")
-    report = check_data(data, test, text_field, label_field)
+    report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field)
     if not report.usable:
         shown = "\n  ".join(report.problems[:5])
         raise DataError(f"the data has {len(report.problems)} problem(s); nothing written:\n  {shown}\n"
@@ -128,6 +128,18 @@ def q(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def detected_texts(fields) -> str:
+    if fields.text_pair:
+        return f"sentence pairs in {fields.text!r} and {fields.text_pair!r}"
+    return f"text field {fields.text!r}"
+
+
+def template_text(fields, question: str) -> str:
+    """A generic prompt: the text (both texts of a pair, each on its line), then the question of the labels."""
+    texts = "{{ text }}\n{{ text_pair }}" if fields.text_pair else "{{ text }}"
+    return f"{texts}\nQuestion: {question}?\nAnswer:"
+
+
 def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k: int) -> str:
     fields, train = report.fields, report.splits[0]
     encoder_length, lm_length = lengths(report)
@@ -141,7 +153,7 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
     lines = [
         f"# Written by `tunelab init` on {date.today().isoformat()} from {Path(data).name}"
         + (f" (test: {Path(test).name})" if test else "") + ".",
-        f"# Detected: text field {fields.text!r}, label field {fields.label!r}, labels {', '.join(names)};",
+        f"# Detected: {detected_texts(fields)}, label field {fields.label!r}, labels {', '.join(names)};",
         f"# {train.count} training examples. Run:  tunelab compare {out.name}",
         f"# (the report lands in runs/{experiment_name(data)}/report.html under the folder you run it from; output_dir moves it)",
         "#",
@@ -154,8 +166,10 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
         f"  max_length: {encoder_length}        # the 99th percentile of the data's token counts, rounded up",
         "  pooling: mean          # MiniLM was trained for mean pooling (README: Embedded models)",
         "task:",
-        "  type: classification",
+        f"  type: {'pair_classification' if fields.text_pair else 'classification'}",
         f"  text_field: {q(fields.text)}",
+        *([f"  text_pair_field: {q(fields.text_pair)}   # the second text; templates read it as {{{{ text_pair }}}}"]
+          if fields.text_pair else []),
         f"  label_field: {q(fields.label)}",
         f"  label_names: [{', '.join(q(n) for n in names)}]" + ("   # integer labels index this list" if fields.integer_labels else ""),
         "data:",
@@ -173,7 +187,7 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
     if not fields.integer_labels:
         lines += [
             "prompt:                  # for the prompting strategies: a Jinja template and a word per label",
-            f"  template: {q('{{ text }}' + chr(10) + 'Question: ' + question + '?' + chr(10) + 'Answer:')}",
+            f"  template: {q(template_text(fields, question))}",
             f"  verbalizer: {{{', '.join(f'{q(n)}: {q(w)}' for n, w in words.items())}}}",
             "  use_chat_template: false",
         ]

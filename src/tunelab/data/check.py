@@ -32,7 +32,7 @@ class SplitCheck:
     duplicates: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     texts: dict = field(default_factory=dict)
-    """text → where it first appears (for duplicates and train/test overlap)."""
+    """(text, second text or None) → where it first appears (for duplicates and train/test overlap)."""
     first_label: dict = field(default_factory=dict)
     """where a text first appears → its label there."""
 
@@ -64,11 +64,12 @@ def read_collecting(source: str) -> tuple[list[dict], list[str]]:
 
 
 def check_data(train: str, test: str | None = None, text_field: str | None = None, label_field: str | None = None,
-               tokenizer=None) -> DataCheck:
+               tokenizer=None, text_pair_field: str | None = None) -> DataCheck:
     """Check `train` (fields and labels are detected there, or given) and `test` against it."""
     train_records, train_problems = read_collecting(train)
-    fields = detect_fields(train_records, train, text_field, label_field)
-    task = TaskConfig(text_field=fields.text, label_field=fields.label, label_names=fields.label_names)
+    fields = detect_fields(train_records, train, text_field, label_field, text_pair_field)
+    task = TaskConfig(type="pair_classification" if fields.text_pair else "classification", text_field=fields.text,
+                      text_pair_field=fields.text_pair, label_field=fields.label, label_names=fields.label_names)
     splits = [check_split("train", train, train_records, train_problems, task)]
     if test:
         test_records, test_problems = read_collecting(test)
@@ -94,13 +95,14 @@ def check_split(name: str, source: str, records: list[dict], problems: list[str]
         split.count += 1
         split.labels[example["label"]] += 1
         where = record.get(SOURCE_KEY, "?")
-        if example["text"] in split.texts:
-            first = split.texts[example["text"]]
+        key = (example["text"], example.get("text_pair"))  # a pair repeats only when both texts do
+        if key in split.texts:
+            first = split.texts[key]
             clash = split.first_label[first] != example["label"]  # the same text taught two answers
             split.duplicates.append(f"{where} repeats {first}"
                                     + (f" with another label ({example['label']!r}, there {split.first_label[first]!r})" if clash else ""))
         else:
-            split.texts[example["text"]] = where
+            split.texts[key] = where
             split.first_label[where] = example["label"]
     split.problems.sort(key=line_number)  # in file order, whichever check found them
     return split
@@ -113,7 +115,8 @@ def line_number(message: str) -> int:
 
 
 def add_lengths(report: DataCheck, tokenizer) -> None:
-    """Token counts of every valid text, with the embedded encoder's tokenizer (the one `init` writes)."""
+    """Token counts of every valid text (a pair as the encoder reads it: both texts), with the embedded encoder's
+    tokenizer (the one `init` writes)."""
     if tokenizer is None:
         try:
             tokenizer = encoder_tokenizer()
@@ -121,8 +124,9 @@ def add_lengths(report: DataCheck, tokenizer) -> None:
             report.tokenizer_note = f"token lengths skipped: {err}"
             return
     for split in report.splits:
-        texts = list(split.texts)
-        split.lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]] if texts else []
+        firsts = [text for text, _ in split.texts]
+        seconds = [pair for _, pair in split.texts] if report.fields.text_pair else None
+        split.lengths = [len(ids) for ids in tokenizer(firsts, seconds, add_special_tokens=True)["input_ids"]] if firsts else []
 
 
 def encoder_tokenizer():

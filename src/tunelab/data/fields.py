@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from tunelab.errors import DataError
 
 TEXT_NAMES = ("text", "sentence", "review", "content", "document", "utterance", "comment", "tweet", "body", "input")
+PAIR_NAMES = (("text", "text_pair"), ("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"),
+              ("question1", "question2"), ("question", "sentence"))
+"""Conventional (first, second) field names of sentence-pair data: Hugging Face's, PET's, GLUE's (MRPC, RTE,
+MNLI, QQP, QNLI)."""
 LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "intent", "target", "gold", "y")
 MAX_LABELS = 50
 """More distinct values than this is not a label set a K-shot classification sweep can cover."""
@@ -27,6 +31,8 @@ class Fields:
     """Integer labels index `label_names` (0..N-1) and carry no words a prompt could use."""
     notes: tuple[str, ...] = ()
     """How each choice was made, in words, for the user to read."""
+    text_pair: str | None = None
+    """The second text of sentence-pair data (task.type pair_classification), else None."""
 
 
 def record_fields(records: list[dict]) -> list[str]:
@@ -47,28 +53,54 @@ def is_label_value(value) -> bool:
     return (isinstance(value, str) and value.strip() != "") or (isinstance(value, int) and not isinstance(value, bool))
 
 
-def detect_fields(records: list[dict], source: str, text_field: str | None = None, label_field: str | None = None) -> Fields:
-    """The text and label fields and the label names of `records` (read from `source`); DataError (exit 2)
-    naming the option to pass when a field cannot be decided."""
+def detect_fields(records: list[dict], source: str, text_field: str | None = None, label_field: str | None = None,
+                  text_pair_field: str | None = None) -> Fields:
+    """The text (and second text, for sentence pairs) and label fields and the label names of `records` (read
+    from `source`); DataError (exit 2) naming the option to pass when a field cannot be decided."""
     if not records:
         raise DataError(f"{source}: holds no records; a data file needs one example per line/row")
     fields = record_fields(records)
     notes = []
+    for given, option in ((label_field, "--label-field"), (text_field, "--text-field"), (text_pair_field, "--text-pair-field")):
+        if given is not None and given not in fields:
+            raise DataError(f"{source}: {option} {given!r} is not a field of the data (fields: {', '.join(fields)})")
     label, how = label_field, "given by --label-field"
     if label is None:
         label, how = choose_label(records, fields, source)
-    elif label not in fields:
-        raise DataError(f"{source}: --label-field {label!r} is not a field of the data (fields: {', '.join(fields)})")
     notes.append(f"label field: {label!r} ({how})")
-    text, how = text_field, "given by --text-field"
-    if text is None:
-        text, how = choose_text(records, [f for f in fields if f != label], source)
-    elif text not in fields:
-        raise DataError(f"{source}: --text-field {text!r} is not a field of the data (fields: {', '.join(fields)})")
-    notes.append(f"text field: {text!r} ({how})")
+    texts = [f for f in fields if f != label]
+    text, pair, how = choose_texts(records, texts, source, text_field, text_pair_field)
+    notes.append(f"text field: {text!r} ({how})" if pair is None else
+                 f"text fields: {text!r} and {pair!r}, a sentence pair ({how})")
     names, integer = label_set(records, label, source)
     notes.append(f"labels: {', '.join(names)}" + (" (integer labels: indices into task.label_names)" if integer else ""))
-    return Fields(text, label, names, integer, tuple(notes))
+    return Fields(text, label, names, integer, tuple(notes), pair)
+
+
+def choose_texts(records: list[dict], fields: list[str], source: str, text_field: str | None,
+                 text_pair_field: str | None) -> tuple[str, str | None, str]:
+    """(text, second text or None, how they were chosen). A conventional pair of names that both hold text
+    makes sentence-pair data; with --text-field, only a pair that starts with that field."""
+    if text_pair_field is not None:
+        if text_field is None:
+            text_field, how = choose_text(records, [f for f in fields if f != text_pair_field], source)
+        else:
+            how = "given by --text-field"
+        if text_field == text_pair_field:
+            raise DataError(f"{source}: --text-field and --text-pair-field name the same field {text_field!r}; name two fields")
+        return text_field, text_pair_field, f"the second given by --text-pair-field, the first {how}"
+    is_text = lambda v: isinstance(v, str)  # noqa: E731
+    pairs = [(a, b) for a, b in PAIR_NAMES if a in fields and b in fields and text_field in (None, a)
+             and mostly(records, a, is_text, 0.5) and mostly(records, b, is_text, 0.5)]
+    if len(pairs) == 1:
+        return *pairs[0], "conventional pair names"
+    if len(pairs) > 1:
+        raise DataError(f"{source}: several field pairs could be the sentence pair ({', '.join(f'{a}/{b}' for a, b in pairs)}); "
+                        f"pass --text-field FIRST --text-pair-field SECOND")
+    if text_field is not None:
+        return text_field, None, "given by --text-field"
+    text, how = choose_text(records, fields, source)
+    return text, None, how
 
 
 def choose_label(records: list[dict], fields: list[str], source: str) -> tuple[str, str]:
@@ -98,8 +130,7 @@ def choose_text(records: list[dict], fields: list[str], source: str) -> tuple[st
         raise DataError(f"{source}: no field holds text in (nearly) every record (fields: {', '.join(fields)}); "
                         f"pass --text-field NAME")
     raise DataError(f"{source}: cannot tell which field is the text ({', '.join(known or texts)} all hold text); pass "
-                    f"--text-field NAME (sentence pairs: choose the first, then set task.type: pair_classification and "
-                    f"task.text_pair_field in the written file)")
+                    f"--text-field NAME (sentence pairs: --text-field FIRST --text-pair-field SECOND)")
 
 
 def label_set(records: list[dict], label: str, source: str) -> tuple[list[str], bool]:
