@@ -162,7 +162,7 @@ def test_sentence_pairs_make_a_pair_experiment_whose_prompt_reads_both_texts(tmp
     assert raw["prompt"]["template"].startswith("{{ text }}\n{{ text_pair }}\n")
     assert main(["compare", str(out), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0, capsys.readouterr().err
     # the prompting entries' prompt, as the LM reads it: the second text is in it
-    code = main(["prompt", str(out), "strategy.name=zero_shot", "model.name=smollm2-135m", "model.max_length=128", "--n", "1"])
+    code = main(["prompt", str(out), "--entry", "zero_shot", "--n", "1"])
     shown = capsys.readouterr()
     assert code == 0, shown.err
     assert f"{POSITIVE[0]} (0)\nsomeone is happy\nQuestion: contradiction or entailment?\nAnswer:" in shown.out

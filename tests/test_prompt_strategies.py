@@ -218,6 +218,27 @@ def test_chat_template_is_applied_when_the_tokenizer_has_one(tmp_path, tiny_chat
     assert "USER SAYS" not in capsys.readouterr().out
 
 
+def test_prompt_command_shows_a_sweep_entry_with_its_own_model_and_settings(tmp_path, tiny_lm_dir, data_dir, capsys,
+                                                                          monkeypatch):
+    from tunelab import run as run_module
+    from tunelab.cli import main
+
+    sweep = {"seeds": [1], "strategies": [{"name": "full"}, {"name": "few_shot", "id": "icl", "settings": {"k": 2},
+                                                             "model": {"name": str(tiny_lm_dir)}}]}
+    experiment(tmp_path, "minilm-l6", data_dir, {"name": "full"}, sweep=sweep)  # a head-based top level, as init writes
+    path = str(tmp_path / "experiment.yaml")
+    assert main(["prompt", path, "--entry", "icl", "--n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("=== prompt") == 1 and "2 demonstrations" in out
+    # a wrong choice is named before any model loads
+    monkeypatch.setattr(run_module, "prepare", lambda config: pytest.fail("weights loaded before the check"))
+    for argv, expected in (([], "pass --entry with one of this file's sweep entries that prompt: icl"),
+                           (["--entry", "full"], "--entry full: strategy 'full' reads labels from a trained head"),
+                           (["--entry", "icl2"], "--entry icl2: no sweep entry or cell")):
+        assert main(["prompt", path, *argv]) == 2
+        assert expected in capsys.readouterr().err
+
+
 def test_prompt_command_prints_rendered_prompts(tmp_path, tiny_lm_dir, data_dir, capsys):
     from tunelab.cli import main
 

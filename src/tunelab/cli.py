@@ -150,23 +150,24 @@ def predict(
         typer.echo(json.dumps(row, ensure_ascii=False))
 
 
-@app.command(epilog="Example: tunelab prompt examples/sst2_zero_shot.yaml strategy.k=2 --n 2")
+@app.command(epilog="Example: tunelab prompt examples/sst2_zero_shot.yaml strategy.k=2 --n 2; "
+                     "tunelab prompt experiment.yaml --entry pet")
 def prompt(
     experiment: Path = typer.Argument(..., help="Experiment YAML file of a prompt strategy."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. strategy.k=2"),
     n: int = typer.Option(3, "--n", min=1, help="How many test examples to show."),
+    entry: Optional[str] = typer.Option(None, "--entry", help="A sweep entry's id (or a cell id): show the prompts "
+                                        "its first cell reads, with the entry's own model and settings."),
 ):
     """Print the first N test prompts exactly as the model reads them (chat template applied)."""
     from tunelab.config import load_experiment
+    from tunelab.prompt_preview import preview_config
     from tunelab.run import prepare
 
     quiet_libraries()
-    config = load_experiment(experiment, overrides or [])
+    config = preview_config(load_experiment(experiment, overrides or []), entry)  # checked before weights load
     prepared = prepare(config)
-    render = getattr(prepared.strategy, "preview", None)
-    if render is None:
-        raise UserError(f"strategy '{config.strategy.name}' reads labels from a trained head and uses no prompt")
-    for block in render(prepared.splits, n):
+    for block in prepared.strategy.preview(prepared.splits, n):
         typer.echo(block + "\n")
 
 
