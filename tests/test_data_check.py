@@ -74,11 +74,6 @@ def test_csv_fields_are_detected_and_a_short_row_named(tmp_path, capsys):
     assert f"{data}:4: field 'polarity' is missing in this row" in out
 
 
-def test_a_file_that_cannot_be_read_is_one_error_line(tmp_path, capsys):
-    code, out, err = check(capsys, tmp_path / "nope.jsonl")
-    assert code == 2 and err.startswith("error: data file not found") and err.count("\n") == 1 and not out
-
-
 def test_sentence_pairs_are_one_text_for_duplicates_and_lengths(tmp_path, capsys):
     rows = [{"premise": "a man sleeps", "hypothesis": h, "label": label}
             for h, label in (("someone rests", "entailment"), ("someone runs", "contradiction"))]
@@ -90,3 +85,13 @@ def test_sentence_pairs_are_one_text_for_duplicates_and_lengths(tmp_path, capsys
     assert f"duplicates: 1 text(s)" in out and f"{train}:3 repeats {train}:1" in out
     # [CLS] a man sleeps [SEP] someone rests [SEP]: 8 tokens, both texts counted
     assert "p50 8" in out and "max 8" in out
+
+
+def test_a_directory_or_missing_file_is_one_error_line_naming_its_option(tmp_path, capsys):
+    train = write(tmp_path / "train.jsonl", [row("a fine film", "pos"), row("a dull film", "neg")])
+    for argv, expected in (([tmp_path], f"DATA {tmp_path} is a directory; name a data file"),
+                           ([train, "--test", tmp_path], f"--test {tmp_path} is a directory"),
+                           ([tmp_path / "nope.jsonl"], f"DATA {tmp_path / 'nope.jsonl'}: file not found")):
+        code, out, err = check(capsys, *argv)
+        assert code == 2 and err.startswith(f"error: {expected}") and err.count("\n") == 1
+        assert not out and "experiment file" not in err

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from tunelab.data.check import DataCheck, check_data, percentile
+from tunelab.data.check import DataCheck, check_data, percentile, require_files
 from tunelab.errors import ConfigError, DataError
 
 K_SHOT = 16  # LM-BFF's K: examples per class for training and again for dev
@@ -47,9 +47,7 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
         raise ConfigError(f"--out {out}: an experiment file ends in .yaml or .yml")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; name a file, e.g. {out / 'experiment.yaml'}")
-    for path, option in ((data, "DATA"), (test, "--test")):
-        if path and not path.startswith("hf:") and not Path(path).is_file():
-            raise DataError(f"{option} {path}: file not found")
+    require_files(data, test)
     report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field)
     if not report.usable:
         shown = "\n  ".join(report.problems[:5])

@@ -63,9 +63,21 @@ def read_collecting(source: str) -> tuple[list[dict], list[str]]:
     return read_jsonl(path, problems), problems
 
 
+def require_files(data: str, test: str | None) -> None:
+    """DATA and --test name readable files (a `datasets` split, hf:..., is read later): exit 2 saying which not."""
+    for path, option in ((data, "DATA"), (test, "--test")):
+        if not path or path.startswith("hf:"):
+            continue
+        if Path(path).is_dir():
+            raise DataError(f"{option} {path} is a directory; name a data file (.jsonl, .json, .csv or .tsv) in it")
+        if not Path(path).is_file():
+            raise DataError(f"{option} {path}: file not found")
+
+
 def check_data(train: str, test: str | None = None, text_field: str | None = None, label_field: str | None = None,
                tokenizer=None, text_pair_field: str | None = None) -> DataCheck:
     """Check `train` (fields and labels are detected there, or given) and `test` against it."""
+    require_files(train, test)
     train_records, train_problems = read_collecting(train)
     fields = detect_fields(train_records, train, text_field, label_field, text_pair_field)
     task = TaskConfig(type="pair_classification" if fields.text_pair else "classification", text_field=fields.text,
