@@ -174,3 +174,52 @@ def test_a_missing_or_repeated_pair_field_exits_2(tmp_path, capsys):
     assert code == 2 and "--text-pair-field 'hypotesis' is not a field" in err and "hypothesis" in err
     code, _, err = init(capsys, data, "--out", tmp_path / "exp.yaml", "--text-field", "premise", "--text-pair-field", "premise")
     assert code == 2 and "name the same field" in err and not (tmp_path / "exp.yaml").exists()
+
+
+def ner_rows(n=12, words="tokens", tags="tags"):
+    people = ["Anna", "Omar", "Lena", "Ravi"]
+    return [{words: [people[i % 4], "visited", "Paris", str(i)], tags: ["B-PER", "O", "B-LOC", "O"]} for i in range(n)]
+
+
+def qa_rows(n=12):
+    rows = []
+    for i in range(n):
+        context = f"The museum {i} opened in {1900 + i} and holds {i + 3} paintings."
+        rows.append({"id": str(i), "question": f"When did museum {i} open?", "context": context,
+                     "answers": {"text": [str(1900 + i)], "answer_start": [context.index(str(1900 + i))]}})
+    return rows
+
+
+@pytest.mark.parametrize("rows, task, fields, metric, entries", [
+    (ner_rows(), "token_classification", {}, "entity_f1", {"head", "full", "lora", "few_shot_ner"}),
+    (ner_rows(words="words", tags="ner_tags"), "token_classification", {"tokens_field": "words", "tags_field": "ner_tags"},
+     "entity_f1", {"head", "full", "lora", "few_shot_ner"}),
+    (qa_rows(), "extractive_qa", {}, "squad_f1", {"span-full", "span-lora", "few-shot-smollm2"}),
+], ids=["conll", "other field names", "squad"])
+def test_named_entity_and_qa_data_get_their_own_experiment(tmp_path, capsys, rows, task, fields, metric, entries):
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    test = jsonl(tmp_path / "test.jsonl", rows[:4])
+    out = tmp_path / "exp.yaml"
+    code, stdout, err = init(capsys, data, "--test", test, "--out", out)
+    assert code == 0, err
+    raw = yaml.safe_load(out.read_text())
+    assert raw["task"] == {"type": task, **fields}
+    assert raw["data"]["k_shot"] == 6 and raw["data"]["dev_k_shot"] == 6  # 12 records: half for train, the rest for dev
+    assert metric in raw["metrics"] and {e.get("id", e["name"]) for e in raw["sweep"]["strategies"]} == entries
+    assert f"wrote {out} ({2 * len(entries)} cells)" in stdout
+    # the data is loaded, every record normalised and K drawn, as `compare` does before training
+    assert main(["compare", str(out), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0, capsys.readouterr().err
+
+
+def test_a_bad_tagged_record_or_a_field_option_exits_2_and_writes_nothing(tmp_path, capsys):
+    rows = ner_rows()
+    rows[6]["tags"] = rows[6]["tags"][:3]
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "exp.yaml"
+    code, _, err = init(capsys, data, "--out", out)
+    assert code == 2 and f"{data}:7: 4 tokens but 3 tags" in err and not out.exists()
+    data = jsonl(tmp_path / "train.jsonl", ner_rows())
+    code, _, err = init(capsys, data, "--out", out, "--label-field", "tags")
+    assert code == 2 and "--label-field: field options name classification fields" in err and not out.exists()
+    assert main(["data", "check", str(data)]) == 2
+    assert f"`tunelab init {data}` checks every record" in capsys.readouterr().err

@@ -352,9 +352,10 @@ def init(
     label_field: Optional[str] = typer.Option(None, "--label-field", help="The field that holds the label (default: detected)."),
     text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help=PAIR_HELP),
 ):
-    """Write a ready experiment file for your own classification data (fields, labels, a sweep over every family)."""
+    """Write a ready experiment file for your own data: classification, sentence pairs, named entities or extractive QA."""
     from tunelab.init_experiment import init_experiment
 
+    quiet_libraries()  # the data's warnings (duplicates) as one plain line each
     written = init_experiment(data, test, out, force=force, text_field=text_field, label_field=label_field,
                               text_pair_field=text_pair_field)
     for note in written.notes:
@@ -378,6 +379,7 @@ def data_check(
     """Counts, label balance, token lengths, duplicates and problems with their lines; exit 2 when unusable."""
     from tunelab.data.check import check_data, format_check
 
+    quiet_libraries()
     report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field)
     typer.echo(format_check(report))
     if not report.usable:

@@ -1,4 +1,5 @@
-"""`tunelab init DATA [--test FILE]`: a ready experiment file for a user's own classification data.
+"""`tunelab init DATA [--test FILE]`: a ready experiment file for a user's own data (classification and sentence
+pairs here; named entities and extractive QA in init_tasks).
 
 The file's fields and labels come from the data (data.fields), its lengths from the data's token
 counts (data.check), and its sweep covers every strategy family at a size a laptop CPU finishes:
@@ -28,6 +29,8 @@ FEW_SHOT_K = 4
 LM_TOKEN_FACTOR = 1.5  # SmolLM2's BPE splits text into up to ~1.5x the tokens MiniLM's WordPiece does
 PROMPT_OVERHEAD = 32  # template words and the answer word, in tokens
 GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full"}
+NO_TEST_NOTE = ("no --test: the test split is DATA itself, so a seed's K-shot examples may also be test examples; "
+                "pass --test FILE for a clean estimate")
 
 
 @dataclass
@@ -48,25 +51,54 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; name a file, e.g. {out / 'experiment.yaml'}")
     require_files(data, test)
+    shaped = init_shaped(data, test, out, {"--text-field": text_field, "--label-field": label_field,
+                                          "--text-pair-field": text_pair_field})
+    if shaped is not None:
+        return shaped
     report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field)
     if not report.usable:
         shown = "\n  ".join(report.problems[:5])
         raise DataError(f"the data has {len(report.problems)} problem(s); nothing written:\n  {shown}\n"
                         f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
     k = k_shot(report)
-    text = experiment_text(report, data, test, out, k)
-    cells = check_written(text, out)
-    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, out)  # a reader (or a crash) sees no half-written file
+    cells = write_checked(experiment_text(report, data, test, out, k), out)
     notes = list(report.fields.notes) + [f"K = {k} examples per class (train) and {k} (dev), seeds {SEEDS}"]
     if not test:
-        notes.append("no --test: the test split is DATA itself, so a seed's K-shot examples may also be test "
-                     "examples; pass --test FILE for a clean estimate")
+        notes.append(NO_TEST_NOTE)
     if report.fields.integer_labels:
         notes.append("integer labels carry no words a prompt could score: the prompting strategies are left out; "
                      "write label names into task.label_names and prompt.verbalizer to add them")
     return Written(out, cells, notes)
+
+
+def init_shaped(data: str, test: str | None, out: Path, options: dict) -> Written | None:
+    """Named-entity or extractive-QA data (init_tasks): its experiment written, else None (classification)."""
+    from tunelab.data.loaders import load_records
+    from tunelab.init_tasks import TAGGING, checked_counts, detect_shape, sizes
+
+    records = load_records(data)
+    shape = detect_shape(records)
+    if shape is None:
+        return None
+    given = [option for option, value in options.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: field options name classification fields; {data} holds "
+                          f"{shape.description}, read by those names (leave the option out)")
+    train_count, test_count = checked_counts(shape, records, load_records(test) if test else None)
+    k, dev_k = sizes(shape, train_count)
+    cells = write_checked(shaped_text(shape, data, test, out, (k, dev_k), (train_count, test_count)), out)
+    unit = "sentences" if shape.task == TAGGING else "questions"
+    notes = [shape.description, f"K = {k} {unit} (train) and {dev_k} (dev), seeds {SEEDS}"]
+    return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
+
+
+def write_checked(text: str, out: Path) -> int:
+    """Check the file as `compare` would, then put it in place atomically; the cell count."""
+    cells = check_written(text, out)
+    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, out)  # a reader (or a crash) sees no half-written file
+    return cells
 
 
 def k_shot(report: DataCheck) -> int:
@@ -126,6 +158,59 @@ def q(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def header_lines(data: str, test: str | None, out: Path, detected: str, train_count: int, sized: str,
+                 more_k: str = "[16, 64]") -> list[str]:
+    return [
+        f"# Written by `tunelab init` on {date.today().isoformat()} from {Path(data).name}"
+        + (f" (test: {Path(test).name})" if test else "") + ".",
+        f"# Detected: {detected};",
+        f"# {train_count} training examples. Run:  tunelab compare {out.name}",
+        f"# (the report lands in runs/{experiment_name(data)}/report.html under the folder you run it from; output_dir moves it)",
+        "#",
+        f"# Sized for a laptop CPU: {sized}, small models.",
+        "# To scale up: more seeds (sweep.seeds: [1, 2, 3, 4, 5]), the whole test file (remove data.max_test),",
+        f"# more K values (sweep.k_shot: {more_k}), a larger model (model.name: a local folder or hub id), a GPU.",
+        f"name: {q(experiment_name(data))}",
+    ]
+
+
+def data_lines(data: str, test: str | None, out: Path) -> list[str]:
+    return ["data:", f"  train: {q(relative(data, out))}   # K-shot train and dev are drawn from it per seed",
+            f"  test: {q(relative(test or data, out))}"]
+
+
+def sweep_lines(k: int) -> list[str]:
+    workers, machine = machine_workers()
+    return [
+        "sweep:",
+        f"  k_shot: [{k}]",
+        f"  seeds: [{', '.join(map(str, SEEDS))}]",
+        f"  workers: {workers}             # cells at once, sized to {machine} (README: Several cells at once)",
+        "  save_artifacts: false   # results only; true keeps each cell's weights for `tunelab evaluate`/`predict`",
+        "  strategies:             # one entry per family; `tunelab strategies` lists the others",
+    ]
+
+
+def shaped_text(shape, data: str, test: str | None, out: Path, k_and_dev: tuple[int, int], counts: tuple[int, int]) -> str:
+    """The experiment file for named-entity or extractive-QA data (init_tasks), with the classification file's frame."""
+    from tunelab.init_tasks import TAGGING, entry_lines, model_task_lines, size_lines, test_size, train_metric_lines
+
+    (k, dev_k), (train_count, test_count) = k_and_dev, counts
+    unit = "sentences" if shape.task == TAGGING else "questions"
+    lines = [
+        *header_lines(data, test, out, shape.description, train_count,
+                      f"K={k} {unit} ({dev_k} for dev), {len(SEEDS)} seeds, {test_size(shape, test_count)} test examples",
+                      more_k=f"[{k}, {4 * k}]"),
+        *model_task_lines(shape),
+        *data_lines(data, test, out),
+        *size_lines(shape, k, dev_k, test_count),
+        *train_metric_lines(shape),
+        *sweep_lines(k),
+        *entry_lines(shape),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def detected_texts(fields) -> str:
     if fields.text_pair:
         return f"sentence pairs in {fields.text!r} and {fields.text_pair!r}"
@@ -147,18 +232,9 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
                f"  max_test_seed: 0\n" if test_count > MAX_TEST else ""
     words = {name: name.replace("_", " ") for name in names}
     question = " or ".join(words.values())
-    workers, machine = machine_workers()
     lines = [
-        f"# Written by `tunelab init` on {date.today().isoformat()} from {Path(data).name}"
-        + (f" (test: {Path(test).name})" if test else "") + ".",
-        f"# Detected: {detected_texts(fields)}, label field {fields.label!r}, labels {', '.join(names)};",
-        f"# {train.count} training examples. Run:  tunelab compare {out.name}",
-        f"# (the report lands in runs/{experiment_name(data)}/report.html under the folder you run it from; output_dir moves it)",
-        "#",
-        f"# Sized for a laptop CPU: K={k} per class, {len(SEEDS)} seeds, {min(MAX_TEST, test_count)} test examples, small models.",
-        "# To scale up: more seeds (sweep.seeds: [1, 2, 3, 4, 5]), the whole test file (remove data.max_test),",
-        "# more K values (sweep.k_shot: [16, 64]), a larger model (model.name: a local folder or hub id), a GPU.",
-        f"name: {q(experiment_name(data))}",
+        *header_lines(data, test, out, f"{detected_texts(fields)}, label field {fields.label!r}, labels {', '.join(names)}",
+                      train.count, f"K={k} per class, {len(SEEDS)} seeds, {min(MAX_TEST, test_count)} test examples"),
         "model:",
         "  name: minilm-l6        # the embedded encoder (22.7M) for the head-based strategies; see `tunelab models`",
         f"  max_length: {encoder_length}        # the 99th percentile of the data's token counts, rounded up",
@@ -170,9 +246,7 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
           if fields.text_pair else []),
         f"  label_field: {q(fields.label)}",
         f"  label_names: [{', '.join(q(n) for n in names)}]" + ("   # integer labels index this list" if fields.integer_labels else ""),
-        "data:",
-        f"  train: {q(relative(data, out))}   # K-shot train and dev are drawn from it per seed",
-        f"  test: {q(relative(test or data, out))}",
+        *data_lines(data, test, out),
         f"  k_shot: {k}",
         max_test + "  perturbed_test: false   # true: also score a typo/word-swap copy of the test split (doubles evaluation)",
         "train:",
@@ -190,12 +264,7 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
             "  use_chat_template: false",
         ]
     lines += [
-        "sweep:",
-        f"  k_shot: [{k}]",
-        f"  seeds: [{', '.join(map(str, SEEDS))}]",
-        f"  workers: {workers}             # cells at once, sized to {machine} (README: Several cells at once)",
-        "  save_artifacts: false   # results only; true keeps each cell's weights for `tunelab evaluate`/`predict`",
-        "  strategies:             # one entry per family; `tunelab strategies` lists the others",
+        *sweep_lines(k),
         "    - {name: head, train: {learning_rate: 3.0e-3}}     # fine-tuning: a linear probe on the frozen encoder",
         "    - {name: full, train: {learning_rate: 1.0e-4}}     # fine-tuning: every weight",
         "    - {name: bitfit, train: {learning_rate: 3.0e-3}}   # fine-tuning: biases only",

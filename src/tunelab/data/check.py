@@ -79,6 +79,7 @@ def check_data(train: str, test: str | None = None, text_field: str | None = Non
     """Check `train` (fields and labels are detected there, or given) and `test` against it."""
     require_files(train, test)
     train_records, train_problems = read_collecting(train)
+    refuse_other_tasks(train_records, train)
     fields = detect_fields(train_records, train, text_field, label_field, text_pair_field)
     task = TaskConfig(type="pair_classification" if fields.text_pair else "classification", text_field=fields.text,
                       text_pair_field=fields.text_pair, label_field=fields.label, label_names=fields.label_names)
@@ -92,6 +93,16 @@ def check_data(train: str, test: str | None = None, text_field: str | None = Non
                           for text, where in splits[1].texts.items() if text in splits[0].texts]
     add_lengths(report, tokenizer)
     return report
+
+
+def refuse_other_tasks(records: list[dict], source: str) -> None:
+    """Named-entity and extractive-QA files have no label field: say what they are instead of asking for one."""
+    from tunelab.init_tasks import detect_shape
+
+    shape = detect_shape(records)
+    if shape is not None:
+        raise DataError(f"{source} holds {shape.description}; `tunelab data check` reads classification data. "
+                        f"`tunelab init {source}` checks every record as a run reads it and writes an experiment for it")
 
 
 def check_split(name: str, source: str, records: list[dict], problems: list[str], task: TaskConfig) -> SplitCheck:
