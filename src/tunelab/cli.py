@@ -255,7 +255,7 @@ def compare(
 ):
     """Run every strategy × K × seed × prompt variant of a sweep (resumable), then write the report."""
     from tunelab.config import load_experiment
-    from tunelab.sweep import plan_sweep, run_sweep, sweep_root
+    from tunelab.sweep import run_sweep, sweep_root
 
     quiet_libraries()
     config = load_experiment(experiment, overrides or [])
@@ -265,17 +265,7 @@ def compare(
     # before any cell, and in a dry run too: the plan should not promise a sweep that cannot be written
     check_output_dir(sweep_root(config, out), *output_origin(out, config), may_exist=True)
     if dry_run:
-        from tunelab.sweep.cell import is_finished
-
-        from tunelab.sweep.estimate import estimate_line
-
-        root = sweep_root(config, out)
-        sweep, cells = plan_sweep(config)
-        done = {cell.id for cell in cells if is_finished(root, cell.id)}
-        for cell in cells:
-            typer.echo(f"{'finished' if cell.id in done else 'to run  '}  {cell.id}")
-        at_once = sweep.workers if sweep.executor == "local" else 1
-        typer.echo(estimate_line(root, [c for c in cells if c.id in done], [c for c in cells if c.id not in done], at_once))
+        show_plan(config, sweep_root(config, out))
         return
     try:
         outcome = run_sweep(config, out)
@@ -286,6 +276,21 @@ def compare(
     if outcome.failed:
         typer.echo(f"{len(outcome.failed)} cell(s) failed (see the report's Failures section); "
                    f"running the same command again retries them.", err=True)
+
+
+def show_plan(config, root: Path) -> None:
+    """`compare --dry-run`: every cell, finished or to run, and when the rest would end."""
+    from tunelab.sweep import plan_sweep
+    from tunelab.sweep.estimate import estimate_line
+    from tunelab.sweep.runner import unfinished
+
+    sweep, cells = plan_sweep(config)
+    todo = unfinished(root, cells)
+    to_run = {cell.id for cell in todo}
+    for cell in cells:
+        typer.echo(f"{'to run  ' if cell.id in to_run else 'finished'}  {cell.id}")
+    at_once = sweep.workers if sweep.executor == "local" else 1
+    typer.echo(estimate_line(root, [c for c in cells if c.id not in to_run], todo, at_once))
 
 
 @app.command(epilog="Example: tunelab report runs/demo")
