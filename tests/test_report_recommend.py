@@ -428,3 +428,25 @@ def test_a_dev_lead_the_dev_split_cannot_back_is_flagged(tmp_path, runner_wrong,
         assert "exact McNemar p = " in flagged[0]
     else:
         assert flagged == []
+
+
+@pytest.mark.parametrize("method, kept, expected", [
+    ("lora", True, "To use it: `tunelab predict {cell} --data FILE` labels new text (seed 2, the best of its seeds on dev)"),
+    ("lora", False, "`tunelab run {cell}/config.yaml --out MODEL_DIR` trains it again with the same data, seed and "
+                    "settings (seed 2, the best of its seeds on dev)"),
+    ("ensemble", False, "`tunelab compare EXPERIMENT.yaml sweep.save_artifacts=true --out NEW_DIR` (this sweep's "
+                        "experiment file), then `tunelab predict NEW_DIR/lora-k16-seed2 --data FILE`"),
+], ids=["weights kept", "no weights", "no weights, reads other cells"])
+def test_the_recommendation_ends_with_the_command_that_uses_the_pick(tmp_path, method, kept, expected):
+    from tunelab.report.recommend import recommendation_lines
+
+    cells = [cell("lora", seed, predictions(flips(20, {seed})), dev=dev) for seed, dev in ((1, 0.7), (2, 0.9), (3, 0.8))]
+    for c in cells:
+        c["meta"]["method"] = method
+    root = write_sweep(tmp_path / "s", cells)
+    if not kept:
+        for seed in (1, 2, 3):
+            (root / f"lora-k16-seed{seed}" / "NO_ARTIFACT").write_text("sweep.save_artifacts was false\n")
+    _, rec = recommendation(root)
+    assert recommendation_lines(rec)[-1].startswith("To use it:")
+    assert expected.format(cell=root / "lora-k16-seed2") in recommendation_lines(rec)[-1]

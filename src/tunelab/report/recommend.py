@@ -29,6 +29,7 @@ import numpy as np
 from tunelab.report.dev_resolution import dev_resolution_warning
 from tunelab.report.dev_selection import selection_warning
 from tunelab.report.abtest import ALPHA, ABResult, example_key, is_right, paired_test, reference, registered, seed_mean
+from tunelab.report.next_step import next_step_line
 from tunelab.report.leaderboard import Row, fmt_number, fmt_params, higher_is_better, is_fraction, row_label
 from tunelab.report.results import PREDICTIONS_FILE
 from tunelab.stats import min_detectable_difference, paired_bootstrap
@@ -298,7 +299,7 @@ def recommendation_lines(rec: Recommendation) -> list[str]:
     elif rec.mde is not None:
         lines.append(f"With {rec.n} test examples, accuracy differences of {rec.mde * 100:.1f} points or more between "
                      f"{row_label(rec.best)} and {row_label(rec.rival)} are detected (α = {ALPHA}, power {POWER}).")
-    return lines
+    return lines + [line for line in [next_step_line(rec.pick)] if line]
 
 
 def recommendation_blocks(recs: list[Recommendation]) -> list:
