@@ -450,3 +450,18 @@ def test_the_recommendation_ends_with_the_command_that_uses_the_pick(tmp_path, m
     _, rec = recommendation(root)
     assert recommendation_lines(rec)[-1].startswith("To use it:")
     assert expected.format(cell=root / "lora-k16-seed2") in recommendation_lines(rec)[-1]
+
+
+@pytest.mark.parametrize("wrong, warned", [(set(range(0, 60, 2)), True), (set(range(0, 60, 10)), False)],
+                         ids=["at the level of one label every time", "well above it"])
+def test_a_pick_not_shown_better_than_a_constant_answer_is_warned(tmp_path, wrong, warned):
+    from tunelab.report.recommend import recommendation_lines
+
+    labels = ["positive"] * 33 + ["negative"] * 27  # always 'positive' is right on 55%
+    rows = predictions(flips(60, wrong), labels)    # 50% right, or 90%
+    cells = [cell("lora", seed, rows, dev=0.8) for seed in (1, 2)]
+    _, rec = recommendation(write_sweep(tmp_path / "s", cells))
+    text = "\n".join(recommendation_lines(rec))
+    assert ("not shown better than answering 'positive' every time, which is right on 55.0%" in text) is warned
+    if warned:
+        assert "(its 50.0%; exact McNemar p = " in text  # both seeds alike: 0/1 per example

@@ -29,6 +29,7 @@ import numpy as np
 from tunelab.report.dev_resolution import dev_resolution_warning
 from tunelab.report.dev_selection import selection_warning
 from tunelab.report.abtest import ALPHA, ABResult, example_key, is_right, paired_test, reference, registered, seed_mean
+from tunelab.report.baseline import constant_answer_warning
 from tunelab.report.next_step import next_step_line
 from tunelab.report.leaderboard import Row, fmt_number, fmt_params, higher_is_better, is_fraction, row_label
 from tunelab.report.results import PREDICTIONS_FILE
@@ -191,6 +192,9 @@ def recommend_at_k(k, rows: list[Row], metric: str, examples, model_size, n_resa
         rec.pick.best.add("verdict")
     best.best.add("verdict")
     resolution(rec, base, examples, rows, metric)
+    unlearnt = constant_answer_warning(rec.pick, examples.get(rec.pick.group), metric)
+    if unlearnt:
+        rec.warnings.append(unlearnt)
     return rec
 
 
