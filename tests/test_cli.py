@@ -105,3 +105,24 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "exp.yaml, line 3: unknown key 'train.learnig_rate'" in result.stderr
+
+
+def test_predict_on_a_pair_run_needs_both_texts_and_prints_both(tmp_path, tiny_bert_dir, capsys):
+    rows = [{"text": f"the film {i}", "text_pair": hyp, "label": label} for i in range(4)
+            for hyp, label in (("good great", "positive"), ("bad awful", "negative"))]
+    data = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", rows)) for split in ("train", "dev", "test")}
+    exp = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, data, {"name": "bitfit"},
+                          task={"type": "pair_classification"})
+    assert main(["run", str(exp), "--out", str(tmp_path / "run")]) == 0
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "the film", "text_pair": "good great"}\n')
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), "--data", str(inputs)]) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["text"], row["text_pair"]) == ("the film", "good great") and row["prediction"] in ("negative", "positive")
+    # a line without its second text would be scored on the first alone: refused, before the weights load
+    for line, expected in (('{"text": "the film"}', "reads the second text from 'text_pair', which this line lacks"),
+                           ("the film good great", "give each as a JSON line with 'text' and 'text_pair'")):
+        inputs.write_text(line + "\n")
+        assert main(["predict", str(tmp_path / "run"), "--data", str(inputs)]) == 2
+        assert f"{inputs}:1: this run classifies sentence pairs" in capsys.readouterr().err
