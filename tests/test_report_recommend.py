@@ -432,7 +432,7 @@ def test_a_dev_lead_the_dev_split_cannot_back_is_flagged(tmp_path, runner_wrong,
 
 @pytest.mark.parametrize("method, kept, expected", [
     ("lora", True, "To use it: `tunelab predict {cell} --data FILE` labels new text (seed 2, the best of its seeds on dev)"),
-    ("lora", False, "`tunelab run {cell}/config.yaml --out MODEL_DIR` trains it again with the same data, seed and "
+    ("lora", False, "`tunelab run {cell}/config.yaml --out MODEL_DIR` runs it again with the same data, seed and "
                     "settings (seed 2, the best of its seeds on dev)"),
     ("ensemble", False, "`tunelab compare EXPERIMENT.yaml sweep.save_artifacts=true --out NEW_DIR` (this sweep's "
                         "experiment file), then `tunelab predict NEW_DIR/lora-k16-seed2 --data FILE`"),

@@ -45,5 +45,5 @@ def next_step_line(row: Row) -> str:
                 f"so the sweep runs again keeping them: `tunelab compare EXPERIMENT.yaml sweep.save_artifacts=true --out "
                 f"NEW_DIR` (this sweep's experiment file), then `tunelab predict NEW_DIR/{directory.name} --data FILE` ({which}).")
     return (f"To use it: its cells kept no weights (sweep.save_artifacts: false); `tunelab run {directory / 'config.yaml'} "
-            f"--out MODEL_DIR` trains it again with the same data, seed and settings ({which}) and keeps them, then "
-            f"`tunelab predict MODEL_DIR --data FILE` labels new text.")
+            f"--out MODEL_DIR` runs it again with the same data, seed and settings ({which}) and keeps them (or its "
+            f"prompt plan), then `tunelab predict MODEL_DIR --data FILE` labels new text.")
