@@ -223,3 +223,18 @@ def test_a_bad_tagged_record_or_a_field_option_exits_2_and_writes_nothing(tmp_pa
     assert code == 2 and "--label-field: field options name classification fields" in err and not out.exists()
     assert main(["data", "check", str(data)]) == 2
     assert f"`tunelab init {data}` checks every record" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rows, expected", [
+    ([{"text": f"Which day follows day {i}?", "choices": [f"day {i + 1}", f"day {i - 1}"], "label": f"day {i + 1}"}
+      for i in range(12)], "holds multiple-choice questions"),
+    ([{"text": f"What is {i} times 7?", "label": str(7 * i)} for i in range(12)],
+     "field 'label' has 12 distinct values in 12 records, most records a value of their own"),
+], ids=["multiple choice", "free-form answers"])
+def test_data_init_does_not_cover_is_named_with_the_example_to_start_from(tmp_path, capsys, rows, expected):
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    for argv in (["init", str(data), "--out", str(tmp_path / "exp.yaml")], ["data", "check", str(data)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "start from examples/" in err and "K-shot" not in err
+    assert not (tmp_path / "exp.yaml").exists()

@@ -74,11 +74,12 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
 def init_shaped(data: str, test: str | None, out: Path, options: dict) -> Written | None:
     """Named-entity or extractive-QA data (init_tasks): its experiment written, else None (classification)."""
     from tunelab.data.loaders import load_records
-    from tunelab.init_tasks import TAGGING, checked_counts, detect_shape, sizes
+    from tunelab.init_tasks import TAGGING, checked_counts, detect_shape, refuse_multiple_choice, sizes
 
     records = load_records(data)
     shape = detect_shape(records)
     if shape is None:
+        refuse_multiple_choice(records, data)
         return None
     given = [option for option, value in options.items() if value is not None]
     if given:

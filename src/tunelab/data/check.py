@@ -97,8 +97,9 @@ def check_data(train: str, test: str | None = None, text_field: str | None = Non
 
 def refuse_other_tasks(records: list[dict], source: str) -> None:
     """Named-entity and extractive-QA files have no label field: say what they are instead of asking for one."""
-    from tunelab.init_tasks import detect_shape
+    from tunelab.init_tasks import detect_shape, refuse_multiple_choice
 
+    refuse_multiple_choice(records, source)
     shape = detect_shape(records)
     if shape is not None:
         raise DataError(f"{source} holds {shape.description}; `tunelab data check` reads classification data. "

@@ -19,6 +19,8 @@ PAIR_NAMES = (("text", "text_pair"), ("text_a", "text_b"), ("sentence1", "senten
 MNLI, QQP, QNLI)."""
 LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "intent", "target", "gold", "y")
 MAX_LABELS = 50
+FREE_TEXT_DISTINCT = 10
+"""From this many distinct values, a field where most records hold a value of their own is no label set."""
 """More distinct values than this is not a label set a K-shot classification sweep can cover."""
 
 
@@ -149,6 +151,12 @@ def label_set(records: list[dict], label: str, source: str) -> tuple[list[str], 
     if len(names) < 2:
         raise DataError(f"{source}: field {label!r} has fewer than two distinct labels ({names}); a classifier needs two "
                         f"or more (pass --label-field if another field is the label)")
+    if len(names) >= FREE_TEXT_DISTINCT and len(names) > len(records) / 2:
+        raise DataError(f"{source}: field {label!r} has {len(names)} distinct values in {len(records)} records, most "
+                        f"records a value of their own: text to generate or a free-form answer, not a label set. "
+                        f"`tunelab init` writes classification, sentence-pair, named-entity and extractive-QA "
+                        f"experiments: start from examples/gem_xsum.yaml (task.type: generation; --label-field if "
+                        f"another field holds classes)")
     if len(names) > MAX_LABELS:
         raise DataError(f"{source}: field {label!r} has {len(names)} distinct values, too many for a label set; pass "
                         f"--label-field NAME for the field that holds the class")
