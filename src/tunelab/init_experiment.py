@@ -74,7 +74,7 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
 def init_shaped(data: str, test: str | None, out: Path, options: dict) -> Written | None:
     """Named-entity or extractive-QA data (init_tasks): its experiment written, else None (classification)."""
     from tunelab.data.loaders import load_records
-    from tunelab.init_tasks import TAGGING, checked_counts, detect_shape, refuse_multiple_choice, sizes
+    from tunelab.init_tasks import checked_counts, detect_shape, refuse_multiple_choice, sizes
 
     records = load_records(data)
     shape = detect_shape(records)
@@ -88,8 +88,7 @@ def init_shaped(data: str, test: str | None, out: Path, options: dict) -> Writte
     train_count, test_count = checked_counts(shape, records, load_records(test) if test else None)
     k, dev_k = sizes(shape, train_count)
     cells = write_checked(shaped_text(shape, data, test, out, (k, dev_k), (train_count, test_count)), out)
-    unit = "sentences" if shape.task == TAGGING else "questions"
-    notes = [shape.description, f"K = {k} {unit} (train) and {dev_k} (dev), seeds {SEEDS}"]
+    notes = [shape.description, f"K = {k} {shape.unit} (train) and {dev_k} (dev), seeds {SEEDS}"]
     return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
 
 
@@ -194,13 +193,12 @@ def sweep_lines(k: int) -> list[str]:
 
 def shaped_text(shape, data: str, test: str | None, out: Path, k_and_dev: tuple[int, int], counts: tuple[int, int]) -> str:
     """The experiment file for named-entity or extractive-QA data (init_tasks), with the classification file's frame."""
-    from tunelab.init_tasks import TAGGING, entry_lines, model_task_lines, size_lines, test_size, train_metric_lines
+    from tunelab.init_tasks import entry_lines, model_task_lines, size_lines, test_size, train_metric_lines
 
     (k, dev_k), (train_count, test_count) = k_and_dev, counts
-    unit = "sentences" if shape.task == TAGGING else "questions"
     lines = [
         *header_lines(data, test, out, shape.description, train_count,
-                      f"K={k} {unit} ({dev_k} for dev), {len(SEEDS)} seeds, {test_size(shape, test_count)} test examples",
+                      f"K={k} {shape.unit} ({dev_k} for dev), {len(SEEDS)} seeds, {test_size(shape, test_count)} test examples",
                       more_k=f"[{k}, {4 * k}]"),
         *model_task_lines(shape),
         *data_lines(data, test, out),

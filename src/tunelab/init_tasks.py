@@ -32,6 +32,11 @@ class Shape:
     """task.*_field settings (only those that differ from the defaults)."""
     description: str = ""
 
+    @property
+    def unit(self) -> str:
+        """What K counts."""
+        return "sentences" if self.task == TAGGING else "questions"
+
 
 def detect_shape(records: list[dict]) -> Shape | None:
     """Named-entity or extractive-QA data by its conventional field names; None for anything else."""
@@ -101,10 +106,9 @@ def test_size(shape: Shape, test_count: int) -> int:
 
 def size_lines(shape: Shape, k: int, dev_k: int, test_count: int) -> list[str]:
     max_test = test_size(shape, test_count)
-    unit = "sentences" if shape.task == TAGGING else "questions"
     sample = [f"  max_test: {max_test}          # a random {max_test} of the test file (seeded: the same for every cell)",
               "  max_test_seed: 0"] if test_count > max_test else []
-    return [f"  k_shot: {k}             # {unit} in all (not per class), drawn per seed", f"  dev_k_shot: {dev_k}", *sample]
+    return [f"  k_shot: {k}             # {shape.unit} in all (not per class), drawn per seed", f"  dev_k_shot: {dev_k}", *sample]
 
 
 def train_metric_lines(shape: Shape) -> list[str]:

@@ -19,9 +19,9 @@ PAIR_NAMES = (("text", "text_pair"), ("text_a", "text_b"), ("sentence1", "senten
 MNLI, QQP, QNLI)."""
 LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "intent", "target", "gold", "y")
 MAX_LABELS = 50
+"""More distinct values than this is not a label set a K-shot classification sweep can cover."""
 FREE_TEXT_DISTINCT = 10
 """From this many distinct values, a field where most records hold a value of their own is no label set."""
-"""More distinct values than this is not a label set a K-shot classification sweep can cover."""
 
 
 @dataclass(frozen=True)
