@@ -233,7 +233,7 @@ def test_prompt_command_shows_a_sweep_entry_with_its_own_model_and_settings(tmp_
     # a wrong choice is named before any model loads
     monkeypatch.setattr(run_module, "prepare", lambda config: pytest.fail("weights loaded before the check"))
     for argv, expected in (([], "pass --entry with one of this file's sweep entries that prompt: icl"),
-                           (["--entry", "full"], "--entry full: strategy 'full' reads labels from a trained head"),
+                           (["--entry", "full"], "--entry full: strategy 'full' has no prompt to show"),
                            (["--entry", "icl2"], "--entry icl2: no sweep entry or cell")):
         assert main(["prompt", path, *argv]) == 2
         assert expected in capsys.readouterr().err

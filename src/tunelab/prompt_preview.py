@@ -22,15 +22,15 @@ def preview_config(config: ExperimentConfig, entry: str | None) -> ExperimentCon
     if entry is None:
         if previews(config.strategy.name):
             return config
-        raise UserError(f"strategy '{config.strategy.name}' (the file's own strategy) reads labels from a trained head "
-                        f"and uses no prompt; {entries_hint(config)}")
+        raise UserError(f"strategy '{config.strategy.name}' (the file's own strategy) has no prompt to show "
+                        f"(a head, or other runs' outputs, give its labels); {entries_hint(config)}")
     cells = sweep_cells(config)
     chosen = [cell for cell in cells if entry in (cell.strategy, cell.id)]
     if not chosen:
         raise UserError(f"--entry {entry}: no sweep entry or cell of {config.source} has that id; {entries_hint(config)}")
     cell = chosen[0]
     if not previews(cell.method):
-        raise UserError(f"--entry {entry}: strategy '{cell.method}' reads labels from a trained head and uses no prompt; "
+        raise UserError(f"--entry {entry}: strategy '{cell.method}' has no prompt to show; "
                         f"{entries_hint(config)}")
     return validate_experiment(cell.config, source=f"{config.source} (sweep cell {cell.id})")
 
