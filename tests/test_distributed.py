@@ -155,3 +155,19 @@ def test_accelerate_launch_two_ranks_match_one_process(experiment, one_process):
               "--main_process_port", str(free_port())]
     run = launch(prefix, experiment, out)
     assert_two_ranks_match(run, one_process, out)
+
+
+def test_leave_process_group_destroys_the_group_and_is_a_no_op_without_one(tmp_path):
+    import torch.distributed as dist
+
+    from tunelab.distributed import leave_process_group
+
+    leave_process_group()  # one process, no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        leave_process_group()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

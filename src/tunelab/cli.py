@@ -74,7 +74,7 @@ def run(
     """Train and evaluate one strategy into a run directory."""
     from tunelab.config import load_experiment
     from tunelab.run import default_run_dir, execute, prepare
-    from tunelab.distributed import is_main_process
+    from tunelab.distributed import is_main_process, leave_process_group
 
     config = load_experiment(experiment, overrides or [])
     run_dir = out or default_run_dir(config)
@@ -82,6 +82,7 @@ def run(
     quiet_libraries()
     prepared = prepare(config)
     result = execute(prepared, run_dir)
+    leave_process_group()  # under `accelerate launch`: every rank finished; a no-op in one process
     if is_main_process():
         print_result(config.strategy.name, result, run_dir)
 

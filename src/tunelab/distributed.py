@@ -21,3 +21,14 @@ def is_main_process() -> bool:
 def unwrap(model):
     """The model inside a DistributedDataParallel wrapper (its `.module`), or the model itself."""
     return getattr(model, "module", model)
+
+
+def leave_process_group() -> None:
+    """Destroy the process group Accelerate started, once every rank is here. A rank that exits with it alive
+    leaves gloo's worker threads to interpreter teardown, which can abort the process ("terminate called without
+    an active exception", exit -6: seen once in this project's two-rank CI test) and fail a run that had finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
