@@ -126,3 +126,16 @@ def test_predict_on_a_pair_run_needs_both_texts_and_prints_both(tmp_path, tiny_b
         inputs.write_text(line + "\n")
         assert main(["predict", str(tmp_path / "run"), "--data", str(inputs)]) == 2
         assert f"{inputs}:1: this run classifies sentence pairs" in capsys.readouterr().err
+
+
+def test_a_lora_run_and_its_predict_show_no_library_deprecation_warning(tmp_path, tiny_bert_dir, tiny_sentiment, capsys):
+    import warnings
+
+    exp = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, tiny_sentiment, {"name": "lora"})
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("good great\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what a fresh process shows once
+        assert main(["run", str(exp), "--out", str(tmp_path / "run")]) == 0
+        assert main(["predict", str(tmp_path / "run"), "--data", str(inputs)]) == 0
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

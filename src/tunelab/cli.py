@@ -38,6 +38,9 @@ def quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # per-weight loading bars; training keeps its own
     warnings.formatwarning = plain_warning
+    # PEFT (0.21) reads transformers' deprecated `is_gradient_checkpointing` whenever it wraps a model: a
+    # FutureWarning on every LoRA run and predict that names nothing the user can change.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def plain_warning(message, category, filename, lineno, line=None) -> str:
