@@ -14,11 +14,11 @@ from collections import Counter
 
 import numpy as np
 
+from tunelab.report.abtest import ALPHA
 from tunelab.report.leaderboard import row_label
 from tunelab.stats import paired_correctness_test
 
 CLASSIFICATION = ("classification", "pair_classification")
-ALPHA = 0.05
 
 
 def constant_answer_warning(row, examples, metric: str) -> str | None:

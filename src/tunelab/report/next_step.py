@@ -9,14 +9,15 @@ kept none, and its own `config.yaml` trains it again with the same data, seed an
 from __future__ import annotations
 
 from tunelab.artifacts import NO_ARTIFACT_FILE
-from tunelab.report.leaderboard import Row
+from tunelab.report.leaderboard import Row, higher_is_better
 
 
-def deploy_cell(row: Row):
+def deploy_cell(row: Row, metric: str):
     """The row's cell with the best dev score (row.dev is per seed, in the cells' order, when every cell has one)."""
     if len(row.dev) != len(row.cells) or not row.cells:
         return row.cells[0] if row.cells else None
-    best = max(range(len(row.cells)), key=lambda i: (row.dev[i], -i))
+    sign = 1 if higher_is_better(metric) else -1
+    best = max(range(len(row.cells)), key=lambda i: (sign * row.dev[i], -i))
     return row.cells[best]
 
 
@@ -31,8 +32,8 @@ def reads_other_cells(method: str) -> bool:
         return False
 
 
-def next_step_line(row: Row) -> str:
-    cell = deploy_cell(row)
+def next_step_line(row: Row, metric: str) -> str:
+    cell = deploy_cell(row, metric)
     if cell is None:
         return ""
     directory = cell.directory
