@@ -238,3 +238,20 @@ def test_data_init_does_not_cover_is_named_with_the_example_to_start_from(tmp_pa
         err = capsys.readouterr().err
         assert expected in err and "start from examples/" in err and "K-shot" not in err
     assert not (tmp_path / "exp.yaml").exists()
+
+
+@pytest.mark.parametrize("names, words, pet", [
+    (["search_creative_work", "search_screening_event", "play_music"],
+     {"search_creative_work": "creative work", "search_screening_event": "screening event", "play_music": "play music"},
+     True),
+    (["good_film", "good_film_again"], {"good_film": "good film", "good_film_again": "good film again"}, False),
+], ids=["shared first word dropped", "no distinct first token: pet left out"])
+def test_label_words_start_with_distinct_tokens_for_pet(tmp_path, capsys, names, words, pet):
+    rows = [{"text": f"example {i} of {name}", "label": name} for i in range(4) for name in names]
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    code, stdout, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
+    assert code == 0, err
+    raw = yaml.safe_load((tmp_path / "exp.yaml").read_text())
+    assert raw["prompt"]["verbalizer"] == words
+    assert any(e["name"] == "pet" for e in raw["sweep"]["strategies"]) is pet
+    assert ("label words shortened" in stdout) is pet and ("pet left out" in stdout) is not pet

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tunelab.data.check import DataCheck, check_data, percentile, require_files
 from tunelab.errors import ConfigError, DataError
+from tunelab.init_words import LabelWords, label_words
 
 K_SHOT = 16  # LM-BFF's K: examples per class for training and again for dev
 SEEDS = [1, 2]
@@ -61,8 +62,11 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
         raise DataError(f"the data has {len(report.problems)} problem(s); nothing written:\n  {shown}\n"
                         f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
     k = k_shot(report)
-    cells = write_checked(experiment_text(report, data, test, out, k), out)
+    words = None if report.fields.integer_labels else label_words(report.fields.label_names)
+    cells = write_checked(experiment_text(report, data, test, out, k, words), out)
     notes = list(report.fields.notes) + [f"K = {k} examples per class (train) and {k} (dev), seeds {SEEDS}"]
+    if words is not None and words.note:
+        notes.append(words.note)
     if not test:
         notes.append(NO_TEST_NOTE)
     if report.fields.integer_labels:
@@ -222,14 +226,14 @@ def template_text(fields, question: str) -> str:
     return f"{texts}\nQuestion: {question}?\nAnswer:"
 
 
-def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k: int) -> str:
+def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k: int, chosen: LabelWords | None) -> str:
     fields, train = report.fields, report.splits[0]
     encoder_length, lm_length = lengths(report)
     names = fields.label_names
     test_count = report.splits[1].count if test else train.count
     max_test = f"  max_test: {MAX_TEST}          # a random {MAX_TEST} of the test file (seeded: the same for every cell)\n" \
                f"  max_test_seed: 0\n" if test_count > MAX_TEST else ""
-    words = {name: name.replace("_", " ") for name in names}
+    words = chosen.words if chosen is not None else {}
     question = " or ".join(words.values())
     lines = [
         *header_lines(data, test, out, f"{detected_texts(fields)}, label field {fields.label!r}, labels {', '.join(names)}",
@@ -273,6 +277,9 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
         lines += [
             f"    - {{name: zero_shot, model: {{name: smollm2-135m, max_length: {lm_length}}}}}   # prompting: the LM scores the label words",
             f"    - {{name: few_shot, settings: {{k: {FEW_SHOT_K}}}, model: {{name: smollm2-135m, max_length: {max(512, lm_length)}}}}}",
+        ]
+    if chosen is not None and chosen.pet_ok:
+        lines += [
             f"    - {{name: pet, model: {{name: smollm2-135m, max_length: {lm_length}}}, train: {{learning_rate: 2.0e-5, epochs: 4}}}}"
             "   # prompt-based fine-tuning",
         ]
