@@ -2,7 +2,7 @@
 
 zero_shot and few_shot score a label word whole; `pet` scores only its first token after the prompt,
 so two labels whose words start alike ("search creative work", "search screening event") make every
-pet cell fail once its model has loaded. The words are checked with the embedded LM's own
+pet cell of the written sweep fail when the sweep reaches it. The words are checked with the embedded LM's own
 tokenizer, as pet reads them after the prompt's "Answer:"; clashing words lose the words they share
 at the front ("creative work", "screening event"), and when that is not enough pet is left out,
 with a note saying why.
