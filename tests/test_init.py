@@ -255,3 +255,16 @@ def test_label_words_start_with_distinct_tokens_for_pet(tmp_path, capsys, names,
     assert raw["prompt"]["verbalizer"] == words
     assert any(e["name"] == "pet" for e in raw["sweep"]["strategies"]) is pet
     assert ("label words shortened" in stdout) is pet and ("pet left out" in stdout) is not pet
+
+
+@pytest.mark.parametrize("rows, hint", [(reviews(text="text", label="label"), True), (ner_rows(), False)],
+                         ids=["classification", "named entities"])
+def test_lines_that_are_no_records_are_all_listed_and_nothing_is_written(tmp_path, capsys, rows, hint):
+    lines = [json.dumps(r) for r in rows]
+    lines[2], lines[5] = '{"text": "broken', "{also broken"
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, _, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
+    assert code == 2 and "the data has 2 problem(s); nothing written" in err
+    assert f"{data}:3: invalid JSON" in err and f"{data}:6: invalid JSON" in err
+    assert ("tunelab data check" in err) is hint and not (tmp_path / "exp.yaml").exists()

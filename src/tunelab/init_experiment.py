@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from tunelab.data.check import DataCheck, check_data, percentile, require_files
+from tunelab.data.check import DataCheck, check_data, percentile, read_collecting, require_files
 from tunelab.errors import ConfigError, DataError
 from tunelab.init_words import LabelWords, label_words
 
@@ -52,15 +52,14 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; name a file, e.g. {out / 'experiment.yaml'}")
     require_files(data, test)
-    shaped = init_shaped(data, test, out, {"--text-field": text_field, "--label-field": label_field,
-                                          "--text-pair-field": text_pair_field})
+    train_read = read_collecting(data)  # records and bad lines, read once for either kind of data
+    shaped = init_shaped(data, test, out, train_read, {"--text-field": text_field, "--label-field": label_field,
+                                                       "--text-pair-field": text_pair_field})
     if shaped is not None:
         return shaped
-    report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field)
+    report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field, train_read=train_read)
     if not report.usable:
-        shown = "\n  ".join(report.problems[:5])
-        raise DataError(f"the data has {len(report.problems)} problem(s); nothing written:\n  {shown}\n"
-                        f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
+        raise unusable(report.problems, f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
     k = k_shot(report)
     words = None if report.fields.integer_labels else label_words(report.fields.label_names)
     cells = write_checked(experiment_text(report, data, test, out, k, words), out)
@@ -75,21 +74,28 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
     return Written(out, cells, notes)
 
 
-def init_shaped(data: str, test: str | None, out: Path, options: dict) -> Written | None:
-    """Named-entity or extractive-QA data (init_tasks): its experiment written, else None (classification)."""
-    from tunelab.data.loaders import load_records
-    from tunelab.init_tasks import checked_counts, detect_shape, refuse_multiple_choice, sizes
+def unusable(problems: list[str], hint: str) -> DataError:
+    shown = "\n  ".join(problems[:5])
+    return DataError(f"the data has {len(problems)} problem(s); nothing written:\n  {shown}" + (f"\n{hint}" if hint else ""))
 
-    records = load_records(data)
+
+def init_shaped(data: str, test: str | None, out: Path, train_read: tuple[list[dict], list[str]],
+                options: dict) -> Written | None:
+    """Named-entity or extractive-QA data (init_tasks): its experiment written, else None (classification)."""
+    from tunelab.init_tasks import checked_counts, detect_shape, sizes
+
+    records, problems = train_read
     shape = detect_shape(records)
     if shape is None:
-        refuse_multiple_choice(records, data)
         return None
     given = [option for option, value in options.items() if value is not None]
     if given:
         raise ConfigError(f"{', '.join(given)}: field options name classification fields; {data} holds "
                           f"{shape.description}, read by those names (leave the option out)")
-    train_count, test_count = checked_counts(shape, records, load_records(test) if test else None)
+    test_records, test_problems = read_collecting(test) if test else (None, [])
+    if problems or test_problems:  # lines that are no records: every one listed, as for classification data
+        raise unusable(problems + test_problems, "")
+    train_count, test_count = checked_counts(shape, records, test_records)
     k, dev_k = sizes(shape, train_count)
     cells = write_checked(shaped_text(shape, data, test, out, (k, dev_k), (train_count, test_count)), out)
     notes = [shape.description, f"K = {k} {shape.unit} (train) and {dev_k} (dev), seeds {SEEDS}"]

@@ -75,10 +75,12 @@ def require_files(data: str, test: str | None) -> None:
 
 
 def check_data(train: str, test: str | None = None, text_field: str | None = None, label_field: str | None = None,
-               tokenizer=None, text_pair_field: str | None = None) -> DataCheck:
-    """Check `train` (fields and labels are detected there, or given) and `test` against it."""
+               tokenizer=None, text_pair_field: str | None = None,
+               train_read: tuple[list[dict], list[str]] | None = None) -> DataCheck:
+    """Check `train` (fields and labels are detected there, or given) and `test` against it. `train_read`:
+    `read_collecting(train)` when the caller has read it already."""
     require_files(train, test)
-    train_records, train_problems = read_collecting(train)
+    train_records, train_problems = train_read if train_read is not None else read_collecting(train)
     refuse_other_tasks(train_records, train)
     fields = detect_fields(train_records, train, text_field, label_field, text_pair_field)
     task = TaskConfig(type="pair_classification" if fields.text_pair else "classification", text_field=fields.text,
