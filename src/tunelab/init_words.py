@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunelab.errors import ModelError
+from tunelab.models import embedded_path, load_tokenizer
 
 LM = "smollm2-135m"  # the embedded LM init writes for the prompting strategies
 CUE = "Answer:"  # the end of init's template, which the first label-word token follows
@@ -27,16 +28,17 @@ class LabelWords:
 
 def label_words(names: list[str]) -> LabelWords:
     words = {name: name.replace("_", " ") for name in names}
-    firsts = first_tokens(list(words.values()))
-    if firsts is None:  # the LM package is missing: the run itself will say so
+    try:
+        tokenizer = load_tokenizer(str(embedded_path(LM)))
+    except ModelError:  # the LM package is missing: the run itself will say so
         return LabelWords(words)
-    clashes = clashing(names, firsts)
+    clashes = clashing(names, first_tokens(tokenizer, list(words.values())))
     if not clashes:
         return LabelWords(words)
     shortened = dict(words)
     for group in clashes:
         shortened.update(without_shared_front({name: words[name] for name in group}))
-    if all(shortened.values()) and not clashing(names, first_tokens(list(shortened.values()))):
+    if not clashing(names, first_tokens(tokenizer, list(shortened.values()))):
         pairs = ", ".join(f"{words[n]!r} → {shortened[n]!r}" for group in clashes for n in group)
         return LabelWords(shortened, note=f"label words shortened so that each starts with its own token, which pet "
                                           f"scores: {pairs}")
@@ -46,15 +48,11 @@ def label_words(names: list[str]) -> LabelWords:
                                                 f"and add {{name: pet}} to the sweep")
 
 
-def first_tokens(words: list[str]) -> list[int] | None:
+def first_tokens(tokenizer, words: list[str]) -> list[int]:
+    """The token pet scores for each word: the first after init's "Answer:" (pet's own split)."""
     from tunelab.methods.pet_model import label_word_ids
-    from tunelab.models import embedded_path, load_tokenizer
     from tunelab.prompts.engine import with_delimiter
 
-    try:
-        tokenizer = load_tokenizer(str(embedded_path(LM)))
-    except ModelError:
-        return None
     return label_word_ids(tokenizer, CUE, [with_delimiter(CUE, w) for w in words], causal=True)[1]
 
 
@@ -67,7 +65,8 @@ def clashing(names: list[str], firsts: list[int]) -> list[list[str]]:
 
 
 def without_shared_front(words: dict[str, str]) -> dict[str, str]:
-    """The words with the leading words they all share removed ('search creative work' → 'creative work')."""
+    """The words with the leading words they all share removed ('search creative work' → 'creative work'); each
+    keeps its last word, so none comes out empty."""
     split = [w.split() for w in words.values()]
     shared = 0
     while all(len(parts) > shared + 1 for parts in split) and len({parts[shared] for parts in split}) == 1:
