@@ -303,7 +303,8 @@ def recommendation_lines(rec: Recommendation) -> list[str]:
     elif rec.mde is not None:
         lines.append(f"With {rec.n} test examples, accuracy differences of {rec.mde * 100:.1f} points or more between "
                      f"{row_label(rec.best)} and {row_label(rec.rival)} are detected (α = {ALPHA}, power {POWER}).")
-    return lines + [line for line in [next_step_line(rec.pick, m)] if line]
+    step = next_step_line(rec.pick, m)
+    return lines + ([step] if step else [])
 
 
 def recommendation_blocks(recs: list[Recommendation]) -> list:
