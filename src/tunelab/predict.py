@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tunelab.data.loaders import SOURCE_KEY, at_line, json_record
+from tunelab.data.validate import pair_field
 from tunelab.errors import DataError
 
 
@@ -28,24 +29,17 @@ def parse_line(line: str, task, where: str) -> dict:
         if not isinstance(record[task.text_field], str):
             raise DataError(f"{where}: field {task.text_field!r} must be text, got {type(record[task.text_field]).__name__}")
         example = dict(record, text=record[task.text_field])
-        pair_field = pair_field_of(task)
-        if pair_field is not None:
-            if not isinstance(record.get(pair_field), str):
+        second = pair_field(task)
+        if second is not None:
+            if not isinstance(record.get(second), str):
                 raise DataError(f"{where}: this run classifies sentence pairs and reads the second text from "
-                                f"{pair_field!r}, which this line lacks (or is not text); give both texts")
-            example["text_pair"] = record[pair_field]
+                                f"{second!r}, which this line lacks (or is not text); give both texts")
+            example["text_pair"] = record[second]
         return dict(example, **{SOURCE_KEY: where})
-    if pair_field_of(task) is not None:  # one plain line cannot say where its first text ends
+    if pair_field(task) is not None:  # one plain line cannot say where its first text ends
         raise DataError(f"{where}: this run classifies sentence pairs; give each as a JSON line with "
-                        f"{task.text_field!r} and {pair_field_of(task)!r}")
+                        f"{task.text_field!r} and {pair_field(task)!r}")
     return {"text": line, SOURCE_KEY: where}
-
-
-def pair_field_of(task) -> str | None:
-    """The field of the second text when the run reads sentence pairs (data.validate's rule), else None."""
-    if task.type == "pair_classification" or task.text_pair_field:
-        return task.text_pair_field or "text_pair"
-    return None
 
 
 def predict_lines(run_dir: Path, lines: list[str], source: str = "standard input") -> list[dict]:

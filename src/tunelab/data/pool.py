@@ -12,7 +12,7 @@ import random
 
 from tunelab.config import DataConfig, TaskConfig
 from tunelab.data.loaders import SOURCE_KEY, load_records
-from tunelab.data.validate import text_field
+from tunelab.data.validate import pair_field, text_field
 
 
 def text_only(example: dict, task: TaskConfig) -> dict:
@@ -32,17 +32,17 @@ def unlabelled_pool(data: DataConfig, task: TaskConfig, exclude: list[dict], siz
     if not data.train or size <= 0:
         return []
     taken = {(e["text"], e.get("text_pair")) for e in exclude}
-    pair = task.type == "pair_classification" or bool(task.text_pair_field)
+    pair_at = pair_field(task)
     seen, candidates = set(taken), []
     for record in load_records(data.train):
         where = record.get(SOURCE_KEY, data.train)
         text = text_field(record, task.text_field, where)
-        text_pair = text_field(record, task.text_pair_field or "text_pair", where) if pair else None
+        text_pair = text_field(record, pair_at, where) if pair_at else None
         if (text, text_pair) in seen:
             continue  # the excluded splits' own texts, and repeats within the file
         seen.add((text, text_pair))
         candidate = {k: v for k, v in record.items() if k not in (task.label_field, "label")}
-        candidate.update(text=text, **({"text_pair": text_pair} if pair else {}))
+        candidate.update(text=text, **({"text_pair": text_pair} if pair_at else {}))
         candidates.append(candidate)
     if size >= len(candidates):
         return candidates

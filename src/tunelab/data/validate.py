@@ -39,8 +39,8 @@ def normalise_one(record: dict, task: TaskConfig, label_names: list[str] | None)
         return normalise_qa(record, task, where)
     example = dict(record)
     example["text"] = text_field(record, task.text_field, where)
-    if task.type == "pair_classification" or task.text_pair_field:
-        example["text_pair"] = text_field(record, task.text_pair_field or "text_pair", where)
+    if pair_field(task) is not None:
+        example["text_pair"] = text_field(record, pair_field(task), where)
     if task.type in CLASSIFICATION:
         example["label"] = label_of(record, task, label_names, where)
     elif task.type == "multiple_choice":
@@ -51,6 +51,14 @@ def normalise_one(record: dict, task: TaskConfig, label_names: list[str] | None)
     else:
         example["target"] = text_field(record, task.target_field, where)
     return example
+
+
+def pair_field(task: TaskConfig) -> str | None:
+    """The field of the second text when the task reads sentence pairs (pair_classification, or any task given a
+    text_pair_field), else None."""
+    if task.type == "pair_classification" or task.text_pair_field:
+        return task.text_pair_field or "text_pair"
+    return None
 
 
 def require(record: dict, field: str, where: str):
