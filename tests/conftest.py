@@ -122,6 +122,18 @@ def tiny_bert_dir(tmp_path_factory, bert_tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
+def broken_weights_dir(tmp_path_factory, tiny_bert_dir) -> Path:
+    """tiny_bert_dir with its weights file overwritten: every check before weights passes, loading fails —
+    a cell that fails only once it runs, whatever the pre-flight checks."""
+    import shutil
+
+    directory = tmp_path_factory.mktemp("broken-weights") / "model"
+    shutil.copytree(tiny_bert_dir, directory)
+    (directory / "model.safetensors").write_bytes(b"these bytes are not a safetensors file")
+    return directory
+
+
+@pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory, bert_tokenizer) -> Path:
     """A tiny Llama with ten times the usual initial weight scale: its untrained label-word scores differ
     clearly between words, which the pet tests (plain, demonstrations, ensembles) rely on."""

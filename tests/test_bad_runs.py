@@ -229,3 +229,34 @@ def test_template_failing_on_one_predict_input_names_that_line(tmp_path, tiny_ll
     err = error_of(capsys)
     assert f"{tmp_path / 'run' / 'config.yaml'}: prompt.template on the example at {inputs}:2" in err
     assert "ZeroDivisionError" in err
+
+
+def test_a_model_whose_weights_file_is_corrupt_is_named_with_exit_2(tmp_path, broken_weights_dir, capsys):
+    """An interrupted copy leaves a weights file safetensors cannot read: one error line naming the folder."""
+    exp = experiment_yaml(tmp_path / "exp.yaml", broken_weights_dir, sentiment_files(tmp_path), {"name": "head"})
+    assert main(["run", str(exp), "--out", str(tmp_path / "run")]) == 2
+    assert f"cannot load the model in {broken_weights_dir}" in error_of(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_corrupt_weights_file_in_a_run_directory_is_named_with_exit_2(command, run_copy, predict_input, capsys):
+    sentiment_files(predict_input.parent)
+    (run_copy / "delta.safetensors").write_bytes(b"not a safetensors file")
+    assert main(evaluate_or_predict(command, run_copy, predict_input)) == 2
+    err = error_of(capsys)
+    assert f"{run_copy} is damaged: delta.safetensors cannot be read" in err
+    assert f"tunelab run {run_copy / 'config.yaml'} --out NEW_DIR" in err
+
+
+@pytest.mark.parametrize("strategy", ["lora", "adapter"])
+def test_corrupt_adapter_weights_are_named_with_exit_2(strategy, tmp_path, tiny_bert_dir, predict_input, capsys):
+    """PEFT's and tunelab's own adapter files, read by their own loaders, get the same message."""
+    exp = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, sentiment_files(tmp_path), {"name": strategy})
+    run_dir = tmp_path / "run"
+    assert main(["run", str(exp), "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short, as by an interrupted copy
+    assert main(["predict", str(run_dir), "--data", str(predict_input)]) == 2
+    assert f"{run_dir} is damaged: adapter/adapter_model.safetensors cannot be read" in error_of(capsys)

@@ -9,6 +9,7 @@ Strategies call `require_artifact` before loading any base weights.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from tunelab.errors import UserError
@@ -59,3 +60,17 @@ def require_artifact(run_dir: Path, *names: str) -> Path:
         if (run_dir / name).exists():
             return run_dir / name
     raise missing_artifact(run_dir, " or ".join(names))
+
+
+@contextlib.contextmanager
+def reading_weights(run_dir: Path, weights: Path):
+    """Around a load of `weights` (a safetensors file of `run_dir`): a file safetensors cannot read — an
+    interrupted copy, a truncated download, bytes written over it — is named, with how to get it back."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as err:
+        raise MissingArtifactError(
+            f"{Path(run_dir)} is damaged: {relative(weights, Path(run_dir))} cannot be read ({err}); it was cut short "
+            f"or overwritten, so copy the run directory again, or {rerun_hint(run_dir)}") from None

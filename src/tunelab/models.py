@@ -288,9 +288,11 @@ def with_hub_errors(path: str, load):
             return load(local_files_only=True)
         except (OSError, ValueError):
             raise ModelError(unreachable_message(path)) from None
+    from safetensors import SafetensorError  # a truncated or corrupt weights file (an interrupted copy)
+
     try:
         return load()
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         if is_local:
             raise ModelError(f"cannot load the model in {path}: {first_line(err)}") from None
         raise ModelError(unreachable_message(path) + f" ({first_line(err)})") from None

@@ -46,10 +46,11 @@ class PeftStrategy(ClassifierStrategy):
     def load(self, run_dir: Path):
         from peft import PeftModel
 
-        from tunelab.artifacts import require_artifact
+        from tunelab.artifacts import reading_weights, require_artifact
 
         adapter_dir = require_artifact(run_dir, f"{ADAPTER_DIR}/adapter_config.json").parent
         loaded = self.load_base()
-        model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+        with reading_weights(adapter_dir.parent, adapter_dir / "adapter_model.safetensors"):
+            model = PeftModel.from_pretrained(loaded.model, adapter_dir)
         fit_padding(loaded.tokenizer, model)
         return self.predictor(model, loaded)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunelab.adapters import AdapterSettings, inject_adapters, load_adapters, mark_only_adapters_trainable, save_adapters
-from tunelab.artifacts import require_artifact
+from tunelab.adapters import (WEIGHTS_NAME, AdapterSettings, inject_adapters, load_adapters, mark_only_adapters_trainable,
+                              save_adapters)
+from tunelab.artifacts import reading_weights, require_artifact
 from tunelab.errors import ConfigError, UserError
 from tunelab.model_changes.registry import register
 from tunelab.model_changes.selection import HEAD_MODULES
@@ -39,7 +40,8 @@ class Adapter:
         adapter_dir = require_artifact(Path(directory), ADAPTER_DIR)
         loaded = load_base(None)
         try:
-            model = load_adapters(loaded.model, adapter_dir)
+            with reading_weights(directory, adapter_dir / WEIGHTS_NAME):
+                model = load_adapters(loaded.model, adapter_dir)
         except ValueError as err:
             raise UserError(f"cannot load the adapters of {directory}: {err}") from None
         return loaded, model

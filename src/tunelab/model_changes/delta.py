@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from tunelab.artifacts import require_artifact
+from tunelab.artifacts import reading_weights, require_artifact
 from tunelab.errors import ConfigError
 from tunelab.settings import NoSettings
 
@@ -71,7 +71,8 @@ def load_delta(model: torch.nn.Module, directory: Path) -> torch.nn.Module:
 
     from tunelab.costs import model_device
 
-    state = load_file(str(directory / DELTA_FILE), device=str(model_device(model)))
+    with reading_weights(directory, directory / DELTA_FILE):
+        state = load_file(str(directory / DELTA_FILE), device=str(model_device(model)))
     unexpected = model.load_state_dict(state, strict=False).unexpected_keys
     if unexpected:
         raise ConfigError(f"{directory / DELTA_FILE} holds weights this model lacks: {unexpected[:5]}")

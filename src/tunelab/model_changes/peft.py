@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunelab.artifacts import require_artifact
+from tunelab.artifacts import reading_weights, require_artifact
 from tunelab.errors import ConfigError
 from tunelab.model_changes.adapter import ADAPTER_DIR  # one name for both adapter formats
 # PEFT's soft-prompt types (`peft.PeftType` values): virtual tokens or per-layer prefixes.
@@ -53,7 +53,8 @@ class PeftChange:
 
         adapter_dir = require_artifact(Path(directory), f"{ADAPTER_DIR}/adapter_config.json").parent
         loaded = load_base(None)
-        model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+        with reading_weights(adapter_dir.parent, adapter_dir / "adapter_model.safetensors"):
+            model = PeftModel.from_pretrained(loaded.model, adapter_dir)
         if target.readout == "head":
             from tunelab.model_changes.peft_common import fit_padding
 
