@@ -87,15 +87,17 @@ def test_workers_sweep_from_the_command_line_gives_the_same_results(member_and_e
         assert two == pytest.approx(one, abs=1e-6)
 
 
-def test_a_failing_cell_beside_another_is_recorded_and_the_other_finishes(tmp_path, tiny_bert_dir, tiny_sentiment):
+def test_a_failing_cell_beside_another_is_recorded_and_the_other_finishes(tmp_path, tiny_bert_dir, broken_weights_dir,
+                                                                         tiny_sentiment):
     path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {
-        "isolation": "process", "workers": 2, "strategies": ["zero_shot", "head"],  # zero_shot needs a causal LM
+        "isolation": "process", "workers": 2,
+        "strategies": [{"name": "full", "model": {"name": str(broken_weights_dir)}}, "head"],  # fails loading weights
     })
     outcome = run_sweep(load_experiment(path, []))
-    assert outcome.failed == ["zero_shot-kall-seed42"] and outcome.ran == 2
+    assert outcome.failed == ["full-kall-seed42"] and outcome.ran == 2
     assert is_finished(outcome.root, "head-kall-seed42")
-    failure = json.loads((outcome.root / "zero_shot-kall-seed42.failed.json").read_text())
-    assert failure["error_type"] == "ConfigError" and "causal" in failure["message"]
+    failure = json.loads((outcome.root / "full-kall-seed42.failed.json").read_text())
+    assert failure["error_type"] == "ModelError" and str(broken_weights_dir) in failure["message"]
 
 
 def test_workers_without_process_isolation_is_refused_naming_the_line(tmp_path, tiny_bert_dir, tiny_sentiment):

@@ -339,30 +339,30 @@ def test_dev_metric_is_filled_in_for_strategies_that_report_none(tmp_path, tiny_
     assert json.loads((tmp_path / "cell.json").read_text()) == meta
 
 
-def test_compare_cli_in_child_processes(tmp_path, tiny_bert_dir, tiny_sentiment, capsys):
+def test_compare_cli_in_child_processes(tmp_path, tiny_bert_dir, broken_weights_dir, tiny_sentiment, capsys):
     """The default isolation: each cell in its own process; a cell failing there is recorded."""
     from tunelab.cli import main
 
     path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {
-        "isolation": "process", "strategies": ["head", "zero_shot"],  # zero_shot needs a causal LM: fails
+        "isolation": "process", "strategies": ["head", {"name": "full", "model": {"name": str(broken_weights_dir)}}],
     })
     assert main(["compare", str(path)]) == 0
     out = capsys.readouterr()
     root = tmp_path / "runs" / "tiny"
     assert f"report: {root / 'report.html'}" in out.out
     assert is_finished(root, "head-kall-seed42")
-    failure = json.loads((root / "zero_shot-kall-seed42.failed.json").read_text())
-    assert failure["error_type"] == "ConfigError" and "causal" in failure["message"]
+    failure = json.loads((root / "full-kall-seed42.failed.json").read_text())
+    assert failure["error_type"] == "ModelError" and str(broken_weights_dir) in failure["message"]
     assert "1 cell(s) failed" in out.err
     # a failed cell leaves its row out: the recommendation says so rather than pick as if it had lost
     assert ("the sweep is not complete: 1 cell(s) at this K have not finished (no finished cell yet: "
-            "zero_shot-kall)") in " ".join(out.out.split())
+            "full-kall)") in " ".join(out.out.split())
     costs = json.loads((root / "head-kall-seed42" / "costs.json").read_text())
     assert costs["peak_memory_mb"] > 0 and costs["trainable_params"] > 0
 
     assert main(["compare", str(path), "--dry-run"]) == 0
     listing = capsys.readouterr().out
-    assert "finished  head-kall-seed42" in listing and "to run    zero_shot-kall-seed42" in listing
+    assert "finished  head-kall-seed42" in listing and "to run    full-kall-seed42" in listing
 
 
 def _sleep_until_stopped(lifeline, marker: str) -> None:

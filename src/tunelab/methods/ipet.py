@@ -39,8 +39,8 @@ from pydantic import Field
 from tunelab.data.pool import unlabelled_pool
 from tunelab.errors import ConfigError
 from tunelab.methods.pet import PetSettings, PetStrategy
-from tunelab.methods.pet_ensemble import (Pattern, check_members, encode_members, ensemble_costs, member_strategy,
-                                          train_ensemble)
+from tunelab.methods.pet_ensemble import (Pattern, check_member_splits, check_members, encode_members, ensemble_costs,
+                                          member_strategy, train_ensemble)
 from tunelab.methods.registry import register
 from tunelab.prompts.plan import where
 
@@ -73,6 +73,9 @@ class Ipet(PetStrategy):
             raise ConfigError(f"{where(self.experiment, 'strategy', 'final_pattern')}final_pattern is {s.final_pattern} "
                               f"but there are {len(s.patterns)} patterns; choose 1 to {len(s.patterns)}")
         self.members = check_members(self)
+
+    def check_splits(self, splits) -> None:
+        check_member_splits(self, splits)  # the final model reads one of the members' patterns
 
     def final_strategy(self) -> PetStrategy:
         return member_strategy(self, self.settings.final_pattern - 1)

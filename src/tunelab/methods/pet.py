@@ -77,6 +77,10 @@ from tunelab.settings import StrictSettings
 
 
 
+PREFLIGHT_EXAMPLES = 8
+"""Examples per split `check_splits` encodes: the template and words are the same for all, a few catch the data's fields."""
+
+
 class PetSettings(StrictSettings):
     train: str = "full"
     """The model change: `full`, `lm_head`, `bitfit`, `partial`, `adapter`, or a PEFT strategy (`lora`, `ia3`,
@@ -142,6 +146,16 @@ class PetStrategy:
     def plan(self):
         return new_plan(self.experiment, self.prompt, self.label_names)
 
+    def check_splits(self, splits) -> None:
+        """Render and tokenise the first examples of each split (no weights): a template field the data lacks or
+        label words the model cannot tell apart stop a run — and a sweep, before its first cell — at once.
+        Skipped when a search chooses the prompt (the search checks its own candidates)."""
+        if self.searches_prompt:
+            return
+        plan = self.plan()
+        for name in ("train", "dev", "test"):
+            self.encode(plan, getattr(splits, name)[:PREFLIGHT_EXAMPLES], name)
+
     def use_demonstrations(self, pool: list[dict]) -> None:
         """Demonstrations drawn from `pool` (the K-shot train split), when `demonstrations:` is set."""
         s = self.settings.demonstrations
@@ -182,7 +196,7 @@ class PetStrategy:
             budget = context_budget(exp)
             texts = [self.demos.render(self.engine, plan, row, d, budget) for row, d in zip(rows, demos)]
         return encode_examples(tokenizer, texts, rows, plan, self.causal, context_budget(exp), split,
-                               self.label_names)
+                               self.label_names, where(exp, "prompt", "verbalizer"))
 
     # --- the model -----------------------------------------------------------------------------
 

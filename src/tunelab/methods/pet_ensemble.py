@@ -86,6 +86,15 @@ def encode_members(parent, splits) -> list[tuple]:
     return encoded
 
 
+def check_member_splits(parent, splits) -> None:
+    """Each member's first examples encoded (`PetStrategy.check_splits`); an error names its pattern."""
+    for index, member in enumerate(parent.members):
+        try:
+            member.check_splits(splits)
+        except ConfigError as err:
+            raise ConfigError(f"{where(parent.experiment, 'strategy', 'patterns')}pattern {index + 1}: {err}") from None
+
+
 def check_members(parent) -> list[PetStrategy]:
     """Every member's checks; an error names the pattern it comes from."""
     for key in ("search_label_words", "generate_templates"):
@@ -110,6 +119,9 @@ class PetEnsemble(PetStrategy):
 
     def check(self) -> None:
         self.members = check_members(self)
+
+    def check_splits(self, splits) -> None:
+        check_member_splits(self, splits)
 
     def fit(self, splits, run_dir: Path):
         encoded = encode_members(self, splits)

@@ -47,14 +47,16 @@ def label_word_ids(tokenizer, context: str, words: list[str], causal: bool) -> t
     return ctx_ids, firsts
 
 
-def check_distinct(word_ids: list[int], words: list[str], owners: list[str], where: str) -> None:
-    """Words of different labels must start with different tokens (only the first token is scored)."""
+def check_distinct(word_ids: list[int], words: list[str], owners: list[str], verbalizer_at: str, example: str) -> None:
+    """Words of different labels must start with different tokens (only the first token is scored). The fix is
+    in the verbalizer (`verbalizer_at`: 'file, line N: '); `example` names the prompt the clash showed in."""
     seen: dict[int, int] = {}
     for i, token in enumerate(word_ids):
         j = seen.setdefault(token, i)
         if owners[j] != owners[i]:
-            raise ConfigError(f"{where}: label words {words[j]!r} ({owners[j]}) and {words[i]!r} ({owners[i]}) start with "
-                              "the same token; pet scores each word's first token, so choose words that differ there")
+            raise ConfigError(f"{verbalizer_at}label words {words[j]!r} ({owners[j]}) and {words[i]!r} ({owners[i]}) start "
+                              f"with the same token after the prompt (of {example}); pet scores each word's first "
+                              "token, so choose words that differ there")
 
 
 def truncate(ids: list[int], answer_pos: int, max_length: int, causal: bool) -> tuple[list[int], int]:
@@ -70,8 +72,9 @@ def truncate(ids: list[int], answer_pos: int, max_length: int, causal: bool) -> 
 
 
 def encode_examples(tokenizer, texts: list[tuple[str, str]], examples: list[dict], plan, causal: bool,
-                    max_length: int, split: str, label_names: list[str]) -> list[dict]:
-    """One feature per (prefix, query) rendering; see the module docstring."""
+                    max_length: int, split: str, label_names: list[str], verbalizer_at: str = "") -> list[dict]:
+    """One feature per (prefix, query) rendering; see the module docstring. `verbalizer_at` ('file, line N: ')
+    says where the label words were set, for the error when two labels' words cannot be told apart."""
     words = [w for label in plan.labels for w in plan.verbalizer[label]]
     owners = [label for label in plan.labels for _ in plan.verbalizer[label]]
     label_index = {name: i for i, name in enumerate(label_names)}
@@ -80,7 +83,7 @@ def encode_examples(tokenizer, texts: list[tuple[str, str]], examples: list[dict
     for (prefix, query), example in zip(texts, examples):
         where = example.get("_source", f"a {split} example")
         ids, firsts = label_word_ids(tokenizer, prefix + query, [with_delimiter(query, w) for w in words], causal)
-        check_distinct(firsts, words, owners, where)
+        check_distinct(firsts, words, owners, verbalizer_at, where)
         if causal:
             answer_pos = len(ids) - 1
         else:

@@ -27,6 +27,7 @@ from tunelab.sweep.cell import CELL_FILE, cell_dir, failed_path, is_finished, wr
 from tunelab.sweep.expand import Cell, config_changes, expand
 from tunelab.sweep.fingerprint import cell_fingerprints, reconcile_data
 from tunelab.sweep.local_executor import run_locally, workers_line
+from tunelab.sweep.preflight import cell_experiment, check_setups
 from tunelab.sweep.progress import SweepDisplay
 from tunelab.sweep.schema import SweepConfig, parse_sweep
 
@@ -63,6 +64,8 @@ def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Consol
     check_unchanged(root, cells)
     check_data(unfinished(root, cells), config.source)
     check_models(unfinished(root, cells), config, sweep)
+    labels = [entry.label for entry in sweep.strategies]
+    check_setups(unfinished(root, cells), lambda cell: cell_experiment(config, cell, labels.index(cell.strategy)))
     with cell_executor(config, sweep, unfinished(root, cells)) as execute:  # Ray: connected and checked first
         root.mkdir(parents=True, exist_ok=True)
         outcome = SweepOutcome(root, cells)
@@ -129,18 +132,6 @@ def check_models(cells: list[Cell], config: ExperimentConfig, sweep: SweepConfig
             check_model(cell_experiment(config, cell, labels.index(cell.strategy)))
         except UserError as err:
             raise type(err)(f"sweep cell {cell.id}: {err}") from None
-
-
-def cell_experiment(config: ExperimentConfig, cell: Cell, index: int) -> ExperimentConfig:
-    """The cell's validated config, its `model.*` keys located where the file sets them: the strategy
-    entry's `model:` override, else the experiment's `model:` section."""
-    from tunelab.config import validate_experiment
-
-    experiment = validate_experiment(cell.config, source=config.source)
-    entry = ("sweep", "strategies", index, "model")
-    lines = {key: line for key, line in config.lines.items() if key[:1] == ("model",)}
-    lines.update({("model",) + key[len(entry):]: line for key, line in config.lines.items() if key[: len(entry)] == entry})
-    return experiment.located_at(config.source, lines)
 
 
 def check_data(cells: list[Cell], source: str) -> None:
