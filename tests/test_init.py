@@ -225,19 +225,77 @@ def test_a_bad_tagged_record_or_a_field_option_exits_2_and_writes_nothing(tmp_pa
     assert f"`tunelab init {data}` checks every record" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("rows, expected", [
-    ([{"text": f"Which day follows day {i}?", "choices": [f"day {i + 1}", f"day {i - 1}"], "label": f"day {i + 1}"}
-      for i in range(12)], "holds multiple-choice questions"),
-    ([{"text": f"What is {i} times 7?", "label": str(7 * i)} for i in range(12)],
-     "field 'label' has 12 distinct values in 12 records, most records a value of their own"),
-], ids=["multiple choice", "free-form answers"])
-def test_data_init_does_not_cover_is_named_with_the_example_to_start_from(tmp_path, capsys, rows, expected):
+def test_multiple_choice_data_is_named_with_the_example_to_start_from(tmp_path, capsys):
+    """Its answers are free text too (one per record), but each is one of the record's choices: not generation."""
+    rows = [{"text": f"Which day follows day {i}?", "choices": [f"day {i + 1}", f"day {i - 1}"], "label": f"day {i + 1}"}
+            for i in range(12)]
     data = jsonl(tmp_path / "train.jsonl", rows)
     for argv in (["init", str(data), "--out", str(tmp_path / "exp.yaml")], ["data", "check", str(data)]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert expected in err and "start from examples/" in err and "K-shot" not in err
+        assert "holds multiple-choice questions" in err and "start from examples/date_understanding.yaml" in err
+        assert "K-shot" not in err
     assert not (tmp_path / "exp.yaml").exists()
+
+
+SUMS = [{"text": f"What is {i} plus {2 * i + 7}?", "label": str(3 * i + 7), "idx": i} for i in range(40)]
+ARTICLES = [{"body": " ".join(f"the council met on day {i} and talked about roads parks and the budget".split() * 3),
+             "summary": f"council meets on day {i} to discuss the town budget and its roads"} for i in range(30)]
+
+
+@pytest.mark.parametrize("rows, sizes, fields, metrics, template", [
+    (SUMS, (24, 16), {"text_field": "text", "target_field": "label"}, ["exact_match"], "Question: {{ text }}\nAnswer:"),
+    (ARTICLES, (15, 15), {"text_field": "body", "target_field": "summary"}, ["rouge1", "rouge2", "rougeL"],
+     "Input: {{ text }}\nOutput:"),
+], ids=["short answers", "summaries"])
+def test_text_to_generate_gets_a_generation_experiment(tmp_path, capsys, rows, sizes, fields, metrics, template):
+    """K and dev K (dev at most 16, half the file when smaller; K at most 32 of the rest), the metric by answer length."""
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "exp.yaml"
+    code, stdout, err = init(capsys, data, "--out", out)
+    assert code == 0, err
+    raw = yaml.safe_load(out.read_text())
+    assert raw["task"] == {"type": "generation", **fields} and raw["metrics"] == metrics
+    assert raw["prompt"]["template"] == template and raw["model"]["name"] == "smollm2-135m"
+    assert (raw["data"]["k_shot"], raw["data"]["dev_k_shot"]) == sizes
+    entries = {entry["id"]: entry for entry in raw["sweep"]["strategies"]}
+    assert set(entries) == {"zero-shot", "few-shot", "sft-lora"}
+    assert entries["sft-lora"]["settings"]["train"] == "lora"
+    generation = entries["zero-shot"]["settings"]["generation"]
+    assert generation["stop"] == ["\n"] and generation == entries["sft-lora"]["settings"]["generation"]
+    assert generation["max_new_tokens"] < raw["model"]["max_length"]
+    assert f"wrote {out} (5 cells)" in stdout and "text to generate" in stdout
+    config = load_experiment(out)
+    assert config.task.type == "generation"
+
+
+def test_answers_longer_than_the_model_can_take_leave_few_shot_out(tmp_path, capsys):
+    rows = [{"text": " ".join(["word"] * 1200) + f" {i}", "target": f"a long article number {i} about words"}
+            for i in range(12)]
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    code, stdout, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
+    assert code == 0, err
+    raw = yaml.safe_load((tmp_path / "exp.yaml").read_text())
+    assert {entry["id"] for entry in raw["sweep"]["strategies"]} == {"zero-shot", "sft-lora"}
+    assert "few-shot left out" in stdout and raw["model"]["max_length"] >= 1200
+
+
+def test_a_generation_record_without_its_answer_is_named_and_nothing_is_written(tmp_path, capsys):
+    rows = [dict(row) for row in SUMS]
+    rows[5] = {"text": "What is 1 plus 1?", "idx": 5}
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    code, _, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
+    assert code == 2 and f"{data}:6" in err and "'label'" in err and "Traceback" not in err
+    assert not (tmp_path / "exp.yaml").exists()
+    code, _, err = init(capsys, jsonl(tmp_path / "ok.jsonl", SUMS), "--out", tmp_path / "exp.yaml", "--text-pair-field", "idx")
+    assert code == 2 and "--text-pair-field" in err and not (tmp_path / "exp.yaml").exists()
+
+
+def test_data_check_on_text_to_generate_points_to_init(tmp_path, capsys):
+    data = jsonl(tmp_path / "train.jsonl", SUMS)
+    assert main(["data", "check", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "most records a value of their own" in err and f"`tunelab init {data}` writes a generation experiment" in err
 
 
 @pytest.mark.parametrize("names, words, pet", [

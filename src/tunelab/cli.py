@@ -361,7 +361,8 @@ def init(
     label_field: Optional[str] = typer.Option(None, "--label-field", help="The field that holds the label (default: detected)."),
     text_pair_field: Optional[str] = typer.Option(None, "--text-pair-field", help=PAIR_HELP),
 ):
-    """Write a ready experiment file for your own data: classification, sentence pairs, named entities or extractive QA."""
+    """Write a ready experiment file for your own data: classification, sentence pairs, named entities, extractive QA or
+    text to generate."""
     from tunelab.init_experiment import init_experiment
 
     quiet_libraries()  # the data's warnings (duplicates) as one plain line each

@@ -1,5 +1,5 @@
 """`tunelab init DATA [--test FILE]`: a ready experiment file for a user's own data (classification and sentence
-pairs here; named entities and extractive QA in init_tasks).
+pairs here; named entities and extractive QA in init_tasks; text to generate in init_generation).
 
 The file's fields and labels come from the data (data.fields), its lengths from the data's token
 counts (data.check), and its sweep covers every strategy family at a size a laptop CPU finishes:
@@ -57,6 +57,10 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
                                                        "--text-pair-field": text_pair_field})
     if shaped is not None:
         return shaped
+    generated = init_generation(data, test, out, train_read, {"--text-field": text_field, "--label-field": label_field,
+                                                              "--text-pair-field": text_pair_field})
+    if generated is not None:
+        return generated
     report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field, train_read=train_read)
     if not report.usable:
         raise unusable(report.problems, f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
@@ -100,6 +104,36 @@ def init_shaped(data: str, test: str | None, out: Path, train_read: tuple[list[d
     cells = write_checked(shaped_text(shape, data, test, out, (k, dev_k), (train_count, test_count)), out)
     notes = [shape.description, f"K = {k} {shape.unit} (train) and {dev_k} (dev), seeds {SEEDS}"]
     return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
+
+
+def init_generation(data: str, test: str | None, out: Path, train_read: tuple[list[dict], list[str]],
+                    options: dict) -> Written | None:
+    """Text-to-text data (init_generation): its experiment written, else None (classification)."""
+    from tunelab import init_generation as gen
+    from tunelab.init_tasks import refuse_multiple_choice
+
+    records, problems = train_read
+    refuse_multiple_choice(records, data)  # a multiple-choice answer is free text too, but one of its choices
+    fields = gen.generation_fields(records, data, options["--text-field"], options["--label-field"])
+    if fields is None:
+        return None
+    if options["--text-pair-field"] is not None:
+        raise ConfigError(f"--text-pair-field: {data} holds text to generate from one text field; leave the option out")
+    test_records, test_problems = read_collecting(test) if test else (None, [])
+    if problems or test_problems:
+        raise unusable(problems + test_problems, "")
+    train, test_examples = gen.checked(fields, records, test_records)
+    sizes = gen.measure(train, test_examples)
+    head, size, rest = gen.body_lines(fields, sizes, train, len(test_examples))
+    shown = min(sizes.max_test, len(test_examples))
+    lines = [
+        *header_lines(data, test, out, f"text to generate, {fields.text!r} → {fields.target!r}", len(train),
+                      f"K={sizes.k} examples ({sizes.dev_k} for dev), {len(SEEDS)} seeds, {shown} test examples",
+                      more_k=f"[{sizes.k}, {2 * sizes.k}]"),
+        *head, *data_lines(data, test, out), *size, *rest, *sweep_lines(sizes.k), *gen.entry_lines(sizes),
+    ]
+    cells = write_checked("\n".join(lines) + "\n", out)
+    return Written(out, cells, list(fields.notes) + gen.size_notes(sizes, SEEDS) + ([] if test else [NO_TEST_NOTE]))
 
 
 def write_checked(text: str, out: Path) -> int:

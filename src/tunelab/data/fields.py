@@ -135,6 +135,12 @@ def choose_text(records: list[dict], fields: list[str], source: str) -> tuple[st
                     f"--text-field NAME (sentence pairs: --text-field FIRST --text-pair-field SECOND)")
 
 
+def is_free_text(values: list, records: int) -> bool:
+    """Answers, not labels: enough distinct values that most of the `records` hold one of their own."""
+    distinct = len(set(map(str, values)))
+    return distinct >= FREE_TEXT_DISTINCT and distinct > records / 2
+
+
 def label_set(records: list[dict], label: str, source: str) -> tuple[list[str], bool]:
     """Sorted label names; integer labels must be 0..N-1 (they index task.label_names, see data.validate)."""
     values = Counter(r.get(label) for r in records if is_label_value(r.get(label)))
@@ -151,12 +157,11 @@ def label_set(records: list[dict], label: str, source: str) -> tuple[list[str], 
     if len(names) < 2:
         raise DataError(f"{source}: field {label!r} has fewer than two distinct labels ({names}); a classifier needs two "
                         f"or more (pass --label-field if another field is the label)")
-    if len(names) >= FREE_TEXT_DISTINCT and len(names) > len(records) / 2:
+    if is_free_text(names, len(records)):
         raise DataError(f"{source}: field {label!r} has {len(names)} distinct values in {len(records)} records, most "
                         f"records a value of their own: text to generate or a free-form answer, not a label set. "
-                        f"`tunelab init` writes classification, sentence-pair, named-entity and extractive-QA "
-                        f"experiments: start from examples/gem_xsum.yaml (task.type: generation; --label-field if "
-                        f"another field holds classes)")
+                        f"`tunelab init {source}` writes a generation experiment for it (pass --label-field if another "
+                        f"field holds classes)")
     if len(names) > MAX_LABELS:
         raise DataError(f"{source}: field {label!r} has {len(names)} distinct values, too many for a label set; pass "
                         f"--label-field NAME for the field that holds the class")
