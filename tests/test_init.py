@@ -225,17 +225,40 @@ def test_a_bad_tagged_record_or_a_field_option_exits_2_and_writes_nothing(tmp_pa
     assert f"`tunelab init {data}` checks every record" in capsys.readouterr().err
 
 
-def test_multiple_choice_data_is_named_with_the_example_to_start_from(tmp_path, capsys):
-    """Its answers are free text too (one per record), but each is one of the record's choices: not generation."""
-    rows = [{"text": f"Which day follows day {i}?", "choices": [f"day {i + 1}", f"day {i - 1}"], "label": f"day {i + 1}"}
-            for i in range(12)]
+DAYS = [{"question": f"Which day follows day {i}?", "choices": [f"day {i + 1}", f"day {i - 1}", f"day {i + 7}"],
+         "label": f"day {i + 1}"} for i in range(12)]
+
+
+def test_multiple_choice_questions_get_an_experiment_that_prompts(tmp_path, capsys):
+    """Their answers are free text too (one per record), but each is one of the record's choices: not generation."""
+    data = jsonl(tmp_path / "train.jsonl", DAYS)
+    out = tmp_path / "exp.yaml"
+    code, stdout, err = init(capsys, data, "--out", out)
+    assert code == 0, err
+    raw = yaml.safe_load(out.read_text())
+    assert raw["task"] == {"type": "multiple_choice", "text_field": "question", "choices_field": "choices"}
+    assert (raw["data"]["k_shot"], raw["data"]["dev_k_shot"]) == (6, 6) and raw["metrics"] == ["accuracy"]
+    entries = {entry["id"]: entry for entry in raw["sweep"]["strategies"]}
+    assert set(entries) == {"zero-shot", "zero-shot-per-char", "few-shot"}
+    assert entries["zero-shot-per-char"]["settings"] == {"length_norm": "char"}
+    assert entries["few-shot"]["settings"]["k"] == 3
+    assert "{{ choices | join(', ') }}" in raw["prompt"]["template"]
+    assert "text field: 'question'" in stdout and "do not read multiple choice yet" in stdout
+    assert load_experiment(out).task.type == "multiple_choice"
+    assert main(["data", "check", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "holds multiple-choice questions" in err and f"`tunelab init {data}` checks every record" in err
+
+
+def test_a_multiple_choice_record_whose_answer_is_no_choice_is_named(tmp_path, capsys):
+    rows = [dict(row) for row in DAYS]
+    rows[3] = {**rows[3], "label": "day 99"}
     data = jsonl(tmp_path / "train.jsonl", rows)
-    for argv in (["init", str(data), "--out", str(tmp_path / "exp.yaml")], ["data", "check", str(data)]):
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert "holds multiple-choice questions" in err and "start from examples/date_understanding.yaml" in err
-        assert "K-shot" not in err
+    code, _, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
+    assert code == 2 and f"{data}:4" in err and "'day 99' is not one of its choices" in err
     assert not (tmp_path / "exp.yaml").exists()
+    code, _, err = init(capsys, jsonl(tmp_path / "ok.jsonl", DAYS), "--out", tmp_path / "exp.yaml", "--label-field", "label")
+    assert code == 2 and "--label-field: " in err and "multiple-choice" in err and not (tmp_path / "exp.yaml").exists()
 
 
 SUMS = [{"text": f"What is {i} plus {2 * i + 7}?", "label": str(3 * i + 7), "idx": i} for i in range(40)]

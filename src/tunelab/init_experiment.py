@@ -53,14 +53,11 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
         raise ConfigError(f"--out {out} is a directory; name a file, e.g. {out / 'experiment.yaml'}")
     require_files(data, test)
     train_read = read_collecting(data)  # records and bad lines, read once for either kind of data
-    shaped = init_shaped(data, test, out, train_read, {"--text-field": text_field, "--label-field": label_field,
-                                                       "--text-pair-field": text_pair_field})
-    if shaped is not None:
-        return shaped
-    generated = init_generation(data, test, out, train_read, {"--text-field": text_field, "--label-field": label_field,
-                                                              "--text-pair-field": text_pair_field})
-    if generated is not None:
-        return generated
+    options = {"--text-field": text_field, "--label-field": label_field, "--text-pair-field": text_pair_field}
+    for other_kind in (init_shaped, init_multiple_choice, init_generation):  # each recognises its own data, or None
+        written = other_kind(data, test, out, train_read, options)
+        if written is not None:
+            return written
     report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field, train_read=train_read)
     if not report.usable:
         raise unusable(report.problems, f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
@@ -96,9 +93,7 @@ def init_shaped(data: str, test: str | None, out: Path, train_read: tuple[list[d
     if given:
         raise ConfigError(f"{', '.join(given)}: field options name classification fields; {data} holds "
                           f"{shape.description}, read by those names (leave the option out)")
-    test_records, test_problems = read_collecting(test) if test else (None, [])
-    if problems or test_problems:  # lines that are no records: every one listed, as for classification data
-        raise unusable(problems + test_problems, "")
+    test_records = read_test(test, problems)  # lines that are no records: every one listed, as for classification data
     train_count, test_count = checked_counts(shape, records, test_records)
     k, dev_k = sizes(shape, train_count)
     cells = write_checked(shaped_text(shape, data, test, out, (k, dev_k), (train_count, test_count)), out)
@@ -106,34 +101,74 @@ def init_shaped(data: str, test: str | None, out: Path, train_read: tuple[list[d
     return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
 
 
+def init_multiple_choice(data: str, test: str | None, out: Path, train_read: tuple[list[dict], list[str]],
+                         options: dict) -> Written | None:
+    """Multiple-choice questions (init_choices): their experiment written, else None."""
+    from tunelab import init_choices as mc
+
+    records, problems = train_read
+    if not mc.is_multiple_choice(records):
+        return None
+    refuse_options(options, ("--label-field", "--text-pair-field"), f"{data} holds multiple-choice questions (the "
+                   f"answer in `label`, one of the record's `choices`)")
+    test_records = read_test(test, problems)
+    text, how = mc.text_field_of(records, data, options["--text-field"])
+    train, test_examples = mc.checked(text, records, test_records)
+    sizes = mc.measure(train, test_examples)
+    head, size, rest = mc.body_lines(text, sizes, len(test_examples))
+    detected = f"multiple-choice questions in {text!r}, each with its own `choices`"
+    sized = f"K={sizes.k} questions ({sizes.dev_k} for dev), {len(SEEDS)} seeds, {min(sizes.max_test, len(test_examples))} test questions"
+    cells = write_checked(framed_text(data, test, out, (detected, len(train), sized), sizes.k,
+                                      [*head, *data_lines(data, test, out), *size, *rest],
+                                      (mc.entry_lines(sizes), "the strategies that read multiple choice: ways to prompt")), out)
+    notes = [f"{detected}; text field: {text!r} ({how})", *mc.notes(sizes, SEEDS)]
+    return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
+
+
 def init_generation(data: str, test: str | None, out: Path, train_read: tuple[list[dict], list[str]],
                     options: dict) -> Written | None:
     """Text-to-text data (init_generation): its experiment written, else None (classification)."""
     from tunelab import init_generation as gen
-    from tunelab.init_tasks import refuse_multiple_choice
 
     records, problems = train_read
-    refuse_multiple_choice(records, data)  # a multiple-choice answer is free text too, but one of its choices
     fields = gen.generation_fields(records, data, options["--text-field"], options["--label-field"])
     if fields is None:
         return None
-    if options["--text-pair-field"] is not None:
-        raise ConfigError(f"--text-pair-field: {data} holds text to generate from one text field; leave the option out")
-    test_records, test_problems = read_collecting(test) if test else (None, [])
-    if problems or test_problems:
-        raise unusable(problems + test_problems, "")
+    refuse_options(options, ("--text-pair-field",), f"{data} holds text to generate from one text field")
+    test_records = read_test(test, problems)
     train, test_examples = gen.checked(fields, records, test_records)
     sizes = gen.measure(train, test_examples)
     head, size, rest = gen.body_lines(fields, sizes, train, len(test_examples))
-    shown = min(sizes.max_test, len(test_examples))
-    lines = [
-        *header_lines(data, test, out, f"text to generate, {fields.text!r} → {fields.target!r}", len(train),
-                      f"K={sizes.k} examples ({sizes.dev_k} for dev), {len(SEEDS)} seeds, {shown} test examples",
-                      more_k=f"[{sizes.k}, {2 * sizes.k}]"),
-        *head, *data_lines(data, test, out), *size, *rest, *sweep_lines(sizes.k), *gen.entry_lines(sizes),
-    ]
-    cells = write_checked("\n".join(lines) + "\n", out)
+    detected = f"text to generate, {fields.text!r} → {fields.target!r}"
+    sized = f"K={sizes.k} examples ({sizes.dev_k} for dev), {len(SEEDS)} seeds, {min(sizes.max_test, len(test_examples))} test examples"
+    cells = write_checked(framed_text(data, test, out, (detected, len(train), sized), sizes.k,
+                                      [*head, *data_lines(data, test, out), *size, *rest],
+                                      (gen.entry_lines(sizes), "prompting and fine-tuning; `tunelab strategies` lists the others")), out)
     return Written(out, cells, list(fields.notes) + gen.size_notes(sizes, SEEDS) + ([] if test else [NO_TEST_NOTE]))
+
+
+def refuse_options(options: dict, refused: tuple[str, ...], what: str) -> None:
+    given = [option for option in refused if options[option] is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: {what}; leave the option out")
+
+
+def read_test(test: str | None, train_problems: list[str]) -> list[dict] | None:
+    """The test file's records; every line of either file that is no record listed at once (exit 2)."""
+    test_records, test_problems = read_collecting(test) if test else (None, [])
+    if train_problems or test_problems:
+        raise unusable(train_problems + test_problems, "")
+    return test_records
+
+
+def framed_text(data: str, test: str | None, out: Path, header: tuple[str, int, str], k: int, body: list[str],
+                entries: tuple[list[str], str]) -> str:
+    """A file in the classification file's frame: header, body sections, the sweep. `header`: (what was
+    detected, training examples, how the file is sized); `entries`: (the sweep's entry lines, a note on them)."""
+    detected, train_count, sized = header
+    lines = [*header_lines(data, test, out, detected, train_count, sized, more_k=f"[{k}, {2 * k}]"),
+             *body, *sweep_lines(k, entries[1]), *entries[0]]
+    return "\n".join(lines) + "\n"
 
 
 def write_checked(text: str, out: Path) -> int:
@@ -223,7 +258,7 @@ def data_lines(data: str, test: str | None, out: Path) -> list[str]:
             f"  test: {q(relative(test or data, out))}"]
 
 
-def sweep_lines(k: int) -> list[str]:
+def sweep_lines(k: int, entries_note: str = "one entry per family; `tunelab strategies` lists the others") -> list[str]:
     workers, machine = machine_workers()
     return [
         "sweep:",
@@ -231,7 +266,7 @@ def sweep_lines(k: int) -> list[str]:
         f"  seeds: [{', '.join(map(str, SEEDS))}]",
         f"  workers: {workers}             # cells at once, sized to {machine} (README: Several cells at once)",
         "  save_artifacts: false   # results only; true keeps each cell's weights for `tunelab evaluate`/`predict`",
-        "  strategies:             # one entry per family; `tunelab strategies` lists the others",
+        f"  strategies:             # {entries_note}",
     ]
 
 

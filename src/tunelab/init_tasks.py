@@ -53,17 +53,6 @@ def detect_shape(records: list[dict]) -> Shape | None:
     return None
 
 
-def refuse_multiple_choice(records: list[dict], source: str) -> None:
-    """Records with a `choices` list holding their label are multiple choice, which init does not write yet:
-    say so, and where to start, instead of treating each answer as a class of its own."""
-    sample = records[:SAMPLE]
-    has_answer = lambda r: isinstance(r.get("choices"), list) and r.get("label") in r["choices"]  # noqa: E731
-    if sample and sum(map(has_answer, sample)) >= 0.5 * len(sample):
-        raise DataError(f"{source} holds multiple-choice questions (a `choices` list per record, the answer in `label`); "
-                        f"`tunelab init` writes classification, sentence-pair, named-entity and extractive-QA "
-                        f"experiments: start from examples/date_understanding.yaml (task.type: multiple_choice)")
-
-
 def checked_counts(shape: Shape, train: list[dict], test: list[dict] | None) -> tuple[int, int]:
     """(train count, test count) once every record passes the run's own checks; DataError at the first that does not."""
     from tunelab.data.tokens import infer_tag_names

@@ -98,13 +98,16 @@ def check_data(train: str, test: str | None = None, text_field: str | None = Non
 
 
 def refuse_other_tasks(records: list[dict], source: str) -> None:
-    """Named-entity and extractive-QA files have no label field: say what they are instead of asking for one."""
-    from tunelab.init_tasks import detect_shape, refuse_multiple_choice
+    """Named-entity, extractive-QA and multiple-choice files are no classification data: say what they are and that init writes them."""
+    from tunelab.init_choices import is_multiple_choice
+    from tunelab.init_tasks import detect_shape
 
-    refuse_multiple_choice(records, source)
     shape = detect_shape(records)
-    if shape is not None:
-        raise DataError(f"{source} holds {shape.description}; `tunelab data check` reads classification data. "
+    description = shape.description if shape is not None else None
+    if description is None and is_multiple_choice(records):
+        description = "multiple-choice questions (a `choices` list per record, the answer in `label`)"
+    if description is not None:
+        raise DataError(f"{source} holds {description}; `tunelab data check` reads classification data. "
                         f"`tunelab init {source}` checks every record as a run reads it and writes an experiment for it")
 
 
