@@ -349,3 +349,14 @@ def test_lines_that_are_no_records_are_all_listed_and_nothing_is_written(tmp_pat
     assert code == 2 and "the data has 2 problem(s); nothing written" in err
     assert f"{data}:3: invalid JSON" in err and f"{data}:6: invalid JSON" in err
     assert ("tunelab data check" in err) is hint and not (tmp_path / "exp.yaml").exists()
+
+
+@pytest.mark.parametrize("words, batch, accumulation", [(5, 8, None), (700, 2, 2), (1500, 1, 4)])
+def test_long_prompts_train_with_fewer_examples_a_step(tmp_path, capsys, words, batch, accumulation):
+    """sft's memory grows with batch × length: long prompts take fewer examples a step, accumulated to 4 an update."""
+    rows = [{"text": " ".join(["word"] * words) + f" {i}", "target": f"a text number {i} about the words in it"}
+            for i in range(12)]
+    code, _, err = init(capsys, jsonl(tmp_path / "train.jsonl", rows), "--out", tmp_path / "exp.yaml")
+    assert code == 0, err
+    train = yaml.safe_load((tmp_path / "exp.yaml").read_text())["train"]
+    assert train["batch_size"] == batch and train.get("gradient_accumulation_steps") == accumulation
