@@ -115,12 +115,10 @@ def init_multiple_choice(data: str, test: str | None, out: Path, train_read: tup
     text, how = mc.text_field_of(records, data, options["--text-field"])
     train, test_examples = mc.checked(text, records, test_records)
     sizes = mc.measure(train, test_examples)
-    head, size, rest = mc.body_lines(text, sizes, len(test_examples))
     detected = f"multiple-choice questions in {text!r}, each with its own `choices`"
-    sized = f"K={sizes.k} questions ({sizes.dev_k} for dev), {len(SEEDS)} seeds, {min(sizes.max_test, len(test_examples))} test questions"
-    cells = write_checked(framed_text(data, test, out, (detected, len(train), sized), sizes.k,
-                                      [*head, *data_lines(data, test, out), *size, *rest],
-                                      (mc.entry_lines(sizes), "the strategies that read multiple choice: ways to prompt")), out)
+    cells = write_framed((data, test, out), (detected, len(train), "questions"), sizes, len(test_examples),
+                         mc.body_lines(text, sizes, len(test_examples)),
+                         (mc.entry_lines(sizes), "the strategies that read multiple choice: ways to prompt"))
     notes = [f"{detected}; text field: {text!r} ({how})", *mc.notes(sizes, SEEDS)]
     return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
 
@@ -138,12 +136,10 @@ def init_generation(data: str, test: str | None, out: Path, train_read: tuple[li
     test_records = read_test(test, problems)
     train, test_examples = gen.checked(fields, records, test_records)
     sizes = gen.measure(train, test_examples)
-    head, size, rest = gen.body_lines(fields, sizes, train, len(test_examples))
     detected = f"text to generate, {fields.text!r} → {fields.target!r}"
-    sized = f"K={sizes.k} examples ({sizes.dev_k} for dev), {len(SEEDS)} seeds, {min(sizes.max_test, len(test_examples))} test examples"
-    cells = write_checked(framed_text(data, test, out, (detected, len(train), sized), sizes.k,
-                                      [*head, *data_lines(data, test, out), *size, *rest],
-                                      (gen.entry_lines(sizes), "prompting and fine-tuning; `tunelab strategies` lists the others")), out)
+    cells = write_framed((data, test, out), (detected, len(train), "examples"), sizes, len(test_examples),
+                         gen.body_lines(fields, sizes, train, len(test_examples)),
+                         (gen.entry_lines(sizes), "prompting and fine-tuning; `tunelab strategies` lists the others"))
     return Written(out, cells, list(fields.notes) + gen.size_notes(sizes, SEEDS) + ([] if test else [NO_TEST_NOTE]))
 
 
@@ -161,14 +157,19 @@ def read_test(test: str | None, train_problems: list[str]) -> list[dict] | None:
     return test_records
 
 
-def framed_text(data: str, test: str | None, out: Path, header: tuple[str, int, str], k: int, body: list[str],
-                entries: tuple[list[str], str]) -> str:
-    """A file in the classification file's frame: header, body sections, the sweep. `header`: (what was
-    detected, training examples, how the file is sized); `entries`: (the sweep's entry lines, a note on them)."""
-    detected, train_count, sized = header
-    lines = [*header_lines(data, test, out, detected, train_count, sized, more_k=f"[{k}, {2 * k}]"),
-             *body, *sweep_lines(k, entries[1]), *entries[0]]
-    return "\n".join(lines) + "\n"
+def write_framed(paths: tuple, detected: tuple[str, int, str], sizes, test_count: int, body: tuple[list, list, list],
+                 entries: tuple[list[str], str]) -> int:
+    """Write (checked) a file in the classification file's frame; the cell count. `paths`: (data, test, out);
+    `detected`: (what the data holds, training examples, what K counts); `sizes`: k, dev_k, max_test;
+    `body`: (model and task, data sizes, the rest) lines; `entries`: (the sweep's entry lines, a note on them)."""
+    data, test, out = paths
+    what, train_count, unit = detected
+    head, size, rest = body
+    sized = (f"K={sizes.k} {unit} ({sizes.dev_k} for dev), {len(SEEDS)} seeds, {min(sizes.max_test, test_count)} "
+             f"test {unit}")
+    lines = [*header_lines(data, test, out, what, train_count, sized, more_k=f"[{sizes.k}, {2 * sizes.k}]"),
+             *head, *data_lines(data, test, out), *size, *rest, *sweep_lines(sizes.k, entries[1]), *entries[0]]
+    return write_checked("\n".join(lines) + "\n", out)
 
 
 def write_checked(text: str, out: Path) -> int:
