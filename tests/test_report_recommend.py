@@ -118,6 +118,19 @@ def test_dev_ties_go_to_the_cheapest_and_test_never_chooses(tmp_path):
     assert rec.best.strategy == "devbest_cheap" and {r.strategy for r in rec.dev_ties} == {"devbest", "devbest_cheap"}
 
 
+@pytest.mark.parametrize("order", [("few_shot", "zero_shot"), ("zero_shot", "few_shot")])
+def test_prompting_rows_tied_on_dev_go_to_the_faster_evaluation(tmp_path, order):
+    """Nothing trains in either (0 parameters, 0 s): the few-shot prompt's demonstrations slow every prediction."""
+    speeds = {"few_shot": 1.4, "zero_shot": 2.0}
+    cells = []
+    for name in order:  # the order the rows come in must not decide
+        c = cell(name, 1, predictions(flips(40, set(range(10)))), dev=0.9, params=0, train_seconds=0.0, family="prompting")
+        c["costs"]["eval_examples_per_second"] = speeds[name]
+        cells.append(c)
+    _, rec = recommendation(write_sweep(tmp_path / "s", cells))
+    assert rec.best.strategy == "zero_shot" and rec.pick.strategy == "zero_shot"
+
+
 def balanced_disagreement(n: int) -> tuple[list[bool], list[bool]]:
     """Two systems right on the same 80%, except 5% of examples each gets right and the other wrong."""
     a = [i % 20 not in (0, 1, 2, 3) for i in range(n)]

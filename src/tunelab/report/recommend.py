@@ -11,7 +11,8 @@ Per K (rows with different K are not like for like):
   bootstrap interval of the difference of the seed-averaged main metric. Text-overlap metrics (ROUGE,
   BLEU) have no right/wrong per example: tied when that interval holds 0.
 - **cheapest**: the smallest model (its total parameters, what serving costs), then the fewest
-  trainable parameters (what each task stores), then the shortest training time.
+  trainable parameters (what each task stores), then the shortest training time, then the fastest
+  evaluation (prompting rows train nothing; few-shot pays for its demonstrations at every prediction).
 - **resolution**: the smallest accuracy difference a McNemar test on n test examples detects at
   α = 0.05 with power 0.8 (`stats.min_detectable_difference`, Connor 1987), for best against pick (or
   against the runner-up on test when pick is best). When that pair is tied and the difference is over
@@ -120,11 +121,14 @@ def total_params(row: Row) -> float:
 
 
 def cost_key(row: Row, model_size: dict[str, float]) -> tuple:
-    """Cheaper first: model size, then trainable parameters, then training time (missing = most expensive)."""
+    """Cheaper first: model size, then trainable parameters, then training time, then evaluation speed
+    (missing = most expensive). The last separates prompting rows, which train nothing: a few-shot prompt's
+    demonstrations are paid for at every prediction."""
     def number(value):
         return value if isinstance(value, (int, float)) and not math.isnan(value) else math.inf
+    speed = row.costs.get("eval_examples_per_second")
     return (model_size.get(row.model, math.inf), number(row.costs.get("trainable_params")),
-            number(row.costs.get("train_seconds")))
+            number(row.costs.get("train_seconds")), -speed if number(speed) != math.inf else math.inf)
 
 
 def recommend(rows: list[Row], metric: str, examples: dict[str, Examples | None],
@@ -320,7 +324,8 @@ def recommendation_blocks(recs: list[Recommendation]) -> list:
         "exact McNemar test with one seed per side, else a paired t-test on the per-example differences; tied "
         "when p ≥ 0.05; paired bootstrap interval of the difference; for text-overlap "
         "metrics such as ROUGE or BLEU, tied when that interval holds 0); the pick is the "
-        "cheapest of the tied: smallest model, then fewest trainable parameters, then shortest training. The "
+        "cheapest of the tied: smallest model, then fewest trainable parameters, then shortest training, then fastest "
+        "evaluation. The "
         "smallest detectable difference solves Connor's (1987) sample size for paired proportions, "
         "n = [z₀.₉₇₅·√ψ + z₀.₈·√(ψ − δ²)]² / δ², for δ at the test split's n, with ψ the two strategies' "
         "share of disagreeing examples."))
