@@ -245,6 +245,13 @@ def test_multiple_choice_questions_get_an_experiment_that_prompts(tmp_path, caps
     assert "{{ choices | join(', ') }}" in raw["prompt"]["template"]
     assert "text field: 'question'" in stdout and "do not read multiple choice yet" in stdout
     assert load_experiment(out).task.type == "multiple_choice"
+    same_length = [{**row, "choices": [f"day {i:02d}" for i in (n + 1, n + 2, n + 3)], "label": f"day {n + 1:02d}"}
+                   for n, row in enumerate(DAYS)]
+    code, stdout, err = init(capsys, jsonl(tmp_path / "dates.jsonl", same_length), "--out", tmp_path / "dates.yaml")
+    assert code == 0, err
+    raw = yaml.safe_load((tmp_path / "dates.yaml").read_text())
+    assert [entry["id"] for entry in raw["sweep"]["strategies"]] == ["zero-shot", "few-shot"]
+    assert "zero-shot per character left out: every choice has the same length" in stdout
     assert main(["data", "check", str(data)]) == 2
     err = capsys.readouterr().err
     assert "holds multiple-choice questions" in err and f"`tunelab init {data}` checks every record" in err

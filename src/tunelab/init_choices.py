@@ -4,7 +4,8 @@ Recognised by that layout (a list in `choices` that holds the record's `label`, 
 Every record is checked the way a run reads it. The sweep is the one strategies that read multiple
 choice today — the LM scores each choice after the prompt (as examples/date_understanding.yaml):
 zero-shot with the choice's summed log-probability, zero-shot per character (longer choices are
-not penalised for their length; the dev split decides which is right for the data), and few-shot
+not penalised for their length; the dev split decides which is right for the data; left out when
+every choice has the same length, as in date_understanding's MM/DD/YYYY), and few-shot
 with as many demonstrations as fit a 2,048-token prompt (at most 3). K counts questions in all.
 """
 
@@ -56,6 +57,8 @@ class Sizes:
     max_length: int
     few_shot: int
     few_shot_length: int
+    per_char: bool
+    """Whether choices differ in length: when all have the same, per-character scores rank as summed ones do."""
 
 
 def measure(train: list[dict], test: list[dict]) -> Sizes:
@@ -73,7 +76,8 @@ def measure(train: list[dict], test: list[dict]) -> Sizes:
     few_shot = max(0, min(FEW_SHOT_MAX, FEW_SHOT_PROMPT // example - 1))
     dev_k = min(DEV_K, len(train) // 2)
     return Sizes(k=min(K, len(train) - dev_k), dev_k=dev_k, max_test=MAX_TEST, max_length=round_up(example, 64),
-                 few_shot=few_shot, few_shot_length=round_up((few_shot + 1) * example, 64))
+                 few_shot=few_shot, few_shot_length=round_up((few_shot + 1) * example, 64),
+                 per_char=len({len(choice) for e in train + test for choice in e["choices"]}) > 1)
 
 
 def round_up(value: int, step: int) -> int:
@@ -108,10 +112,10 @@ def body_lines(text: str, sizes: Sizes, test_count: int) -> tuple[list, list, li
 
 
 def entry_lines(sizes: Sizes) -> list[str]:
-    lines = [
-        "    - {name: zero_shot, id: zero-shot}   # each choice scored by its summed log-probability",
-        "    - {name: zero_shot, id: zero-shot-per-char, settings: {length_norm: char}}   # per character: long choices not penalised",
-    ]
+    lines = ["    - {name: zero_shot, id: zero-shot}   # each choice scored by its summed log-probability"]
+    if sizes.per_char:
+        lines.append("    - {name: zero_shot, id: zero-shot-per-char, settings: {length_norm: char}}   "
+                     "# per character: long choices not penalised")
     if sizes.few_shot:
         lines.append(f"    - {{name: few_shot, id: few-shot, settings: {{k: {sizes.few_shot}, selection: random}}, "
                      f"model: {{name: {LM}, max_length: {sizes.few_shot_length}}}}}   # solved questions first")
@@ -121,6 +125,8 @@ def entry_lines(sizes: Sizes) -> list[str]:
 def notes(sizes: Sizes, seeds: list[int]) -> list[str]:
     lines = [f"K = {sizes.k} questions (train) and {sizes.dev_k} (dev), seeds {seeds}",
              "the fine-tuning strategies do not read multiple choice yet: the sweep compares ways to prompt"]
+    if not sizes.per_char:
+        lines.append("zero-shot per character left out: every choice has the same length, so it ranks them as the sum does")
     if not sizes.few_shot:
         lines.append(f"few-shot left out: one solved question and the query do not fit {FEW_SHOT_PROMPT} tokens")
     return lines
