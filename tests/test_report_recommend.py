@@ -302,6 +302,22 @@ def test_text_overlap_metric_ties_by_the_bootstrap_interval_not_exact_match(tmp_
     assert rec.mde is None and rec.warning == ""  # the detectable difference is for right/wrong scores only
 
 
+def test_the_detectable_difference_is_named_by_the_metric_it_is_for(tmp_path):
+    """Exact match is right/wrong per example like accuracy: the detectable difference is stated, in its own name."""
+    a, b = balanced_disagreement(40)
+    cells = []
+    for name, right, dev in (("sft", a, 0.9), ("few_shot", b, 0.5)):
+        rows = [{"text": f"q {i}", "target": str(i), "label": str(i), "prediction": str(i) if ok else "no"}
+                for i, ok in enumerate(right)]
+        cells.append(cell(name, 1, rows, dev=0.0, total=10**8))
+        cells[-1]["test"], cells[-1]["dev"] = {"exact_match": sum(right) / 40}, {"exact_match": dev}
+    root = write_sweep(tmp_path / "s", cells, task={"type": "generation"})
+    plan = json.loads((root / "sweep.json").read_text())
+    (root / "sweep.json").write_text(json.dumps({**plan, "metric": "exact_match", "metrics": ["exact_match"]}))
+    _, rec = recommendation(root)
+    assert rec.mde is not None and "only exact_match differences of" in rec.warning and "accuracy" not in rec.warning
+
+
 def epoch_log(dev_scores: list[float]) -> str:
     return "epoch,eval_accuracy,loss\n" + "".join(f"{i + 1},{v},\n" for i, v in enumerate(dev_scores))
 

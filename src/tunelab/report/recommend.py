@@ -234,7 +234,7 @@ def resolution(rec: Recommendation, base: Examples, examples, rows: list[Row], m
     rec.mde = min_detectable_difference(rec.n, rec.discordant, ALPHA, POWER)
     if rec.tests[rival.group].p_value >= ALPHA and rec.mde > MEANINGFUL:
         rec.warning = (f"{rec.n} test examples are too few to separate {row_label(rec.best)} and {row_label(rival)}: "
-                       f"only accuracy differences of {rec.mde * 100:.1f} points or more would be detected "
+                       f"only {metric} differences of {rec.mde * 100:.1f} points or more would be detected "
                        f"(α = {ALPHA}, power {POWER}); \"tied\" here means \"not told apart\", not \"equal\".")
 
 
@@ -305,7 +305,7 @@ def recommendation_lines(rec: Recommendation) -> list[str]:
     if rec.warning:
         lines.append("Warning: " + rec.warning)
     elif rec.mde is not None:
-        lines.append(f"With {rec.n} test examples, accuracy differences of {rec.mde * 100:.1f} points or more between "
+        lines.append(f"With {rec.n} test examples, {m} differences of {rec.mde * 100:.1f} points or more between "
                      f"{row_label(rec.best)} and {row_label(rec.rival)} are detected (α = {ALPHA}, power {POWER}).")
     step = next_step_line(rec.pick, m)
     return lines + ([step] if step else [])
