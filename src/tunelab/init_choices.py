@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from tunelab.config import TaskConfig
 from tunelab.data.check import percentile
 from tunelab.data.fields import choose_text, record_fields
-from tunelab.errors import DataError
+from tunelab.init_experiment import round_up
+from tunelab.init_generation import LM, lm_token_counter, normalised, split_sizes
 
 SAMPLE = 200
-LM = "smollm2-135m"
-K, DEV_K, MAX_TEST = 32, 16, 200
+MAX_TEST = 200
 FEW_SHOT_MAX, FEW_SHOT_PROMPT = 3, 2048
 PROMPT_OVERHEAD = 24  # "Question:", "Options:", "Answer:" and the separators, in tokens
 TEMPLATE = "Question: {{ text }}\nOptions: {{ choices | join(', ') }}\nAnswer:"
@@ -42,11 +42,7 @@ def text_field_of(records: list[dict], source: str, text_field: str | None) -> t
 
 def checked(text: str, train: list[dict], test: list[dict] | None) -> tuple[list[dict], list[dict]]:
     """(train, test) normalised by the run's own checks; DataError naming the first bad record."""
-    from tunelab.data.validate import normalise_records
-
-    task = TaskConfig(type="multiple_choice", text_field=text)
-    train_examples = normalise_records(train, task, "train", None)
-    return train_examples, normalise_records(test, task, "test", None) if test is not None else train_examples
+    return normalised(TaskConfig(type="multiple_choice", text_field=text), train, test)
 
 
 @dataclass(frozen=True)
@@ -63,25 +59,15 @@ class Sizes:
 
 def measure(train: list[dict], test: list[dict]) -> Sizes:
     """Sizes from the questions and their choices in SmolLM2's tokens (the tokenizer only; no weights)."""
-    from tunelab.models import load_tokenizer, resolve_model_path
-
-    if len(train) < 2:
-        raise DataError(f"the training file holds {len(train)} question(s); K-shot needs at least 2 "
-                        f"(one for train, one for dev)")
-    tokenizer = load_tokenizer(resolve_model_path(LM), False)
-    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    k, dev_k = split_sizes(len(train), "question")
+    count = lm_token_counter()
     question = percentile([count(e["text"] + " " + ", ".join(e["choices"])) for e in train + test], 99)
     answer = max(count(" " + choice) for e in train + test for choice in e["choices"])
     example = question + answer + PROMPT_OVERHEAD
     few_shot = max(0, min(FEW_SHOT_MAX, FEW_SHOT_PROMPT // example - 1))
-    dev_k = min(DEV_K, len(train) // 2)
-    return Sizes(k=min(K, len(train) - dev_k), dev_k=dev_k, max_test=MAX_TEST, max_length=round_up(example, 64),
+    return Sizes(k=k, dev_k=dev_k, max_test=MAX_TEST, max_length=round_up(example, 64),
                  few_shot=few_shot, few_shot_length=round_up((few_shot + 1) * example, 64),
                  per_char=len({len(choice) for e in train + test for choice in e["choices"]}) > 1)
-
-
-def round_up(value: int, step: int) -> int:
-    return -(-value // step) * step
 
 
 def body_lines(text: str, sizes: Sizes, test_count: int) -> tuple[list, list, list]:

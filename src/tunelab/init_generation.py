@@ -20,6 +20,7 @@ from tunelab.config import TaskConfig
 from tunelab.data.check import percentile
 from tunelab.data.fields import LABEL_NAMES, choose_text, is_free_text, mostly, record_fields
 from tunelab.errors import DataError
+from tunelab.init_experiment import round_up
 
 ANSWER_NAMES = LABEL_NAMES + ("summary", "answer", "output", "response", "completion")
 LM = "smollm2-135m"
@@ -64,11 +65,32 @@ def generation_fields(records: list[dict], source: str, text_field: str | None,
 
 def checked(fields: GenerationFields, train: list[dict], test: list[dict] | None) -> tuple[list[dict], list[dict]]:
     """(train, test) normalised by the run's own checks; DataError naming the first bad record."""
+    return normalised(TaskConfig(type="generation", text_field=fields.text, target_field=fields.target), train, test)
+
+
+def normalised(task: TaskConfig, train: list[dict], test: list[dict] | None) -> tuple[list[dict], list[dict]]:
+    """(train, test: train itself without a test file), each record checked as a run reads it."""
     from tunelab.data.validate import normalise_records
 
-    task = TaskConfig(type="generation", text_field=fields.text, target_field=fields.target)
     train_examples = normalise_records(train, task, "train", None)
     return train_examples, normalise_records(test, task, "test", None) if test is not None else train_examples
+
+
+def lm_token_counter():
+    """Text → its length in the embedded LM's tokens (the tokenizer only; no weights)."""
+    from tunelab.models import load_tokenizer, resolve_model_path
+
+    tokenizer = load_tokenizer(resolve_model_path(LM), False)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def split_sizes(train_count: int, unit: str) -> tuple[int, int]:
+    """(K, dev K) drawn from the training file, disjoint: dev at most 16 (half when fewer), K at most 32 of the rest."""
+    if train_count < 2:
+        raise DataError(f"the training file holds {train_count} {unit}(s); K-shot training needs at least 2 "
+                        f"(one for train, one for dev)")
+    dev_k = min(DEV_K, train_count // 2)
+    return min(K, train_count - dev_k), dev_k
 
 
 @dataclass(frozen=True)
@@ -87,28 +109,18 @@ class Sizes:
 
 def measure(train: list[dict], test: list[dict]) -> Sizes:
     """Sizes from the data in SmolLM2's tokens (the tokenizer only; no weights)."""
-    from tunelab.models import load_tokenizer, resolve_model_path
-
-    if len(train) < 2:
-        raise DataError(f"the training file holds {len(train)} example(s); K-shot training needs at least 2 "
-                        f"(one for train, one for dev)")
-    tokenizer = load_tokenizer(resolve_model_path(LM), False)
-    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    k, dev_k = split_sizes(len(train), "example")
+    count = lm_token_counter()
     text = percentile([count(e["text"]) for e in train + test], 99)  # the longest 1% keep their end (the answer cue)
     longest_answer = max(count(" " + e["target"]) for e in train)
     example = text + longest_answer + PROMPT_OVERHEAD
     few_shot = max(0, min(FEW_SHOT_MAX, FEW_SHOT_PROMPT // example - 1))
     short = statistics.median(len(e["target"].split()) for e in train) <= SHORT_ANSWER_WORDS
-    dev_k = min(DEV_K, len(train) // 2)
-    return Sizes(k=min(K, len(train) - dev_k), dev_k=dev_k, max_test=MAX_TEST_SHORT if short else MAX_TEST_LONG,
+    return Sizes(k=k, dev_k=dev_k, max_test=MAX_TEST_SHORT if short else MAX_TEST_LONG,
                  max_length=round_up(example + longest_answer // 4, 64), few_shot=few_shot,
                  few_shot_length=round_up((few_shot + 1) * example, 64), short=short,
                  max_new_tokens=round_up(longest_answer + longest_answer // 4 + 2, 8),
                  stop_at_newline=not any("\n" in e["target"].strip() for e in train))
-
-
-def round_up(value: int, step: int) -> int:
-    return -(-value // step) * step
 
 
 def template(train: list[dict]) -> str:
