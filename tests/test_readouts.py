@@ -38,14 +38,14 @@ def refuse_weights(monkeypatch):
 
 def test_the_registry_lists_the_readouts_with_their_pairing_keys():
     readouts = {info.name: info for info in all_readouts()}
-    assert set(readouts) == {"head", "span", "verbalizer", "generation", "token_head"}
+    assert set(readouts) == {"head", "span", "verbalizer", "choices", "generation", "token_head"}
     assert {name: info.pairing for name, info in readouts.items()} == {
-        "head": "head", "span": "head", "verbalizer": "lm", "generation": "lm", "token_head": "head"}
+        "head": "head", "span": "head", "verbalizer": "lm", "choices": "lm", "generation": "lm", "token_head": "head"}
     assert readouts["span"].lm_heads == ()  # a new span head: any model
     assert {info.pairing for info in readouts.values()} == set(PAIRINGS)
-    assert readouts["head"].lm_heads == () and readouts["generation"].lm_heads == ("causal_lm",)
+    assert readouts["head"].lm_heads == () and readouts["generation"].lm_heads == readouts["choices"].lm_heads == ("causal_lm",)
     assert set(readouts["verbalizer"].lm_heads) == {"causal_lm", "masked_lm"}
-    assert pairing_of("verbalizer") == pairing_of("generation") == pairing_of("lm") == "lm"
+    assert pairing_of("verbalizer") == pairing_of("choices") == pairing_of("generation") == pairing_of("lm") == "lm"
     with pytest.raises(ConfigError, match="did you mean 'verbalizer'"):
         get_readout("verbaliser")
 

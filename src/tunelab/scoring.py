@@ -37,7 +37,8 @@ from transformers import DynamicCache
 
 from tunelab.batching import by_length
 
-__all__ = ["CandidateScore", "ScoreRequest", "ScoringStats", "bos_to_add", "encode_text", "naive_score", "score_requests"]
+__all__ = ["CandidateScore", "ScoreRequest", "ScoringStats", "bos_to_add", "encode_candidates", "encode_text", "naive_score",
+           "score_requests"]
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (B, h, K, d)
 
@@ -101,7 +102,7 @@ def bos_to_add(tokenizer) -> list[int]:
 
 def _empty_context_id(model, tokenizer) -> int:
     # lm-eval's `prefix_token_id`: BOS, else EOS; tokenizers without either (BERT) use the model's.
-    for owner in (tokenizer, model.config):
+    for owner in (tokenizer,) if model is None else (tokenizer, model.config):
         for name in ("bos_token_id", "eos_token_id"):
             value = getattr(owner, name, None)
             if isinstance(value, list):  # some configs list several EOS ids
@@ -126,6 +127,14 @@ def _encode_request(tokenizer, context: str, candidates: list[str], bos: list[in
         if not ids:
             raise ValueError(f"candidate {cand!r} after context {context[-40:]!r} encodes to no tokens")
     return enc
+
+
+def encode_candidates(tokenizer, context: str, candidates: list[str]) -> tuple[list[int], list[list[int]]]:
+    """(context ids, each candidate's ids) split exactly as `score_requests` splits them, from the tokenizer alone:
+    what a model trained to rank the candidates (`pet_choices`) must see to score like `zero_shot`."""
+    empty_id = _empty_context_id(None, tokenizer) if not context.strip() else -1  # only an empty context needs it
+    encoded = _encode_request(tokenizer, context, candidates, bos_to_add(tokenizer), empty_id)
+    return encoded.ctx_ids, encoded.cont_ids
 
 
 def _encode_all(model, tokenizer, requests: list[ScoreRequest], shared_prefix: str) -> list[_Encoded]:

@@ -131,6 +131,9 @@ class PetStrategy:
 
     def check(self) -> None:
         exp = self.experiment
+        if exp.task.type == "multiple_choice":
+            raise ConfigError(f"{where(exp, 'strategy', 'name')}pet trains label words of a fixed label set; a "
+                              "multiple-choice task's candidates are each example's choices: use strategy pet_choices")
         check_task(exp, self.strategy_name, ("classification", "pair_classification"))
         self.causal  # noqa: B018 (refuses a model without an LM head, reading its config only)
         self.plan()  # verbalizer against the task's labels

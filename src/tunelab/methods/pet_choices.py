@@ -1,0 +1,209 @@
+"""`pet_choices`: prompt-based fine-tuning for multiple choice — a causal LM learns to rank each example's choices.
+
+The choices are read out the way `zero_shot` reads them on a multiple-choice task (read-out `choices`): the
+prompt (`prompt:`), then each choice, scored by its log-likelihood (summed, or per token / per character:
+`length_norm`). Training minimises the cross-entropy of the softmax over an example's own choices against the
+gold one (rank classification, as T-Few's length-normalised loss). Before any step the predictions are
+zero_shot's with the same `length_norm` (a test checks it), so the dev split sees what training adds::
+
+    strategy: {name: pet_choices, train: lora, delta: {r: 8}}
+    strategy: {name: pet_choices, train: full, length_norm: char}
+
+How the model changes is `train:` — any model change that pairs with an LM read-out, as under `pet`
+(`full`, `lm_head`, `bitfit`, `lora`, `ia3`, `prompt_tuning`, ...; `tunelab.methods.lm_delta`). The K-shot dev
+split picks the epoch (its held-out score is what `compare` ranks by). Examples may have different numbers of
+choices; the gold answer must be one of them (the data check says so).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from tunelab.batching import by_length
+from tunelab.costs import parameter_costs
+from tunelab.methods.choice_model import ChoiceCollator, ChoiceModel, encode_choices
+from tunelab.methods.classifier import train_costs
+from tunelab.methods.lm_delta import LmChange
+from tunelab.methods.registry import register
+from tunelab.metrics import compute_metrics
+from tunelab.model_changes import resolve_change
+from tunelab.prompts.engine import PromptEngine, preview
+from tunelab.prompts.plan import (
+    check_causal_lm,
+    check_fields,
+    check_task,
+    context_budget,
+    load_plan,
+    load_tokenizer_for,
+    new_plan,
+    read_prompt,
+    save_plan,
+)
+from tunelab.settings import StrictSettings
+
+PREFLIGHT_EXAMPLES = 8
+"""Examples per split `check_splits` encodes (the template is the same for all; a few catch missing fields)."""
+
+
+class PetChoicesSettings(StrictSettings):
+    train: str = "full"
+    """The model change: `full`, `lm_head`, `bitfit`, `partial`, `adapter`, or a PEFT strategy (`lora`, `ia3`, ...)."""
+    delta: dict = Field(default_factory=dict)
+    """Settings of the model change named by `train` (e.g. `{r: 8}` for lora); checked by its own schema."""
+    length_norm: Literal["none", "token", "char"] = "none"
+    """A choice's score: its summed log-likelihood, or divided by its tokens / characters (as zero_shot's)."""
+    batch_size: int | None = Field(None, gt=0)
+    """Examples per prediction batch (each brings all its choices); default train.eval_batch_size."""
+
+
+@register("pet_choices", "Prompt-based fine-tuning for multiple choice: cross-entropy over each example's choices "
+          "scored by the LM's log-likelihood", family="prompting")
+class PetChoicesStrategy:
+    Settings = PetChoicesSettings
+
+    def __init__(self, settings: PetChoicesSettings, experiment, label_names: list[str] | None):
+        self.settings, self.experiment = settings, experiment
+
+    @functools.cached_property
+    def prompt(self):
+        return read_prompt(self.experiment)
+
+    @classmethod
+    def check_pairing(cls, settings: PetChoicesSettings, experiment) -> None:
+        resolve_change(experiment, cls.strategy_name, settings.train, settings.delta, "choices")
+
+    @functools.cached_property
+    def change(self) -> LmChange:
+        return LmChange.resolve(self.experiment, self.strategy_name, self.settings.train, self.settings.delta, "causal_lm")
+
+    # --- checks before any model -------------------------------------------------------------
+
+    def check(self) -> None:
+        exp = self.experiment
+        check_task(exp, self.strategy_name, ("multiple_choice",))
+        check_causal_lm(exp, self.strategy_name)
+        self.plan()  # refuses a prompt.verbalizer: the candidates are each example's choices
+        self.change.check()
+
+    def plan(self):
+        return new_plan(self.experiment, self.prompt, [], length_norm=self.settings.length_norm)
+
+    def check_splits(self, splits) -> None:
+        """Render and tokenise the first examples of each split (no weights): a template field the data lacks
+        stops a run — and a sweep, before its first cell — at once."""
+        plan = self.plan()
+        for name in ("train", "dev", "test"):
+            self.encode(plan, getattr(splits, name)[:PREFLIGHT_EXAMPLES], name)
+
+    @functools.cached_property
+    def engine(self) -> PromptEngine:
+        return PromptEngine(load_tokenizer_for(self.experiment), max_length=context_budget(self.experiment))
+
+    def encode(self, plan, examples: list[dict], split: str) -> list[dict]:
+        check_fields(self.experiment, self.prompt, [self.prompt.template], examples)
+        texts = [self.engine.render(plan, example, []) for example in examples]
+        return encode_choices(self.engine.tokenizer, texts, examples, plan.length_norm, context_budget(self.experiment), split)
+
+    # --- the model -----------------------------------------------------------------------------
+
+    def load_base(self, name: str | None = None):
+        from tunelab.models import load_model
+
+        cfg = self.experiment.model
+        return load_model(name or cfg.name, "causal_lm", device=cfg.device, dtype=cfg.dtype,
+                          trust_remote_code=cfg.trust_remote_code)
+
+    def fit(self, splits, run_dir: Path):
+        from transformers import set_seed
+
+        from tunelab.train import train_model
+
+        exp, plan = self.experiment, self.plan()
+        train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
+        self.encode(plan, splits.test, "test")  # the test prompts' fields, before any weight loads
+        width = max(len(example["choices"]) for example in splits.train + splits.dev)
+        set_seed(exp.train.seed)
+        loaded = self.load_base()
+        model = ChoiceModel(self.change.apply(loaded))
+        costs = parameter_costs(model)
+        stats = train_model(model, self.engine.tokenizer, train, dev, exp.train, run_dir, score_dev=self.score_dev,
+                            metric_for_best=exp.train.metric_for_best or exp.metrics[0],
+                            collator=ChoiceCollator(self.pad_id, width), dev_readout=self.dev_readout(width))
+        costs.update(train_costs(stats, model))
+        return ChoicePredictor(self, model, loaded, plan), costs
+
+    @property
+    def pad_id(self) -> int:
+        return self.engine.tokenizer.pad_token_id or 0
+
+    # --- dev scores ----------------------------------------------------------------------------
+
+    def score_dev(self, logits, label_ids) -> dict:
+        return self.score_probabilities(*self.dev_probabilities(logits, label_ids))
+
+    @staticmethod
+    def dev_probabilities(logits, label_ids) -> tuple:
+        """((D, C) distributions over each dev example's choice slots, (D,) gold slots)."""
+        return torch.as_tensor(logits).float().softmax(-1).numpy(), np.asarray(label_ids)
+
+    def score_probabilities(self, probs, gold) -> dict:
+        """The metrics of the most probable choice slots against the gold slots. Slots, not texts: the held-out
+        dev score scores subsets of the dev split. Accuracy is the same either way (what multiple choice is
+        scored by); a per-label metric such as f1 counts slots as labels here, choice texts on test."""
+        slot = lambda i: f"choice {int(i) + 1}"  # noqa: E731
+        return compute_metrics(self.experiment.metrics, [slot(i) for i in probs.argmax(-1)], [slot(i) for i in gold])
+
+    def dev_readout(self, width: int):
+        from tunelab.held_out_dev import DevReadout
+
+        return DevReadout(self.dev_probabilities, self.score_probabilities, [f"choice {i + 1}" for i in range(width)])
+
+    # --- artifacts -----------------------------------------------------------------------------
+
+    def load(self, run_dir: Path):
+        loaded, lm = self.change.load(run_dir, self.load_base)
+        return ChoicePredictor(self, ChoiceModel(lm), loaded, load_plan(run_dir))
+
+    def preview(self, splits, n: int) -> list[str]:
+        """The first n test prompts as the model reads them, each with its choices."""
+        plan = self.plan()
+        self.encode(plan, splits.test[:n], "test")
+        return preview(self.engine, plan, splits.test[:n])
+
+
+class ChoicePredictor:
+    def __init__(self, strategy: PetChoicesStrategy, model: ChoiceModel, loaded, plan):
+        self.strategy, self.model, self.loaded, self.plan = strategy, model, loaded, plan
+
+    def choice_scores(self, examples: list[dict]) -> list[list[float]]:
+        """Each example's normalised log-likelihood of each of its choices (no label is read)."""
+        s = self.strategy
+        features = s.encode(self.plan, [dict(e, label=None) for e in examples], "prediction")
+        collate = ChoiceCollator(s.pad_id)
+        batch_size = s.settings.batch_size or s.experiment.train.eval_batch_size
+        device = next(self.model.parameters()).device
+
+        def run(chunk: list[dict]) -> list[list[float]]:
+            batch = {k: v.to(device) for k, v in collate(chunk).items()}
+            scores = self.model(**batch)["logits"].float().cpu()  # (B, C)
+            return [row[: len(f["input_ids"])].tolist() for row, f in zip(scores, chunk)]
+
+        self.model.eval()
+        with torch.inference_mode():
+            return by_length(features, lambda f: max(len(row) for row in f["input_ids"]), batch_size, run)
+
+    def predict(self, examples: list[dict]) -> list[dict]:
+        if not examples:
+            return []
+        return [{"prediction": example["choices"][int(np.argmax(row))], "scores": dict(zip(example["choices"], row))}
+                for example, row in zip(examples, self.choice_scores(examples))]
+
+    def save(self, directory: Path) -> None:
+        save_plan(self.plan, directory)
+        self.strategy.change.save(self.model.lm, directory, self.loaded)

@@ -1,0 +1,188 @@
+"""`pet_choices`: prompt-based fine-tuning for multiple choice, on tiny random Llamas saved as directories."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_jsonl
+from tunelab.config import validate_experiment
+from tunelab.errors import ConfigError
+from tunelab.run import execute, prepare
+
+WORDS = ["apple", "river", "stone", "cloud", "green", "house", "light", "music", "paper", "table"]
+
+
+def questions(count: int, seed: int, choices: int = 3, longest: int = 3) -> list[dict]:
+    """The answer is always the word 'yes' among distractors of 1 to `longest` words, in a random slot: learnable,
+    but not by position. Some questions have one choice fewer, so batches mix choice counts and choice lengths."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        distractors = choices - 1 - (i % 3 == 0)
+        options = [" ".join(rng.sample(WORDS, rng.randint(1, longest))) for _ in range(distractors)] + ["yes"]
+        rng.shuffle(options)
+        rows.append({"question": " ".join(rng.sample(WORDS, 4)) + "?", "choices": options, "answer": "yes"})
+    return rows
+
+
+def write_splits(directory: Path, longest: int = 3) -> dict:
+    return {"train": str(write_jsonl(directory / "train.jsonl", questions(16, 1, longest=longest))),
+            "dev": str(write_jsonl(directory / "dev.jsonl", questions(8, 2, longest=longest))),
+            "test": str(write_jsonl(directory / "test.jsonl", questions(12, 3, longest=longest)))}
+
+
+@pytest.fixture
+def choice_data(tmp_path) -> dict:
+    return write_splits(tmp_path)
+
+
+def experiment(model_dir: Path, data: dict, strategy: dict, **sections):
+    raw = {
+        "name": "choices",
+        "model": {"name": str(model_dir), "max_length": 64},
+        "task": {"type": "multiple_choice", "text_field": "question", "label_field": "answer"},
+        "data": dict(data),
+        "strategy": strategy,
+        "prompt": {"template": "Question: {{ question }}\nAnswer:"},
+        "train": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "log_to": [], "progress_bar": False},
+        "metrics": ["accuracy"],
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return validate_experiment(raw)
+
+
+@pytest.mark.parametrize("length_norm", ["none", "char"])
+def test_untrained_pet_choices_scores_equal_zero_shot(llama_dir, choice_data, tmp_path, length_norm):
+    """The read-out is zero_shot's: before training, every choice's score is the one zero_shot gives it."""
+    from tunelab.methods.choice_model import ChoiceModel
+    from tunelab.methods.pet_choices import ChoicePredictor
+
+    prepared = prepare(experiment(llama_dir, choice_data, {"name": "pet_choices", "length_norm": length_norm}))
+    strategy, splits = prepared.strategy, prepared.splits
+    loaded = strategy.load_base()
+    tuned = ChoicePredictor(strategy, ChoiceModel(loaded.model), loaded, strategy.plan()).predict(splits.test)
+    zero = prepare(experiment(llama_dir, choice_data, {"name": "zero_shot", "length_norm": length_norm}))
+    icl, _ = zero.strategy.fit(zero.splits, tmp_path)
+    for mine, theirs in zip(tuned, icl.predict(zero.splits.test), strict=True):
+        assert mine["scores"].keys() == theirs["scores"].keys()
+        assert list(mine["scores"].values()) == pytest.approx(list(theirs["scores"].values()), abs=1e-4)
+        assert mine["prediction"] == theirs["prediction"]
+
+
+def test_pet_choices_learns_the_answer_the_prompt_alone_does_not_give(llama_dir, tmp_path):
+    # one-word distractors: a one-word answer among longer ones would win by its summed log-likelihood untrained
+    choice_data = write_splits(tmp_path, longest=1)
+    config = experiment(llama_dir, choice_data, {"name": "pet_choices", "train": "full"},
+                        train={"epochs": 4, "learning_rate": 3e-3})
+    zero = execute(prepare(experiment(llama_dir, choice_data, {"name": "zero_shot"})), tmp_path / "zero")
+    tuned = execute(prepare(config), tmp_path / "tuned")
+    assert zero["test"]["accuracy"] < 0.8
+    assert tuned["test"]["accuracy"] == 1.0
+    costs = json.loads((tmp_path / "tuned" / "costs.json").read_text())
+    assert costs["best_dev"]["accuracy"] == 1.0 and costs["trainable_params"] == costs["total_params"]
+    again = prepare(config)
+    train = again.strategy.encode(again.strategy.plan(), again.splits.train, "train")
+    assert costs["train_tokens"] == 4 * sum(len(row) for f in train for row in f["input_ids"])  # every choice's tokens
+    held = json.loads((tmp_path / "tuned" / "held_out_dev.json").read_text())
+    gold = [row["choices"].index("yes") for row in questions(8, 2, longest=1)]
+    assert held["gold"] == gold  # dev slots line up with the dev examples' own choices
+    rows = [json.loads(line) for line in (tmp_path / "tuned" / "predictions.jsonl").read_text().splitlines()]
+    assert [row["prediction"] for row in rows] == ["yes"] * 12
+
+
+def test_a_lora_step_changes_only_lora_weights_and_the_run_reloads(llama_dir, choice_data, tmp_path):
+    from tunelab.run import load_run
+
+    prepared = prepare(experiment(llama_dir, choice_data, {"name": "pet_choices", "train": "lora", "delta": {"r": 4}},
+                                  train={"eval_strategy": "no"}))
+    loaded = prepared.strategy.load_base()
+    before = {name: p.detach().clone() for name, p in loaded.model.named_parameters()}
+    metrics = execute(prepared, tmp_path / "run")
+    _, _, predictor = load_run(tmp_path / "run")
+    lm = predictor.model.lm
+    moved = {name for name, p in lm.named_parameters() if "lora_" in name}
+    assert moved, "no LoRA weights in the reloaded model"
+    base = {name.replace("base_model.model.", "").replace(".base_layer", ""): p for name, p in lm.named_parameters()
+            if "lora_" not in name}
+    shared = [name for name in before if name in base]
+    assert len(shared) == len(before), sorted(set(before) - set(base))
+    assert all(torch.equal(before[name], base[name]) for name in shared)
+    again = predictor.predict(prepared.splits.test)
+    saved = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert np.mean([a["prediction"] == s["prediction"] for a, s in zip(again, saved)]) == 1.0
+    assert metrics["test"]["accuracy"] == pytest.approx(np.mean([a["prediction"] == "yes" for a in again]))
+
+
+def test_choice_scores_ignore_the_padding_of_shorter_rows(llama_dir, choice_data):
+    """An example scored alone and inside a batch of longer prompts and more choices gets the same scores."""
+    from tunelab.methods.choice_model import ChoiceModel
+    from tunelab.methods.pet_choices import ChoicePredictor
+
+    prepared = prepare(experiment(llama_dir, choice_data, {"name": "pet_choices"}))
+    strategy, test = prepared.strategy, prepared.splits.test
+    loaded = strategy.load_base()
+    predictor = ChoicePredictor(strategy, ChoiceModel(loaded.model), loaded, strategy.plan())
+    short = dict(test[0], question="why?")
+    together = predictor.choice_scores([short] + test[1:6])[0]
+    alone = predictor.choice_scores([short])[0]
+    assert together == pytest.approx(alone, abs=1e-4)
+
+
+BAD = {
+    "pet on multiple choice": ({"name": "pet"}, {}, "use strategy pet_choices"),
+    "a new head": ({"name": "pet_choices", "train": "head"}, {}, "pairs only with a classification-head read-out"),
+    "nothing trains": ({"name": "pet_choices", "train": "none"}, {}, "trains nothing"),
+    "a verbalizer": ({"name": "pet_choices"}, {"prompt": {"verbalizer": {"a": "b"}}}, "remove prompt.verbalizer"),
+    "a field the data lacks": ({"name": "pet_choices"}, {"prompt": {"template": "{{ title }}"}}, "'title'"),
+    "a classification task": ({"name": "pet_choices"}, {"task": {"type": "classification", "label_names": ["no", "yes"]}},
+                              "supports task.type multiple_choice"),
+    "unknown setting": ({"name": "pet_choices", "length_norms": "char"}, {}, "length_norms"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_pet_choices_input_fails_before_any_weight_loads(llama_dir, choice_data, monkeypatch, case):
+    import tunelab.models
+
+    strategy, sections, message = BAD[case]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(tunelab.models, "load_model", refuse)
+    with pytest.raises(ConfigError, match=message):
+        prepare(experiment(llama_dir, choice_data, strategy, **sections))
+
+
+def test_an_encoder_without_lm_head_is_refused(tiny_bert_dir, choice_data):
+    with pytest.raises(ConfigError, match="causal"):
+        prepare(experiment(tiny_bert_dir, choice_data, {"name": "pet_choices"}))
+
+
+def test_pet_choices_runs_from_the_command_line(llama_dir, choice_data, tmp_path, capsys):
+    import yaml
+
+    from tunelab.cli import main
+
+    raw = {"name": "cli", "model": {"name": str(llama_dir), "max_length": 64},
+           "task": {"type": "multiple_choice", "text_field": "question", "label_field": "answer"},
+           "data": choice_data, "strategy": {"name": "pet_choices", "train": "lora"},
+           "prompt": {"template": "Question: {{ question }}\nAnswer:"},
+           "train": {"epochs": 1, "batch_size": 4, "log_to": [], "progress_bar": False}, "metrics": ["accuracy"]}
+    path = tmp_path / "mc.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["accuracy"] >= 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), "--data", choice_data["test"]]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 12 and all(row["prediction"] in row["scores"] for row in rows)
+    assert main(["prompt", str(path), "--n", "1"]) == 0
+    assert "Question: " in capsys.readouterr().out
