@@ -229,7 +229,7 @@ DAYS = [{"question": f"Which day follows day {i}?", "choices": [f"day {i + 1}", 
          "label": f"day {i + 1}"} for i in range(12)]
 
 
-def test_multiple_choice_questions_get_an_experiment_that_prompts(tmp_path, capsys):
+def test_multiple_choice_questions_get_an_experiment_that_prompts_and_trains(tmp_path, capsys):
     """Their answers are free text too (one per record), but each is one of the record's choices: not generation."""
     data = jsonl(tmp_path / "train.jsonl", DAYS)
     out = tmp_path / "exp.yaml"
@@ -239,18 +239,22 @@ def test_multiple_choice_questions_get_an_experiment_that_prompts(tmp_path, caps
     assert raw["task"] == {"type": "multiple_choice", "text_field": "question", "choices_field": "choices"}
     assert (raw["data"]["k_shot"], raw["data"]["dev_k_shot"]) == (6, 6) and raw["metrics"] == ["accuracy"]
     entries = {entry["id"]: entry for entry in raw["sweep"]["strategies"]}
-    assert set(entries) == {"zero-shot", "zero-shot-per-char", "few-shot"}
+    assert set(entries) == {"zero-shot", "zero-shot-per-char", "few-shot", "pet-choices-lora"}
     assert entries["zero-shot-per-char"]["settings"] == {"length_norm": "char"}
+    assert entries["pet-choices-lora"] == {"name": "pet_choices", "id": "pet-choices-lora",
+                                           "settings": {"train": "lora", "delta": {"r": 8}}}
+    # three choices of a 64-token context a question: 2,048 tokens a step hold 10 questions, at most 8
+    assert raw["train"]["batch_size"] == 8 and "gradient_accumulation_steps" not in raw["train"]
     assert entries["few-shot"]["settings"]["k"] == 3
     assert "{{ choices | join(', ') }}" in raw["prompt"]["template"]
-    assert "text field: 'question'" in stdout and "do not read multiple choice yet" in stdout
+    assert "text field: 'question'" in stdout and "pet_choices runs each question once per choice (up to 3)" in stdout
     assert load_experiment(out).task.type == "multiple_choice"
     same_length = [{**row, "choices": [f"day {i:02d}" for i in (n + 1, n + 2, n + 3)], "label": f"day {n + 1:02d}"}
                    for n, row in enumerate(DAYS)]
     code, stdout, err = init(capsys, jsonl(tmp_path / "dates.jsonl", same_length), "--out", tmp_path / "dates.yaml")
     assert code == 0, err
     raw = yaml.safe_load((tmp_path / "dates.yaml").read_text())
-    assert [entry["id"] for entry in raw["sweep"]["strategies"]] == ["zero-shot", "few-shot"]
+    assert [entry["id"] for entry in raw["sweep"]["strategies"]] == ["zero-shot", "few-shot", "pet-choices-lora"]
     assert "zero-shot per character left out: every choice has the same length" in stdout
     assert main(["data", "check", str(data)]) == 2
     err = capsys.readouterr().err

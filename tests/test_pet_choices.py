@@ -186,3 +186,26 @@ def test_pet_choices_runs_from_the_command_line(llama_dir, choice_data, tmp_path
     assert len(rows) == 12 and all(row["prediction"] in row["scores"] for row in rows)
     assert main(["prompt", str(path), "--n", "1"]) == 0
     assert "Question: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("train, delta", [("lora", {"r": 4}), ("prompt_tuning", {"num_virtual_tokens": 3})])
+def test_predictions_score_as_training_scores_after_training(llama_dir, choice_data, tmp_path, train, delta):
+    """Predictions go through zero_shot's engine (soft prompts: the training path); on a trained model both paths
+    give each choice the score it was trained on."""
+    prepared = prepare(experiment(llama_dir, choice_data, {"name": "pet_choices", "train": train, "delta": delta},
+                                  train={"learning_rate": 1e-2}))
+    predictor, _ = prepared.strategy.fit(prepared.splits, tmp_path)
+    test = prepared.splits.test
+    for output, trained in zip(predictor.predict(test), predictor.choice_scores(test), strict=True):
+        assert list(output["scores"].values()) == pytest.approx(trained, abs=1e-4)
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_weights(llama_dir, tmp_path, monkeypatch):
+    import tunelab.models
+
+    rows = questions(6, 4)
+    rows[5]["question"] = " ".join(WORDS * 8)  # 80 words: past max_length 64
+    data = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", rows)) for split in ("train", "dev", "test")}
+    monkeypatch.setattr(tunelab.models, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    with pytest.raises(ConfigError, match="more than the context of 64 tokens"):
+        prepare(experiment(llama_dir, data, {"name": "pet_choices"}))

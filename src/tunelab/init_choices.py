@@ -1,13 +1,12 @@
 """`tunelab init` for multiple-choice questions: each record has its own `choices` list, the answer in `label`.
 
 Recognised by that layout (a list in `choices` that holds the record's `label`, in most records).
-Every record is checked the way a run reads it. The sweep is the one strategies that read multiple
-choice today — the LM scores each choice after the prompt (as examples/date_understanding.yaml):
-zero-shot with the choice's summed log-probability, zero-shot per character (longer choices are
-not penalised for their length; the dev split decides which is right for the data; left out when
-every choice has the same length, as in date_understanding's MM/DD/YYYY), and few-shot
-with as many demonstrations as fit a 2,048-token prompt (at most 3). K counts questions in all.
-"""
+Every record is checked the way a run reads it. The sweep: the LM scores each choice after the prompt
+(as examples/date_understanding.yaml) — zero-shot with the choice's summed log-probability, zero-shot per
+character (longer choices are not penalised for their length; the dev split decides which is right for
+the data; left out when every choice has the same length, as in date_understanding's MM/DD/YYYY), few-shot
+with as many demonstrations as fit a 2,048-token prompt (at most 3) — and `pet_choices` with LoRA, which
+trains that same read-out on the K questions. K counts questions in all."""
 
 from __future__ import annotations
 
@@ -17,12 +16,13 @@ from tunelab.config import TaskConfig
 from tunelab.data.check import percentile
 from tunelab.data.fields import choose_text, record_fields
 from tunelab.init_experiment import round_up
-from tunelab.init_generation import LM, lm_token_counter, normalised, split_sizes
+from tunelab.init_generation import LM, batch_lines, lm_token_counter, normalised, split_sizes
 
 SAMPLE = 200
 MAX_TEST = 200
 FEW_SHOT_MAX, FEW_SHOT_PROMPT = 3, 2048
 PROMPT_OVERHEAD = 24  # "Question:", "Options:", "Answer:" and the separators, in tokens
+EPOCHS, LORA_LEARNING_RATE = 5, "5.0e-4"  # measured on date_understanding (README: tunelab init)
 TEMPLATE = "Question: {{ text }}\nOptions: {{ choices | join(', ') }}\nAnswer:"
 
 
@@ -55,6 +55,8 @@ class Sizes:
     few_shot_length: int
     per_char: bool
     """Whether choices differ in length: when all have the same, per-character scores rank as summed ones do."""
+    choices: int
+    """The most choices a question has: pet_choices runs the model on each, so a question costs that many prompts."""
 
 
 def measure(train: list[dict], test: list[dict]) -> Sizes:
@@ -67,7 +69,8 @@ def measure(train: list[dict], test: list[dict]) -> Sizes:
     few_shot = max(0, min(FEW_SHOT_MAX, FEW_SHOT_PROMPT // example - 1))
     return Sizes(k=k, dev_k=dev_k, max_test=MAX_TEST, max_length=round_up(example, 64),
                  few_shot=few_shot, few_shot_length=round_up((few_shot + 1) * example, 64),
-                 per_char=len({len(choice) for e in train + test for choice in e["choices"]}) > 1)
+                 per_char=len({len(choice) for e in train + test for choice in e["choices"]}) > 1,
+                 choices=max(len(e["choices"]) for e in train + test))
 
 
 def body_lines(text: str, sizes: Sizes, test_count: int) -> tuple[list, list, list]:
@@ -87,6 +90,9 @@ def body_lines(text: str, sizes: Sizes, test_count: int) -> tuple[list, list, li
             *sample]
     rest = [
         "train:",
+        f"  epochs: {EPOCHS}",
+        f"  learning_rate: {LORA_LEARNING_RATE}  # for pet_choices' LoRA; its best dev epoch is kept",
+        *batch_lines(sizes.choices * sizes.max_length),
         "  eval_batch_size: 16     # prompts per forward pass",
         "  log_to: [csv]",
         "metrics: [accuracy]",
@@ -105,12 +111,14 @@ def entry_lines(sizes: Sizes) -> list[str]:
     if sizes.few_shot:
         lines.append(f"    - {{name: few_shot, id: few-shot, settings: {{k: {sizes.few_shot}, selection: random}}, "
                      f"model: {{name: {LM}, max_length: {sizes.few_shot_length}}}}}   # solved questions first")
+    lines.append("    - {name: pet_choices, id: pet-choices-lora, settings: {train: lora, delta: {r: 8}}}   "
+                 "# fine-tuning: cross-entropy over each question's choices")
     return lines
 
 
 def notes(sizes: Sizes, seeds: list[int]) -> list[str]:
-    lines = [f"K = {sizes.k} questions (train) and {sizes.dev_k} (dev), seeds {seeds}",
-             "the fine-tuning strategies do not read multiple choice yet: the sweep compares ways to prompt"]
+    lines = [f"K = {sizes.k} questions (train) and {sizes.dev_k} (dev), seeds {seeds}; pet_choices runs each "
+             f"question once per choice (up to {sizes.choices}): a training question costs that many prompts"]
     if not sizes.per_char:
         lines.append("zero-shot per character left out: every choice has the same length, so it ranks them as the sum does")
     if not sizes.few_shot:

@@ -118,7 +118,7 @@ def init_multiple_choice(data: str, test: str | None, out: Path, train_read: tup
     detected = f"multiple-choice questions in {text!r}, each with its own `choices`"
     cells = write_framed((data, test, out), (detected, len(train), "questions"), sizes, len(test_examples),
                          mc.body_lines(text, sizes, len(test_examples)),
-                         (mc.entry_lines(sizes), "the strategies that read multiple choice: ways to prompt"))
+                         (mc.entry_lines(sizes), "the strategies that read multiple choice: prompting, and training that read-out"))
     notes = [f"{detected}; text field: {text!r} ({how})", *mc.notes(sizes, SEEDS)]
     return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
 

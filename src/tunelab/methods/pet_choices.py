@@ -95,11 +95,14 @@ class PetChoicesStrategy:
         return new_plan(self.experiment, self.prompt, [], length_norm=self.settings.length_norm)
 
     def check_splits(self, splits) -> None:
-        """Render and tokenise the first examples of each split (no weights): a template field the data lacks
-        stops a run — and a sweep, before its first cell — at once."""
+        """Render and tokenise the first examples of each split, and count every prompt's tokens (no weights): a
+        template field the data lacks or a prompt too long for the context stops a run — and a sweep, before its
+        first cell — at once."""
         plan = self.plan()
         for name in ("train", "dev", "test"):
-            self.encode(plan, getattr(splits, name)[:PREFLIGHT_EXAMPLES], name)
+            examples = getattr(splits, name)
+            self.encode(plan, examples[:PREFLIGHT_EXAMPLES], name)  # fields first: the length check renders them
+            self.engine.check_lengths(plan, examples, name)  # a prompt + choice longer than the context: exit 2
 
     @functools.cached_property
     def engine(self) -> PromptEngine:
@@ -199,8 +202,16 @@ class ChoicePredictor:
             return by_length(features, lambda f: max(len(row) for row in f["input_ids"]), batch_size, run)
 
     def predict(self, examples: list[dict]) -> list[dict]:
+        """The best choice of each example. Scored by zero_shot's engine, which runs a prompt once for all its
+        choices (C times fewer tokens than `choice_scores`, which training needs); soft prompts shift positions
+        the engine does not know of, so they take `choice_scores`. Both give the same scores (a test checks it)."""
         if not examples:
             return []
+        s = self.strategy
+        if not s.change.soft_prompt:
+            engine = PromptEngine(s.engine.tokenizer, self.model.lm, max_length=context_budget(s.experiment),
+                                  batch_size=s.settings.batch_size or s.experiment.train.eval_batch_size)
+            return engine.predict(self.plan, [dict(e, label=None) for e in examples])
         return [{"prediction": example["choices"][int(np.argmax(row))], "scores": dict(zip(example["choices"], row))}
                 for example, row in zip(examples, self.choice_scores(examples))]
 
