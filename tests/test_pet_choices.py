@@ -144,6 +144,11 @@ BAD = {
     "a classification task": ({"name": "pet_choices"}, {"task": {"type": "classification", "label_names": ["no", "yes"]}},
                               "supports task.type multiple_choice"),
     "unknown setting": ({"name": "pet_choices", "length_norms": "char"}, {}, "length_norms"),
+    "label smoothing": ({"name": "pet_choices"}, {"train": {"label_smoothing": 0.1}}, "train.label_smoothing does not apply"),
+    "R-Drop": ({"name": "pet_choices"}, {"train": {"rdrop_alpha": 1.0}}, "train.rdrop_alpha does not apply"),
+    "adversarial": ({"name": "pet_choices"}, {"train": {"adversarial": {"method": "fgm", "epsilon": 0.5}}},
+                    "train.adversarial does not apply"),
+    "augmentation": ({"name": "pet_choices"}, {"train": {"augment": {"method": "token_edits"}}}, "train.augment does not apply"),
 }
 
 

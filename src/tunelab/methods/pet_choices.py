@@ -27,6 +27,7 @@ from pydantic import Field
 
 from tunelab.batching import by_length
 from tunelab.costs import parameter_costs
+from tunelab.errors import ConfigError
 from tunelab.methods.choice_model import ChoiceCollator, ChoiceModel, encode_choices
 from tunelab.methods.classifier import train_costs
 from tunelab.methods.lm_delta import LmChange
@@ -90,6 +91,18 @@ class PetChoicesStrategy:
         check_causal_lm(exp, self.strategy_name)
         self.plan()  # refuses a prompt.verbalizer: the candidates are each example's choices
         self.change.check()
+        self.check_training_keys()
+
+    def check_training_keys(self) -> None:
+        """The train: techniques built for one row per example; a question here is a row per choice, and R-Drop's
+        stacked copies, smoothing over padded choice slots or rewritten copies of the question are not made for
+        that yet. Refused, naming the key, rather than trained wrongly."""
+        train = self.experiment.train
+        for key, value in (("label_smoothing", train.label_smoothing), ("rdrop_alpha", train.rdrop_alpha),
+                           ("adversarial", train.adversarial), ("augment", train.augment)):
+            if value:
+                raise ConfigError(f"{self.experiment.locate('train', key)}: train.{key} does not apply to pet_choices "
+                                  "yet (one row per choice of a question); remove it for this strategy")
 
     def plan(self):
         return new_plan(self.experiment, self.prompt, [], length_norm=self.settings.length_norm)
