@@ -214,3 +214,27 @@ def test_a_prompt_longer_than_the_context_is_refused_before_weights(llama_dir, t
     monkeypatch.setattr(tunelab.models, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
     with pytest.raises(ConfigError, match="more than the context of 64 tokens"):
         prepare(experiment(llama_dir, data, {"name": "pet_choices"}))
+
+
+def test_a_sweep_compares_pet_choices_with_zero_shot_and_reports_both(llama_dir, tmp_path, capsys):
+    import csv
+
+    import yaml
+
+    from tunelab.cli import main
+
+    raw = {"name": "mc-sweep", "model": {"name": str(llama_dir), "max_length": 64},
+           "task": {"type": "multiple_choice", "text_field": "question", "label_field": "answer"},
+           "data": {**write_splits(tmp_path, longest=1), "dev": None, "k_shot": 8, "dev_k_shot": 8},
+           "prompt": {"template": "Question: {{ question }}\nAnswer:"},
+           "train": {"epochs": 4, "batch_size": 4, "learning_rate": 3e-3, "log_to": [], "progress_bar": False},
+           "metrics": ["accuracy"],
+           "sweep": {"seeds": [1], "strategies": [{"name": "zero_shot"}, {"name": "pet_choices", "settings": {"train": "full"}}]}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main(["compare", str(path), "--out", str(tmp_path / "sweep")]) == 0
+    with open(tmp_path / "sweep" / "leaderboard.csv", encoding="utf-8") as handle:
+        board = {row["strategy"]: row for row in csv.DictReader(handle)}
+    assert set(board) == {"zero_shot", "pet_choices"}
+    assert float(board["pet_choices"]["accuracy_mean"]) > float(board["zero_shot"]["accuracy_mean"])
+    assert "pet_choices" in (tmp_path / "sweep" / "report.md").read_text()
