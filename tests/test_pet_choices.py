@@ -166,6 +166,11 @@ def test_bad_pet_choices_input_fails_before_any_weight_loads(llama_dir, choice_d
         prepare(experiment(llama_dir, choice_data, strategy, **sections))
 
 
+def test_without_training_data_it_points_to_the_prompting_strategies(llama_dir, choice_data):
+    with pytest.raises(ConfigError, match="pet_choices trains on data.train.*use zero_shot or few_shot"):
+        prepare(experiment(llama_dir, {**choice_data, "train": None}, {"name": "pet_choices"}))
+
+
 def test_an_encoder_without_lm_head_is_refused(tiny_bert_dir, choice_data):
     with pytest.raises(ConfigError, match="causal"):
         prepare(experiment(tiny_bert_dir, choice_data, {"name": "pet_choices"}))

@@ -111,6 +111,9 @@ class PetChoicesStrategy:
         """Render and tokenise the first examples of each split, and count every prompt's tokens (no weights): a
         template field the data lacks or a prompt too long for the context stops a run — and a sweep, before its
         first cell — at once."""
+        if not splits.train:
+            raise ConfigError(f"{self.experiment.source}: pet_choices trains on data.train, which is not set (or empty); "
+                              "for multiple choice without training use zero_shot or few_shot")
         plan = self.plan()
         for name in ("train", "dev", "test"):
             examples = getattr(splits, name)
