@@ -243,11 +243,11 @@ def test_multiple_choice_questions_get_an_experiment_that_prompts_and_trains(tmp
     assert entries["zero-shot-per-char"]["settings"] == {"length_norm": "char"}
     assert entries["pet-choices-lora"] == {"name": "pet_choices", "id": "pet-choices-lora",
                                            "settings": {"train": "lora", "delta": {"r": 8}}}
-    # three choices of a 64-token context a question: 2,048 tokens a step hold 10 questions, at most 8
+    # a 64-token context and three short choices a question: 2,048 tokens a step hold more than 8, at most 8
     assert raw["train"]["batch_size"] == 8 and "gradient_accumulation_steps" not in raw["train"]
     assert entries["few-shot"]["settings"]["k"] == 3
     assert "{{ choices | join(', ') }}" in raw["prompt"]["template"]
-    assert "text field: 'question'" in stdout and "pet_choices runs each question once per choice (up to 3)" in stdout
+    assert "text field: 'question'" in stdout and "K = 6 questions (train) and 6 (dev)" in stdout
     assert load_experiment(out).task.type == "multiple_choice"
     same_length = [{**row, "choices": [f"day {i:02d}" for i in (n + 1, n + 2, n + 3)], "label": f"day {n + 1:02d}"}
                    for n, row in enumerate(DAYS)]

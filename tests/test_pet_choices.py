@@ -58,22 +58,46 @@ def experiment(model_dir: Path, data: dict, strategy: dict, **sections):
     return validate_experiment(raw)
 
 
-@pytest.mark.parametrize("length_norm", ["none", "char"])
-def test_untrained_pet_choices_scores_equal_zero_shot(llama_dir, choice_data, tmp_path, length_norm):
-    """The read-out is zero_shot's: before training, every choice's score is the one zero_shot gives it."""
-    from tunelab.methods.choice_model import ChoiceModel
-    from tunelab.methods.pet_choices import ChoicePredictor
+def training_scores(strategy, lm, examples: list[dict], shared_prompt: bool, grad: bool = False) -> torch.Tensor:
+    """(B, C) scores of one batch as training computes them, by the shared-prompt model or a row per choice."""
+    from tunelab.methods.choice_model import ChoiceCollator, ChoiceModel, SharedPromptChoiceModel
 
+    features = strategy.encode(strategy.plan(), examples, "test")
+    batch = ChoiceCollator(0, shared_prompt=shared_prompt)(features)
+    model = (SharedPromptChoiceModel if shared_prompt else ChoiceModel)(lm).eval()
+    with torch.set_grad_enabled(grad):
+        return model(**batch)
+
+
+@pytest.mark.parametrize("length_norm", ["none", "char"])
+@pytest.mark.parametrize("shared_prompt", [True, False])
+def test_untrained_training_scores_equal_zero_shot(llama_dir, choice_data, tmp_path, length_norm, shared_prompt):
+    """The read-out is zero_shot's: before training, every choice's score (either way of computing it) is the one
+    zero_shot gives it, and untrained predictions are zero_shot's."""
     prepared = prepare(experiment(llama_dir, choice_data, {"name": "pet_choices", "length_norm": length_norm}))
-    strategy, splits = prepared.strategy, prepared.splits
-    loaded = strategy.load_base()
-    tuned = ChoicePredictor(strategy, ChoiceModel(loaded.model), loaded, strategy.plan()).predict(splits.test)
+    strategy, test = prepared.strategy, prepared.splits.test
+    scores = training_scores(strategy, strategy.load_base().model, test, shared_prompt)["logits"]
     zero = prepare(experiment(llama_dir, choice_data, {"name": "zero_shot", "length_norm": length_norm}))
     icl, _ = zero.strategy.fit(zero.splits, tmp_path)
-    for mine, theirs in zip(tuned, icl.predict(zero.splits.test), strict=True):
-        assert mine["scores"].keys() == theirs["scores"].keys()
-        assert list(mine["scores"].values()) == pytest.approx(list(theirs["scores"].values()), abs=1e-4)
-        assert mine["prediction"] == theirs["prediction"]
+    for row, example, theirs in zip(scores, test, icl.predict(zero.splits.test), strict=True):
+        assert list(theirs["scores"]) == example["choices"]
+        assert row[: len(example["choices"])].tolist() == pytest.approx(list(theirs["scores"].values()), abs=1e-4)
+        assert (row[len(example["choices"]):] < -1e8).all()  # slots it does not have
+
+
+def test_the_shared_prompt_gives_the_gradients_of_a_row_per_choice(llama_dir, choice_data):
+    prepared = prepare(experiment(llama_dir, choice_data, {"name": "pet_choices"}))
+    strategy, test = prepared.strategy, prepared.splits.test[:5]
+    lm = strategy.load_base().model
+    gradients = []
+    for shared in (True, False):
+        lm.zero_grad()
+        out = training_scores(strategy, lm, [dict(e) for e in test], shared, grad=True)
+        out["loss"].backward()
+        gradients.append({name: p.grad.clone() for name, p in lm.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 10
+    for name, grad in gradients[0].items():
+        assert torch.allclose(grad, gradients[1][name], atol=1e-5, rtol=1e-3), name
 
 
 def test_pet_choices_learns_the_answer_the_prompt_alone_does_not_give(llama_dir, tmp_path):
@@ -89,7 +113,7 @@ def test_pet_choices_learns_the_answer_the_prompt_alone_does_not_give(llama_dir,
     assert costs["best_dev"]["accuracy"] == 1.0 and costs["trainable_params"] == costs["total_params"]
     again = prepare(config)
     train = again.strategy.encode(again.strategy.plan(), again.splits.train, "train")
-    assert costs["train_tokens"] == 4 * sum(len(row) for f in train for row in f["input_ids"])  # every choice's tokens
+    assert costs["train_tokens"] == 4 * sum(len(f["input_ids"]) + sum(map(len, f["choice_ids"])) for f in train)
     held = json.loads((tmp_path / "tuned" / "held_out_dev.json").read_text())
     gold = [row["choices"].index("yes") for row in questions(8, 2, longest=1)]
     assert held["gold"] == gold  # dev slots line up with the dev examples' own choices
@@ -120,19 +144,17 @@ def test_a_lora_step_changes_only_lora_weights_and_the_run_reloads(llama_dir, ch
     assert metrics["test"]["accuracy"] == pytest.approx(np.mean([a["prediction"] == "yes" for a in again]))
 
 
-def test_choice_scores_ignore_the_padding_of_shorter_rows(llama_dir, choice_data):
+@pytest.mark.parametrize("shared_prompt", [True, False])
+def test_choice_scores_ignore_the_padding_of_shorter_rows(llama_dir, choice_data, shared_prompt):
     """An example scored alone and inside a batch of longer prompts and more choices gets the same scores."""
-    from tunelab.methods.choice_model import ChoiceModel
-    from tunelab.methods.pet_choices import ChoicePredictor
-
     prepared = prepare(experiment(llama_dir, choice_data, {"name": "pet_choices"}))
     strategy, test = prepared.strategy, prepared.splits.test
-    loaded = strategy.load_base()
-    predictor = ChoicePredictor(strategy, ChoiceModel(loaded.model), loaded, strategy.plan())
+    lm = strategy.load_base().model
     short = dict(test[0], question="why?")
-    together = predictor.choice_scores([short] + test[1:6])[0]
-    alone = predictor.choice_scores([short])[0]
-    assert together == pytest.approx(alone, abs=1e-4)
+    together = training_scores(strategy, lm, [short] + test[1:6], shared_prompt)["logits"][0]
+    alone = training_scores(strategy, lm, [short], shared_prompt)["logits"][0]
+    count = len(short["choices"])
+    assert together[:count].tolist() == pytest.approx(alone[:count].tolist(), abs=1e-4)
 
 
 BAD = {

@@ -335,16 +335,14 @@ def loss_honours_item_count(model) -> bool:
                                       "ForQuestionAnswering"))
 
 
-def feature_tokens(input_ids: list) -> int:
-    """Tokens a feature feeds the model: all its rows' (multiple choice: one row per choice)."""
-    if input_ids and isinstance(input_ids[0], (list, tuple)):
-        return sum(len(row) for row in input_ids)
-    return len(input_ids)
+def feature_tokens(feature: dict) -> int:
+    """Tokens a feature holds: its input's, and its choices' (multiple choice, `pet_choices`)."""
+    return len(feature["input_ids"]) + sum(len(ids) for ids in feature.get("choice_ids", ()))
 
 
 def collect_stats(trainer, output, train_features, train_seconds: float, best) -> TrainStats:
     epochs = float(trainer.state.epoch or 0.0)
-    tokens = int(sum(feature_tokens(f["input_ids"]) for f in train_features) * epochs)
+    tokens = int(sum(feature_tokens(f) for f in train_features) * epochs)
     examples = len(train_features) * epochs
     train_seconds = max(train_seconds, 1e-9)
     return TrainStats(

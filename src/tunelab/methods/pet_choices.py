@@ -28,7 +28,7 @@ from pydantic import Field
 from tunelab.batching import by_length
 from tunelab.costs import parameter_costs
 from tunelab.errors import ConfigError
-from tunelab.methods.choice_model import ChoiceCollator, ChoiceModel, encode_choices
+from tunelab.methods.choice_model import ChoiceCollator, ChoiceModel, SharedPromptChoiceModel, encode_choices
 from tunelab.methods.classifier import train_costs
 from tunelab.methods.lm_delta import LmChange
 from tunelab.methods.registry import register
@@ -149,17 +149,20 @@ class PetChoicesStrategy:
         width = max(len(example["choices"]) for example in splits.train + splits.dev)
         set_seed(exp.train.seed)
         loaded = self.load_base()
-        model = ChoiceModel(self.change.apply(loaded))
+        model = self.wrap(self.change.apply(loaded))
         costs = parameter_costs(model)
         stats = train_model(model, self.engine.tokenizer, train, dev, exp.train, run_dir, score_dev=self.score_dev,
                             metric_for_best=exp.train.metric_for_best or exp.metrics[0],
-                            collator=ChoiceCollator(self.pad_id, width), dev_readout=self.dev_readout(width))
+                            collator=self.collator(width), dev_readout=self.dev_readout(width))
         costs.update(train_costs(stats, model))
         return ChoicePredictor(self, model, loaded, plan), costs
 
-    @property
-    def pad_id(self) -> int:
-        return self.engine.tokenizer.pad_token_id or 0
+    def wrap(self, lm) -> torch.nn.Module:
+        """The prompt once per question, its cache shared by the choices; a row per choice for soft prompts."""
+        return ChoiceModel(lm) if self.change.soft_prompt else SharedPromptChoiceModel(lm)
+
+    def collator(self, width: int = 0) -> ChoiceCollator:
+        return ChoiceCollator(self.engine.tokenizer.pad_token_id or 0, width, shared_prompt=not self.change.soft_prompt)
 
     # --- dev scores ----------------------------------------------------------------------------
 
@@ -187,7 +190,7 @@ class PetChoicesStrategy:
 
     def load(self, run_dir: Path):
         loaded, lm = self.change.load(run_dir, self.load_base)
-        return ChoicePredictor(self, ChoiceModel(lm), loaded, load_plan(run_dir))
+        return ChoicePredictor(self, self.wrap(lm), loaded, load_plan(run_dir))
 
     def preview(self, splits, n: int) -> list[str]:
         """The first n test prompts as the model reads them, each with its choices."""
@@ -201,21 +204,21 @@ class ChoicePredictor:
         self.strategy, self.model, self.loaded, self.plan = strategy, model, loaded, plan
 
     def choice_scores(self, examples: list[dict]) -> list[list[float]]:
-        """Each example's normalised log-likelihood of each of its choices (no label is read)."""
+        """Each example's normalised log-likelihood of each of its choices, as training computes it (no label is read)."""
         s = self.strategy
         features = s.encode(self.plan, [dict(e, label=None) for e in examples], "prediction")
-        collate = ChoiceCollator(s.pad_id)
+        collate = s.collator()
         batch_size = s.settings.batch_size or s.experiment.train.eval_batch_size
         device = next(self.model.parameters()).device
 
         def run(chunk: list[dict]) -> list[list[float]]:
             batch = {k: v.to(device) for k, v in collate(chunk).items()}
             scores = self.model(**batch)["logits"].float().cpu()  # (B, C)
-            return [row[: len(f["input_ids"])].tolist() for row, f in zip(scores, chunk)]
+            return [row[: len(f["choice_ids"])].tolist() for row, f in zip(scores, chunk)]
 
         self.model.eval()
         with torch.inference_mode():
-            return by_length(features, lambda f: max(len(row) for row in f["input_ids"]), batch_size, run)
+            return by_length(features, lambda f: len(f["input_ids"]), batch_size, run)
 
     def predict(self, examples: list[dict]) -> list[dict]:
         """The best choice of each example. Scored by zero_shot's engine, which runs a prompt once for all its
