@@ -265,3 +265,15 @@ def test_a_sweep_compares_pet_choices_with_zero_shot_and_reports_both(llama_dir,
     assert set(board) == {"zero_shot", "pet_choices"}
     assert float(board["pet_choices"]["accuracy_mean"]) > float(board["zero_shot"]["accuracy_mean"])
     assert "pet_choices" in (tmp_path / "sweep" / "report.md").read_text()
+    # its dev outputs (held out across folds) name each question's own choices, as zero_shot's do, so the report's
+    # paired dev comparisons read them alike (they were "choice 2" slots, never equal to a gold answer)
+    for cell in ("pet_choices-k8-seed1", "zero_shot-k8-seed1"):
+        rows = rows_of(tmp_path / "sweep" / cell)
+        assert len(rows) == 8 and all(set(row["scores"]) == set(row["choices"]) for row in rows), cell
+    held = json.loads((tmp_path / "sweep" / "pet_choices-k8-seed1" / "costs.json").read_text())["held_out_dev"]
+    assert np.mean([row["prediction"] == row["label"] for row in rows_of(tmp_path / "sweep" / "pet_choices-k8-seed1")]) \
+        == pytest.approx(held["accuracy"])
+
+
+def rows_of(cell: Path) -> list[dict]:
+    return [json.loads(line) for line in (cell / "dev_predictions.jsonl").read_text().splitlines()]

@@ -200,7 +200,7 @@ class PetChoicesStrategy:
 
 
 class ChoicePredictor:
-    def __init__(self, strategy: PetChoicesStrategy, model: ChoiceModel, loaded, plan):
+    def __init__(self, strategy: PetChoicesStrategy, model: torch.nn.Module, loaded, plan):
         self.strategy, self.model, self.loaded, self.plan = strategy, model, loaded, plan
 
     def choice_scores(self, examples: list[dict]) -> list[list[float]]:

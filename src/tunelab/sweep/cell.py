@@ -79,7 +79,8 @@ class CellStrategy:
         if splits.dev and self.config.task.type in LABEL_SCORE_TASKS and not self.config.tasks:
             # the label scores on dev let an `ensemble` entry weigh this cell against others without its weights
             if not dev_rows:
-                dev_rows, dev_outputs = splits.dev, held_out_outputs(run_dir, costs, len(splits.dev))
+                multiple_choice = self.config.task.type == "multiple_choice"
+                dev_rows, dev_outputs = splits.dev, held_out_outputs(run_dir, costs, splits.dev, multiple_choice)
             write_predictions(Path(run_dir) / DEV_PREDICTIONS_FILE, dev_rows, dev_outputs or predictor.predict(dev_rows))
         costs.setdefault("num_dev", len(splits.dev))
         write_json_atomic(Path(run_dir) / CELL_FILE, self.meta)
@@ -124,12 +125,16 @@ class CellStrategy:
                 for seed in seeds}
 
 
-def held_out_outputs(run_dir: Path, costs: dict, num_dev: int) -> list[dict]:
+def held_out_outputs(run_dir: Path, costs: dict, dev: list[dict], multiple_choice: bool = False) -> list[dict]:
     """The dev outputs the cell's held-out dev score was computed from (each example's distribution from the
-    checkpoint chosen on the other folds of dev), so an ensemble's dev score is held out alike; [] without them."""
+    checkpoint chosen on the other folds of dev), so an ensemble's dev score is held out alike; [] without them.
+    Multiple choice records choice slots (each question has its own choices): named here by the question's."""
     record = read_held_out(Path(run_dir) / HELD_OUT_FILE) if costs.get("held_out_dev") else None
-    if not record or len(record["probabilities"]) != num_dev:
+    if not record or len(record["probabilities"]) != len(dev):
         return []
+    if multiple_choice:
+        return [label_outputs([probs[: len(row["choices"])]], row["choices"])[0]
+                for probs, row in zip(record["probabilities"], dev)]
     return label_outputs(record["probabilities"], record["label_names"])
 
 
