@@ -310,6 +310,17 @@ def test_changed_configuration_is_refused(tmp_path, tiny_bert_dir, tiny_sentimen
         run_sweep(load_experiment(path, ["train.learning_rate=0.01"]))
 
 
+def test_optimiser_settings_do_not_stop_a_finished_prompting_cell_from_resuming(tmp_path, tiny_llama_dir, tiny_sentiment):
+    """init's files keep their trained entry's learning rate at the top: tuning it re-runs nothing that prompts,
+    while a setting prompting reads (the dev metric) still refuses."""
+    path = sweep_yaml(tmp_path, tiny_llama_dir, tiny_sentiment, {"strategies": ["zero_shot"]})
+    assert run_sweep(load_experiment(path)).ran == 1
+    again = run_sweep(load_experiment(path, ["train.learning_rate=0.01", "train.epochs=7", "train.batch_size=2"]))
+    assert (again.ran, again.skipped, again.failed) == (0, 1, [])
+    with pytest.raises(ConfigError, match=r"zero_shot-kall-seed42: train.metric_for_best: None → 'f1'"):
+        run_sweep(load_experiment(path, ["train.metric_for_best=f1"]))
+
+
 def test_one_sweep_at_a_time(tmp_path, tiny_bert_dir, tiny_sentiment):
     path = sweep_yaml(tmp_path, tiny_bert_dir, tiny_sentiment, {"strategies": ["head"]})
     root = tmp_path / "runs" / "tiny"
