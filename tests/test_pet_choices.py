@@ -220,7 +220,7 @@ def test_pet_choices_runs_from_the_command_line(llama_dir, choice_data, tmp_path
     assert "Question: " in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("train, delta", [("lora", {"r": 4}), ("prompt_tuning", {"num_virtual_tokens": 3})])
+@pytest.mark.parametrize("train, delta", [("lora", {"r": 4}), ("prompt_tuning", {"num_virtual_tokens": 3}), ("adapter", {}), ("bitfit", {"add_biases": True})])
 def test_predictions_score_as_training_scores_after_training(llama_dir, choice_data, tmp_path, train, delta):
     """Predictions go through zero_shot's engine (soft prompts: the training path); on a trained model both paths
     give each choice the score it was trained on."""
