@@ -171,7 +171,7 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
         meta = json.loads((cell_dir(root, cell.id) / CELL_FILE).read_text(encoding="utf-8"))
         stored = meta.get("config", {})
         changes = reconcile_data(stored, meta.get("data_sha256") or {}, cell.config, cell.data_sha256)
-        changes += [change for change in config_changes(stored, cell.config) if reads_setting(cell, change)]
+        changes += config_changes(settings_read(cell, stored), settings_read(cell, cell.config))
         changes += teacher_changes(root, cell)
         changes += dev_seed_changes(meta, cell)
         changes += strategy_changes(root, cell)
@@ -185,17 +185,17 @@ def check_unchanged(root: Path, cells: list[Cell]) -> None:
         )
 
 
-READ_WITHOUT_TRAINING = ("train.seed:", "train.metric_for_best:")
+READ_WITHOUT_TRAINING = ("seed", "metric_for_best")
 """The train: settings a strategy that trains nothing still reads (demonstrations drawn by seed, the dev metric)."""
 
 
-def reads_setting(cell: Cell, change: str) -> bool:
-    """Whether a changed setting ('train.learning_rate: 0.001 → 0.0005') can change the cell's result. A prompting
-    cell reads no optimiser setting: init's files keep the learning rate of their one trained entry at the top, and
-    tuning it must not refuse to resume the finished zero-shot cells beside it."""
-    if not change.startswith("train.") or change.startswith(READ_WITHOUT_TRAINING):
-        return True
-    return getattr(get_strategy(cell.method).cls, "trains", True)
+def settings_read(cell: Cell, config: dict) -> dict:
+    """The cell's config without the settings its strategy cannot read: a prompting cell reads no optimiser
+    setting. init's files keep the learning rate of their one trained entry at the top, and tuning it must not
+    refuse to resume the finished zero-shot cells beside it."""
+    if getattr(get_strategy(cell.method).cls, "trains", True) or "train" not in config:
+        return config
+    return {**config, "train": {k: v for k, v in config["train"].items() if k in READ_WITHOUT_TRAINING}}
 
 
 def dev_seed_changes(stored_meta: dict, cell: Cell) -> list[str]:
