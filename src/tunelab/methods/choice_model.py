@@ -68,7 +68,7 @@ def right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def choice_slots(features: list[dict], width: int) -> torch.Tensor:
+def slot_rows(features: list[dict], width: int) -> torch.Tensor:
     """(B, C): each example's choice rows in the flattened batch, -1 where it has fewer choices."""
     width = max([width] + [len(f["choice_ids"]) for f in features])
     slots, next_row = torch.full((len(features), width), -1), 0
@@ -90,7 +90,7 @@ class ChoiceCollator:
     def __call__(self, features: list[dict]) -> dict:
         batch = self.shared(features) if self.shared_prompt else self.rows(features)
         batch["norms"] = torch.tensor([n for f in features for n in f["norms"]], dtype=torch.float32)
-        batch["choice_slots"] = choice_slots(features, self.width)
+        batch["choice_slots"] = slot_rows(features, self.width)
         if all("labels" in f for f in features):
             batch["labels"] = torch.tensor([f["labels"] for f in features])
         return batch

@@ -108,16 +108,17 @@ class PetChoicesStrategy:
         return new_plan(self.experiment, self.prompt, [], length_norm=self.settings.length_norm)
 
     def check_splits(self, splits) -> None:
-        """Render and tokenise the first examples of each split, and count every prompt's tokens (no weights): a
-        template field the data lacks or a prompt too long for the context stops a run — and a sweep, before its
-        first cell — at once."""
+        """Every example's template fields and token count, and the first examples encoded (no weights): a template
+        field the data lacks or a prompt too long for the context stops a run — and a sweep, before its first
+        cell — at once; `fit` then needs no check of its own."""
         if not splits.train:
             raise ConfigError(f"{self.experiment.source}: pet_choices trains on data.train, which is not set (or empty); "
                               "for multiple choice without training use zero_shot or few_shot")
         plan = self.plan()
         for name in ("train", "dev", "test"):
             examples = getattr(splits, name)
-            self.encode(plan, examples[:PREFLIGHT_EXAMPLES], name)  # fields first: the length check renders them
+            check_fields(self.experiment, self.prompt, [self.prompt.template], examples)  # every example's fields
+            self.encode(plan, examples[:PREFLIGHT_EXAMPLES], name)  # the prompt/choice split of a few
             self.engine.check_lengths(plan, examples, name)  # a prompt + choice longer than the context: exit 2
 
     @functools.cached_property
@@ -145,7 +146,6 @@ class PetChoicesStrategy:
 
         exp, plan = self.experiment, self.plan()
         train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
-        self.encode(plan, splits.test, "test")  # the test prompts' fields, before any weight loads
         width = max(len(example["choices"]) for example in splits.train + splits.dev)
         set_seed(exp.train.seed)
         loaded = self.load_base()
@@ -160,6 +160,10 @@ class PetChoicesStrategy:
     def wrap(self, lm) -> torch.nn.Module:
         """The prompt once per question, its cache shared by the choices; a row per choice for soft prompts."""
         return ChoiceModel(lm) if self.change.soft_prompt else SharedPromptChoiceModel(lm)
+
+    @property
+    def prediction_batch_size(self) -> int:
+        return self.settings.batch_size or self.experiment.train.eval_batch_size
 
     def collator(self, width: int = 0) -> ChoiceCollator:
         return ChoiceCollator(self.engine.tokenizer.pad_token_id or 0, width, shared_prompt=not self.change.soft_prompt)
@@ -178,13 +182,13 @@ class PetChoicesStrategy:
         """The metrics of the most probable choice slots against the gold slots. Slots, not texts: the held-out
         dev score scores subsets of the dev split. Accuracy is the same either way (what multiple choice is
         scored by); a per-label metric such as f1 counts slots as labels here, choice texts on test."""
-        slot = lambda i: f"choice {int(i) + 1}"  # noqa: E731
-        return compute_metrics(self.experiment.metrics, [slot(i) for i in probs.argmax(-1)], [slot(i) for i in gold])
+        predicted, answers = [slot_name(i) for i in probs.argmax(-1)], [slot_name(i) for i in gold]
+        return compute_metrics(self.experiment.metrics, predicted, answers)
 
     def dev_readout(self, width: int):
         from tunelab.held_out_dev import DevReadout
 
-        return DevReadout(self.dev_probabilities, self.score_probabilities, [f"choice {i + 1}" for i in range(width)])
+        return DevReadout(self.dev_probabilities, self.score_probabilities, [slot_name(i) for i in range(width)])
 
     # --- artifacts -----------------------------------------------------------------------------
 
@@ -199,6 +203,11 @@ class PetChoicesStrategy:
         return preview(self.engine, plan, splits.test[:n])
 
 
+def slot_name(index) -> str:
+    """A dev example's choice slot as a label: 'choice 1', 'choice 2', ..."""
+    return f"choice {int(index) + 1}"
+
+
 class ChoicePredictor:
     def __init__(self, strategy: PetChoicesStrategy, model: torch.nn.Module, loaded, plan):
         self.strategy, self.model, self.loaded, self.plan = strategy, model, loaded, plan
@@ -208,7 +217,6 @@ class ChoicePredictor:
         s = self.strategy
         features = s.encode(self.plan, [dict(e, label=None) for e in examples], "prediction")
         collate = s.collator()
-        batch_size = s.settings.batch_size or s.experiment.train.eval_batch_size
         device = next(self.model.parameters()).device
 
         def run(chunk: list[dict]) -> list[list[float]]:
@@ -218,7 +226,7 @@ class ChoicePredictor:
 
         self.model.eval()
         with torch.inference_mode():
-            return by_length(features, lambda f: len(f["input_ids"]), batch_size, run)
+            return by_length(features, lambda f: len(f["input_ids"]), s.prediction_batch_size, run)
 
     def predict(self, examples: list[dict]) -> list[dict]:
         """The best choice of each example. Scored by zero_shot's engine, which runs a prompt once for all its
@@ -229,7 +237,7 @@ class ChoicePredictor:
         s = self.strategy
         if not s.change.soft_prompt:
             engine = PromptEngine(s.engine.tokenizer, self.model.lm, max_length=context_budget(s.experiment),
-                                  batch_size=s.settings.batch_size or s.experiment.train.eval_batch_size)
+                                  batch_size=s.prediction_batch_size)
             return engine.predict(self.plan, [dict(e, label=None) for e in examples])
         return [{"prediction": example["choices"][int(np.argmax(row))], "scores": dict(zip(example["choices"], row))}
                 for example, row in zip(examples, self.choice_scores(examples))]
