@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import yaml
@@ -84,9 +85,10 @@ def test_csv_label_found_as_the_only_field_of_few_values_and_k_fits_the_smallest
     code, stdout, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
     assert code == 0, err
     assert "label field: 'polarity' (the only field with a few repeated values)" in stdout
-    assert "no --test: the test split is DATA itself" in stdout
+    assert "no --test: 20% of DATA (per class where it has classes) is held out as the test split" in stdout
     raw = yaml.safe_load((tmp_path / "exp.yaml").read_text())
-    assert raw["data"]["k_shot"] == 2 and raw["sweep"]["k_shot"] == [2]  # 5 'neg' rows: 2 for train + 2 for dev
+    assert raw["data"]["k_shot"] == 2 and raw["sweep"]["k_shot"] == [2]  # 5 'neg' rows, 1 held out: 2 train + 2 dev
+    assert raw["data"]["test_fraction"] == 0.2 and "test" not in raw["data"]
     assert raw["task"]["text_field"] == "review" and raw["name"] == tmp_path.name  # "train" names its folder instead
     assert main(["compare", str(tmp_path / "exp.yaml"), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0
 
@@ -165,7 +167,7 @@ def test_sentence_pairs_make_a_pair_experiment_whose_prompt_reads_both_texts(tmp
     code = main(["prompt", str(out), "--entry", "zero_shot", "--n", "1"])
     shown = capsys.readouterr()
     assert code == 0, shown.err
-    assert f"{POSITIVE[0]} (0)\nsomeone is happy\nQuestion: contradiction or entailment?\nAnswer:" in shown.out
+    assert re.search(r"\(\d\)\nsomeone is (happy|sad)\nQuestion: contradiction or entailment\?\nAnswer:", shown.out)
 
 
 def test_a_missing_or_repeated_pair_field_exits_2(tmp_path, capsys):
@@ -237,7 +239,8 @@ def test_multiple_choice_questions_get_an_experiment_that_prompts_and_trains(tmp
     assert code == 0, err
     raw = yaml.safe_load(out.read_text())
     assert raw["task"] == {"type": "multiple_choice", "text_field": "question", "choices_field": "choices"}
-    assert (raw["data"]["k_shot"], raw["data"]["dev_k_shot"]) == (6, 6) and raw["metrics"] == ["accuracy"]
+    # 12 questions, 2 held out as the test split (no --test): 5 + 5 of the 10 left
+    assert (raw["data"]["k_shot"], raw["data"]["dev_k_shot"]) == (5, 5) and raw["metrics"] == ["accuracy"]
     entries = {entry["id"]: entry for entry in raw["sweep"]["strategies"]}
     assert set(entries) == {"zero-shot", "zero-shot-per-char", "few-shot", "pet-choices-lora"}
     assert entries["zero-shot-per-char"]["settings"] == {"length_norm": "char"}
@@ -247,7 +250,7 @@ def test_multiple_choice_questions_get_an_experiment_that_prompts_and_trains(tmp
     assert raw["train"]["batch_size"] == 8 and "gradient_accumulation_steps" not in raw["train"]
     assert entries["few-shot"]["settings"]["k"] == 3
     assert "{{ choices | join(', ') }}" in raw["prompt"]["template"]
-    assert "text field: 'question'" in stdout and "K = 6 questions (train) and 6 (dev)" in stdout
+    assert "text field: 'question'" in stdout and "K = 5 questions (train) and 5 (dev)" in stdout
     assert load_experiment(out).task.type == "multiple_choice"
     same_length = [{**row, "choices": [f"day {i:02d}" for i in (n + 1, n + 2, n + 3)], "label": f"day {n + 1:02d}"}
                    for n, row in enumerate(DAYS)]
@@ -278,12 +281,13 @@ ARTICLES = [{"body": " ".join(f"the council met on day {i} and talked about road
 
 
 @pytest.mark.parametrize("rows, sizes, fields, metrics, template", [
-    (SUMS, (24, 16), {"text_field": "text", "target_field": "label"}, ["exact_match"], "Question: {{ text }}\nAnswer:"),
-    (ARTICLES, (15, 15), {"text_field": "body", "target_field": "summary"}, ["rouge1", "rouge2", "rougeL"],
+    (SUMS, (16, 16), {"text_field": "text", "target_field": "label"}, ["exact_match"], "Question: {{ text }}\nAnswer:"),
+    (ARTICLES, (12, 12), {"text_field": "body", "target_field": "summary"}, ["rouge1", "rouge2", "rougeL"],
      "Input: {{ text }}\nOutput:"),
 ], ids=["short answers", "summaries"])
 def test_text_to_generate_gets_a_generation_experiment(tmp_path, capsys, rows, sizes, fields, metrics, template):
-    """K and dev K (dev at most 16, half the file when smaller; K at most 32 of the rest), the metric by answer length."""
+    """K and dev K of what the held-out test split leaves (20%, no --test): dev at most 16, half when fewer; K at most
+    32 of the rest; the metric by answer length."""
     data = jsonl(tmp_path / "train.jsonl", rows)
     out = tmp_path / "exp.yaml"
     code, stdout, err = init(capsys, data, "--out", out)

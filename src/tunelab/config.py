@@ -95,6 +95,10 @@ class DataConfig(Section):
     dev: str | None = None
     """Dev split. With `k_shot`, the dev split is drawn from the training pool instead (LM-BFF)."""
     test: str | None = None
+    test_fraction: float | None = Field(None, gt=0, lt=1)
+    """No test file: hold out this fraction of `train` as the test split (per class for classification), drawn
+    once with a fixed seed so that every seed and cell is scored on the same examples; K-shot train and dev
+    and the unlabelled pool come from the rest. `tunelab init` writes 0.2 when given no --test."""
     k_shot: int | None = Field(None, gt=0)
     """K examples per class for training, sampled by seed from `train` (LM-BFF few-shot protocol); for tasks
     without classes (generation, token_classification) K examples (sentences) in all."""
@@ -111,6 +115,15 @@ class DataConfig(Section):
     perturbed_test: bool = True
     """Classification tasks: also evaluate on a perturbed copy of the test split (typos, word swaps,
     word deletions; deterministic by `train.seed`), reported as `perturbed` beside `test`."""
+
+    @model_validator(mode="after")
+    def _one_test_split(self) -> "DataConfig":
+        if self.test_fraction is not None and self.test:
+            raise ValueError("test_fraction holds part of data.train out as the test split, and data.test names a "
+                             "test file: keep one of them")
+        if self.test_fraction is not None and not self.train:
+            raise ValueError("test_fraction holds part of data.train out as the test split; set data.train")
+        return self
 
 
 class DropoutConfig(Section):

@@ -86,7 +86,7 @@ def body_lines(text: str, sizes: Sizes, test_count: int) -> tuple[list, list, li
         f'  text_field: "{text}"',
         '  choices_field: "choices"   # each record\'s own options; the answer, in `label`, is one of them',
     ]
-    sample = [f"  max_test: {sizes.max_test}          # a random {sizes.max_test} of the test file (seeded: the same for every cell)",
+    sample = [f"  max_test: {sizes.max_test}          # a random {sizes.max_test} of the test split (seeded: the same for every cell)",
               "  max_test_seed: 0"] if test_count > sizes.max_test else []
     size = [f"  k_shot: {sizes.k}             # questions in all (not per class), drawn per seed", f"  dev_k_shot: {sizes.dev_k}",
             *sample]

@@ -19,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from tunelab.data.check import DataCheck, check_data, percentile, read_collecting, require_files
+from tunelab.data.sampling import held_out_count
 from tunelab.errors import ConfigError, DataError
 from tunelab.init_words import LabelWords, label_words
 
@@ -30,8 +31,10 @@ FEW_SHOT_K = 4
 LM_TOKEN_FACTOR = 1.5  # SmolLM2's BPE splits text into up to ~1.5x the tokens MiniLM's WordPiece does
 PROMPT_OVERHEAD = 32  # template words and the answer word, in tokens
 GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full"}
-NO_TEST_NOTE = ("no --test: the test split is DATA itself, so a seed's K-shot examples may also be test examples; "
-                "pass --test FILE for a clean estimate")
+TEST_FRACTION = 0.2  # without --test: this share of DATA (per class) is held out once as the test split
+NO_TEST_NOTE = (f"no --test: {TEST_FRACTION:.0%} of DATA (per class where it has classes) is held out as the test split "
+                f"(data.test_fraction), the same examples for every seed; no K-shot example is ever a test example. "
+                f"Pass --test FILE to score on a file of your own")
 
 
 @dataclass
@@ -61,7 +64,7 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
     report = check_data(data, test, text_field, label_field, text_pair_field=text_pair_field, train_read=train_read)
     if not report.usable:
         raise unusable(report.problems, f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
-    k = k_shot(report)
+    k = k_shot(report, test)
     words = None if report.fields.integer_labels else label_words(report.fields.label_names)
     cells = write_checked(experiment_text(report, data, test, out, k, words), out)
     notes = list(report.fields.notes) + [f"K = {k} examples per class (train) and {k} (dev), seeds {SEEDS}"]
@@ -95,7 +98,9 @@ def init_shaped(data: str, test: str | None, out: Path, train_read: tuple[list[d
                           f"{shape.description}, read by those names (leave the option out)")
     test_records = read_test(test, problems)  # lines that are no records: every one listed, as for classification data
     train_count, test_count = checked_counts(shape, records, test_records)
-    k, dev_k = sizes(shape, train_count)
+    if not test:  # the run holds this many out of DATA as its test split (data.test_fraction) before drawing K
+        test_count = held_out_count(train_count, TEST_FRACTION)
+    k, dev_k = sizes(shape, train_count - (0 if test else test_count))
     cells = write_checked(shaped_text(shape, data, test, out, (k, dev_k), (train_count, test_count)), out)
     notes = [shape.description, f"K = {k} {shape.unit} (train) and {dev_k} (dev), seeds {SEEDS}"]
     return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
@@ -181,14 +186,21 @@ def write_checked(text: str, out: Path) -> int:
     return cells
 
 
-def k_shot(report: DataCheck) -> int:
-    """K for train and the same K for dev, both drawn from the training file: the smallest class needs 2K."""
-    smallest = min(report.splits[0].labels[name] for name in report.fields.label_names)
-    k = min(K_SHOT, smallest // 2)
+def class_counts(report: DataCheck, test: str | None) -> dict[str, int]:
+    """Each label's training examples: what the held-out test split leaves of DATA when there is no test file."""
+    counts = {name: report.splits[0].labels[name] for name in report.fields.label_names}
+    return counts if test else {name: n - held_out_count(n, TEST_FRACTION) for name, n in counts.items()}
+
+
+def k_shot(report: DataCheck, test: str | None) -> int:
+    """K for train and the same K for dev, both drawn from the training examples: the smallest class needs 2K."""
+    counts = class_counts(report, test)
+    rare = min(counts, key=counts.get)
+    k = min(K_SHOT, counts[rare] // 2)
     if k < 1:
-        rare = min(report.fields.label_names, key=lambda name: report.splits[0].labels[name])
-        raise DataError(f"label {rare!r} has {smallest} valid training example(s); K-shot training needs at least 2 "
-                        f"per label (one for train, one for dev); add examples or remove the label")
+        held = "" if test else f" once {TEST_FRACTION:.0%} of each label is held out as the test split (no --test)"
+        raise DataError(f"label {rare!r} has {counts[rare]} valid training example(s){held}; K-shot training needs at "
+                        f"least 2 per label (one for train, one for dev); add examples, pass --test FILE, or remove the label")
     return k
 
 
@@ -255,8 +267,11 @@ def header_lines(data: str, test: str | None, out: Path, detected: str, train_co
 
 
 def data_lines(data: str, test: str | None, out: Path) -> list[str]:
-    return ["data:", f"  train: {q(relative(data, out))}   # K-shot train and dev are drawn from it per seed",
-            f"  test: {q(relative(test or data, out))}"]
+    if test:
+        return ["data:", f"  train: {q(relative(data, out))}   # K-shot train and dev are drawn from it per seed",
+                f"  test: {q(relative(test, out))}"]
+    return ["data:", f"  train: {q(relative(data, out))}   # K-shot train and dev are drawn from what the test split leaves",
+            f"  test_fraction: {TEST_FRACTION}     # no test file: this share of train, held out once (per class where there are classes), is the test split"]
 
 
 def sweep_lines(k: int, entries_note: str = "one entry per family; `tunelab strategies` lists the others") -> list[str]:
@@ -306,8 +321,9 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
     fields, train = report.fields, report.splits[0]
     encoder_length, lm_length = lengths(report)
     names = fields.label_names
-    test_count = report.splits[1].count if test else train.count
-    max_test = f"  max_test: {MAX_TEST}          # a random {MAX_TEST} of the test file (seeded: the same for every cell)\n" \
+    test_count = report.splits[1].count if test else sum(
+        held_out_count(train.labels[name], TEST_FRACTION) for name in names)
+    max_test = f"  max_test: {MAX_TEST}          # a random {MAX_TEST} of the test split (seeded: the same for every cell)\n" \
                f"  max_test_seed: 0\n" if test_count > MAX_TEST else ""
     words = chosen.words if chosen is not None else {}
     question = " or ".join(words.values())

@@ -20,7 +20,7 @@ from tunelab.config import TaskConfig
 from tunelab.data.check import percentile
 from tunelab.data.fields import LABEL_NAMES, choose_text, is_free_text, mostly, record_fields
 from tunelab.errors import DataError
-from tunelab.init_experiment import round_up
+from tunelab.init_experiment import TEST_FRACTION, round_up
 
 ANSWER_NAMES = LABEL_NAMES + ("summary", "answer", "output", "response", "completion")
 LM = "smollm2-135m"
@@ -69,11 +69,15 @@ def checked(fields: GenerationFields, train: list[dict], test: list[dict] | None
 
 
 def normalised(task: TaskConfig, train: list[dict], test: list[dict] | None) -> tuple[list[dict], list[dict]]:
-    """(train, test: train itself without a test file), each record checked as a run reads it."""
+    """(train, test), each record checked as a run reads it; without a test file, the split the run will hold out
+    of the training file (data.test_fraction) and what it leaves."""
+    from tunelab.data.sampling import held_out_test
     from tunelab.data.validate import normalise_records
 
     train_examples = normalise_records(train, task, "train", None)
-    return train_examples, normalise_records(test, task, "test", None) if test is not None else train_examples
+    if test is None:
+        return held_out_test(train_examples, TEST_FRACTION, None)
+    return train_examples, normalise_records(test, task, "test", None)
 
 
 def lm_token_counter():
@@ -152,7 +156,7 @@ def body_lines(fields: GenerationFields, sizes: Sizes, train: list[dict], test_c
         f"  text_field: {q(fields.text)}",
         f"  target_field: {q(fields.target)}   # the reference answer each output is scored against",
     ]
-    sample = [f"  max_test: {sizes.max_test}          # a random {sizes.max_test} of the test file (seeded: the same for every cell)",
+    sample = [f"  max_test: {sizes.max_test}          # a random {sizes.max_test} of the test split (seeded: the same for every cell)",
               "  max_test_seed: 0"] if test_count > sizes.max_test else []
     size = [f"  k_shot: {sizes.k}             # examples in all (not per class), drawn per seed", f"  dev_k_shot: {sizes.dev_k}",
             *sample]

@@ -95,7 +95,7 @@ def test_size(shape: Shape, test_count: int) -> int:
 
 def size_lines(shape: Shape, k: int, dev_k: int, test_count: int) -> list[str]:
     max_test = test_size(shape, test_count)
-    sample = [f"  max_test: {max_test}          # a random {max_test} of the test file (seeded: the same for every cell)",
+    sample = [f"  max_test: {max_test}          # a random {max_test} of the test split (seeded: the same for every cell)",
               "  max_test_seed: 0"] if test_count > max_test else []
     return [f"  k_shot: {k}             # {shape.unit} in all (not per class), drawn per seed", f"  dev_k_shot: {dev_k}", *sample]
 

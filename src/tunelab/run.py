@@ -70,7 +70,8 @@ def prepare(config: ExperimentConfig) -> Prepared:
     model_checked = check_model(config)  # config.json only: no weights load (nor smollm2's conversion)
     splits = load_splits(config.data, config.task, config.train.seed)
     if not splits.test:
-        raise ConfigError("data.test is not set: a run is evaluated on a test split")
+        raise ConfigError("data.test is not set: a run is evaluated on a test split; name a test file, or set "
+                          "data.test_fraction (e.g. 0.2) to hold part of data.train out as one")
     if splits.label_names and config.task.label_names is None:
         config.task.label_names = splits.label_names  # saved resolved, so evaluate/predict use the same ids
     strategy = info.cls(settings, config, splits.label_names)

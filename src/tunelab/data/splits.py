@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from tunelab.config import DataConfig, TaskConfig
 from tunelab.data.loaders import SOURCE_KEY, load_records
-from tunelab.data.sampling import few_shot_splits, sample_examples
+from tunelab.data.sampling import few_shot_splits, held_out_test, sample_examples
 from tunelab.data.validate import CLASSIFICATION, infer_label_names, normalise_records
 from tunelab.errors import DataError
 
@@ -57,6 +57,8 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
     train = normalise_records(train_records, task, "train", label_names) if data.train else []
     dev = load_split(data.dev, task, "dev", label_names, data.skip_empty_text) if data.dev else []
     test = load_split(data.test, task, "test", label_names, data.skip_empty_text) if data.test else []
+    if data.test_fraction:  # before any K-shot draw: no seed's train or dev example is ever a test example
+        train, test = held_out_test(train, data.test_fraction, "label" if task.type in CLASSIFICATION else None)
     if label_names is None and task.type in CLASSIFICATION:
         label_names = sorted({e["label"] for e in test})
     if data.k_shot:

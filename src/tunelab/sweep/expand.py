@@ -307,6 +307,7 @@ ADDED_KEYS.update({("multitask", "joint"): True, ("multitask", "head"): "per_tas
 ADDED_KEYS.update({("task", "tokens_field"): "tokens", ("task", "tags_field"): "tags",  # token classification
                    ("task", "question_field"): "question", ("task", "context_field"): "context",  # extractive QA
                    ("task", "answers_field"): "answers", ("data", "skip_empty_text"): False})
+ADDED_KEYS[("data", "test_fraction")] = None  # a test file, as before the key existed
 
 
 def config_changes(stored: dict, expected: dict, prefix: tuple = ()) -> list[str]:

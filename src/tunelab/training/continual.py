@@ -69,7 +69,8 @@ def prepare_continual(config: ExperimentConfig):
     for index, run in enumerate(tasks):
         if not run.splits.test:
             raise ConfigError(f"{config.locate('tasks', index, 'data')}: tasks.{index} ({run.name}): no data.test; "
-                              f"every task is evaluated after every task, so each needs a test split")
+                              f"every task is evaluated after every task, so each needs a test split (a file, or "
+                              f"data.test_fraction to hold part of its data.train out)")
     check_buffer(config, tasks)
     task_labels = union_labels(tasks)
     strategy = info.cls(settings, config, task_labels.names)
