@@ -96,12 +96,19 @@ def test_a_test_file_beside_test_fraction_or_no_train_exits_2_naming_the_keys(tm
     assert not (tmp_path / "run").exists()
 
 
-def test_a_run_is_scored_on_the_held_out_examples_only(tmp_path, tiny_bert_dir):
+def test_every_cell_of_a_sweep_is_scored_on_the_held_out_examples_and_the_report_says_so(tmp_path, tiny_bert_dir):
     records = [{"text": f"{word} {i}", "label": label} for label, word in (("negative", "bad"), ("positive", "good"))
                for i in range(10)]
-    data = {"train": jsonl(tmp_path / "all.jsonl", records), "test_fraction": 0.2}
-    exp = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, data, {"name": "head"}, train={"epochs": 1})
-    assert main(["run", str(exp), "--out", str(tmp_path / "run")]) == 0
-    scored = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    data = {"train": jsonl(tmp_path / "all.jsonl", records), "test_fraction": 0.2, "k_shot": 2}
+    exp = experiment_yaml(tmp_path / "exp.yaml", tiny_bert_dir, data, {"name": "head"}, train={"epochs": 1},
+                          output_dir=str(tmp_path / "runs"), sweep={"seeds": [1, 2], "strategies": ["head"],
+                                                                    "isolation": "none"})
+    assert main(["compare", str(exp)]) == 0
     held = load_splits(DataConfig(**data), TaskConfig(label_names=["negative", "positive"]), seed=0).test
-    assert [p["text"] for p in scored] == [e["text"] for e in held] and len(held) == 4
+    assert len(held) == 4
+    for seed in (1, 2):
+        cell = tmp_path / "runs" / "tiny" / f"head-k2-seed{seed}"
+        scored = [json.loads(line)["text"] for line in (cell / "predictions.jsonl").read_text().splitlines()]
+        assert scored == [e["text"] for e in held]
+    overview = (tmp_path / "runs" / "tiny" / "report.md").read_text()
+    assert "train: all.jsonl; test: 20% of all.jsonl, held out (data.test_fraction)" in overview

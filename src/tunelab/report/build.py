@@ -151,13 +151,19 @@ def linked_table(rows: list[Row], metrics: list[str]) -> Table:
     return Table(headers, [[Link(cells[0], "#" + anchor(row))] + cells[1:] for row, cells in zip(rows, body)], best)
 
 
+def test_source(data: dict) -> str:
+    """The test file's name, or the share of the training file held out as the test split (data.test_fraction)."""
+    if data.get("test_fraction"):
+        return f"{data['test_fraction']:.0%} of {Path(data.get('train') or '-').name}, held out (data.test_fraction)"
+    return Path(data.get("test") or "-").name
+
+
 def overview(results: SweepResults) -> Section:
     config = results.config
     data = config.get("data", {})
     lines = [
         f"Sweep directory: {results.root}. Task: {config.get('task', {}).get('type', '?')}; "
-        f"train: {Path(data.get('train') or '-').name}; test: {Path(data.get('test') or '-').name}; "
-        f"main metric: {results.metric}.",
+        f"train: {Path(data.get('train') or '-').name}; test: {test_source(data)}; main metric: {results.metric}.",
         f"Cells: {len(results.cells)} finished, {len(results.failures)} failed, {len(results.pending)} not run "
         f"(of {results.planned}). Report written {datetime.now().isoformat(timespec='seconds')}.",
     ]
