@@ -375,3 +375,18 @@ def test_long_prompts_train_with_fewer_examples_a_step(tmp_path, capsys, words, 
     assert code == 0, err
     train = yaml.safe_load((tmp_path / "exp.yaml").read_text())["train"]
     assert train["batch_size"] == batch and train.get("gradient_accumulation_steps") == accumulation
+
+
+def test_a_test_file_that_is_data_or_repeats_its_texts_is_named_in_a_note(tmp_path, capsys):
+    rows = reviews(repeat=4)
+    data = jsonl(tmp_path / "train.jsonl", rows)
+    code, stdout, err = init(capsys, data, "--test", data, "--out", tmp_path / "same.yaml")
+    assert code == 0, err
+    assert "--test is DATA itself" in stdout and "leave --test out to hold 20% of DATA out" in stdout
+    test = jsonl(tmp_path / "test.jsonl", rows[:3] + [{"sentence": "an unseen review", "sentiment": "positive"}])
+    code, stdout, err = init(capsys, data, "--test", test, "--out", tmp_path / "overlap.yaml")
+    assert code == 0, err
+    assert "3 of the 4 test texts are also in DATA" in stdout and "DATA itself" not in stdout
+    code, stdout, err = init(capsys, data, "--test", jsonl(tmp_path / "clean.jsonl", [{"sentence": "new", "sentiment": "negative"}]),
+                             "--out", tmp_path / "clean.yaml")
+    assert code == 0 and "also in DATA" not in stdout and "held out" not in stdout, err

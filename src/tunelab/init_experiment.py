@@ -70,12 +70,26 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
     notes = list(report.fields.notes) + [f"K = {k} examples per class (train) and {k} (dev), seeds {SEEDS}"]
     if words is not None and words.note:
         notes.append(words.note)
-    if not test:
-        notes.append(NO_TEST_NOTE)
+    notes += test_notes(data, test, report)
     if report.fields.integer_labels:
         notes.append("integer labels carry no words a prompt could score: the prompting strategies are left out; "
                      "write label names into task.label_names and prompt.verbalizer to add them")
     return Written(out, cells, notes)
+
+
+def test_notes(data: str, test: str | None, report: DataCheck | None = None) -> list[str]:
+    """What to know about the test split: held out of DATA, DATA itself, or a file that repeats DATA's texts
+    (checked for classification data, whose check compares them)."""
+    if not test:
+        return [NO_TEST_NOTE]
+    if not test.startswith("hf:") and Path(test).resolve() == Path(data).resolve():
+        return [f"--test is DATA itself: any test example may be drawn into a seed's K-shot train or dev split, so "
+                f"the test scores are optimistic; leave --test out to hold {TEST_FRACTION:.0%} of DATA out instead "
+                f"(data.test_fraction)"]
+    if report is not None and report.overlap:
+        return [f"{len(report.overlap)} of the {report.splits[1].count} test texts are also in DATA: a seed may train or "
+                f"choose on them, so their scores are optimistic; `tunelab data check {data} --test {test}` lists them"]
+    return []
 
 
 def unusable(problems: list[str], hint: str) -> DataError:
@@ -103,7 +117,7 @@ def init_shaped(data: str, test: str | None, out: Path, train_read: tuple[list[d
     k, dev_k = sizes(shape, train_count - (0 if test else test_count))
     cells = write_checked(shaped_text(shape, data, test, out, (k, dev_k), (train_count, test_count)), out)
     notes = [shape.description, f"K = {k} {shape.unit} (train) and {dev_k} (dev), seeds {SEEDS}"]
-    return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
+    return Written(out, cells, notes + test_notes(data, test))
 
 
 def init_multiple_choice(data: str, test: str | None, out: Path, train_read: tuple[list[dict], list[str]],
@@ -125,7 +139,7 @@ def init_multiple_choice(data: str, test: str | None, out: Path, train_read: tup
                          mc.body_lines(text, sizes, len(test_examples)),
                          (mc.entry_lines(sizes), "the strategies that read multiple choice: prompting, and training that read-out"))
     notes = [f"{detected}; text field: {text!r} ({how})", *mc.notes(sizes, SEEDS)]
-    return Written(out, cells, notes + ([] if test else [NO_TEST_NOTE]))
+    return Written(out, cells, notes + test_notes(data, test))
 
 
 def init_generation(data: str, test: str | None, out: Path, train_read: tuple[list[dict], list[str]],
@@ -145,7 +159,7 @@ def init_generation(data: str, test: str | None, out: Path, train_read: tuple[li
     cells = write_framed((data, test, out), (detected, len(train), "examples"), sizes, len(test_examples),
                          gen.body_lines(fields, sizes, train, len(test_examples)),
                          (gen.entry_lines(sizes), "prompting and fine-tuning; `tunelab strategies` lists the others"))
-    return Written(out, cells, list(fields.notes) + gen.size_notes(sizes, SEEDS) + ([] if test else [NO_TEST_NOTE]))
+    return Written(out, cells, list(fields.notes) + gen.size_notes(sizes, SEEDS) + test_notes(data, test))
 
 
 def refuse_options(options: dict, refused: tuple[str, ...], what: str) -> None:
