@@ -390,3 +390,13 @@ def test_a_test_file_that_is_data_or_repeats_its_texts_is_named_in_a_note(tmp_pa
     code, stdout, err = init(capsys, data, "--test", jsonl(tmp_path / "clean.jsonl", [{"sentence": "new", "sentiment": "negative"}]),
                              "--out", tmp_path / "clean.yaml")
     assert code == 0 and "also in DATA" not in stdout and "held out" not in stdout, err
+
+
+@pytest.mark.parametrize("stem", ["train", "test", "validation"])
+def test_a_split_named_file_names_the_experiment_after_its_folder(tmp_path, capsys, stem):
+    """AG News ships only test.jsonl: init on it held part out and named the sweep `test`, not `agnews`."""
+    (tmp_path / "agnews").mkdir()
+    data = jsonl(tmp_path / "agnews" / f"{stem}.jsonl", reviews(repeat=4))
+    code, _, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "exp.yaml").read_text())["name"] == "agnews"

@@ -30,7 +30,7 @@ MAX_TEST = 200  # a laptop-sized test sample: about ±7 points at 95% for accura
 FEW_SHOT_K = 4
 LM_TOKEN_FACTOR = 1.5  # SmolLM2's BPE splits text into up to ~1.5x the tokens MiniLM's WordPiece does
 PROMPT_OVERHEAD = 32  # template words and the answer word, in tokens
-GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full"}
+GENERIC_STEMS = {"train", "training", "test", "dev", "validation", "data", "dataset", "all", "full"}
 TEST_FRACTION = 0.2  # without --test: this share of DATA (per class) is held out once as the test split
 NO_TEST_NOTE = (f"no --test: {TEST_FRACTION:.0%} of DATA (per class where it has classes) is held out as the test split "
                 f"(data.test_fraction), the same examples for every seed; no K-shot example is ever a test example. "
