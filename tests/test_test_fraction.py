@@ -2,6 +2,7 @@
 dev and the unlabelled pool come from the rest, so no seed ever trains or chooses on a test example."""
 
 import json
+import warnings
 from collections import Counter
 
 import pytest
@@ -112,3 +113,16 @@ def test_every_cell_of_a_sweep_is_scored_on_the_held_out_examples_and_the_report
         assert scored == [e["text"] for e in held]
     overview = (tmp_path / "runs" / "tiny" / "report.md").read_text()
     assert "train: all.jsonl; test: 20% of all.jsonl, held out (data.test_fraction)" in overview
+
+
+def test_a_test_file_that_repeats_a_drawn_training_text_is_warned_about_and_a_held_out_split_is_not(tmp_path):
+    records = rows({"a": 6, "b": 6, "c": 6})
+    train = jsonl(tmp_path / "train.jsonl", records)
+    drawn = load_splits(DataConfig(train=train, k_shot=2), TASK, seed=4).train[:2]
+    test = jsonl(tmp_path / "test.jsonl", drawn + [{"text": "a new text", "label": "a"}])
+    with pytest.warns(UserWarning, match=r"test split: 2 of 3 example\(s\) repeat a text of the train or dev split "
+                                         r"\(seed 4\): .*test.jsonl:1 repeats .*train.jsonl:\d+"):
+        load_splits(DataConfig(train=train, test=test, k_shot=2), TASK, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_splits(DataConfig(train=train, test_fraction=0.2, k_shot=2), TASK, seed=4)

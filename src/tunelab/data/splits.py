@@ -68,7 +68,21 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
         if task.type in CLASSIFICATION:
             warn_missing_classes(test, subset, data)
         test = subset
+    warn_test_overlap(train + dev, test, seed)
     return Splits(train, dev, test, label_names)
+
+
+def warn_test_overlap(seen: list[dict], test: list[dict], seed: int) -> None:
+    """Test examples whose text this run also trains or chooses on score higher than new text would: named in one
+    warning (the test file repeats the training file's texts; data check lists them all)."""
+    where = {(e["text"], e.get("text_pair")): e.get(SOURCE_KEY, "?") for e in seen if "text" in e}
+    repeats = [f"{e.get(SOURCE_KEY, '?')} repeats {where[key]}" for e in test if "text" in e
+               and (key := (e["text"], e.get("text_pair"))) in where]
+    if repeats:
+        shown = "; ".join(repeats[:3]) + (" ..." if len(repeats) > 3 else "")
+        warnings.warn(f"test split: {len(repeats)} of {len(test)} example(s) repeat a text of the train or dev split "
+                      f"(seed {seed}): {shown}; their scores are optimistic: remove them from the test file, or hold "
+                      f"the test split out of data.train with data.test_fraction", stacklevel=2)
 
 
 def warn_missing_classes(test: list[dict], subset: list[dict], data: DataConfig) -> None:
