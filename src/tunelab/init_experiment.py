@@ -112,9 +112,7 @@ def init_shaped(data: str, test: str | None, out: Path, train_read: tuple[list[d
                           f"{shape.description}, read by those names (leave the option out)")
     test_records = read_test(test, problems)  # lines that are no records: every one listed, as for classification data
     train_count, test_count = checked_counts(shape, records, test_records)
-    if not test:  # the run holds this many out of DATA as its test split (data.test_fraction) before drawing K
-        test_count = held_out_count(train_count, TEST_FRACTION)
-    k, dev_k = sizes(shape, train_count - (0 if test else test_count))
+    k, dev_k = sizes(shape, train_count if test else train_count - test_count)  # K from what a held-out split leaves
     cells = write_checked(shaped_text(shape, data, test, out, (k, dev_k), (train_count, test_count)), out)
     notes = [shape.description, f"K = {k} {shape.unit} (train) and {dev_k} (dev), seeds {SEEDS}"]
     return Written(out, cells, notes + test_notes(data, test))

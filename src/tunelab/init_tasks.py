@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from tunelab.config import TaskConfig
 from tunelab.data.fields import mostly, record_fields
 from tunelab.errors import DataError
+from tunelab.init_experiment import TEST_FRACTION
 
 TAGGING, QA = "token_classification", "extractive_qa"
 TOKEN_NAMES = ("tokens", "words")
@@ -54,7 +55,9 @@ def detect_shape(records: list[dict]) -> Shape | None:
 
 
 def checked_counts(shape: Shape, train: list[dict], test: list[dict] | None) -> tuple[int, int]:
-    """(train count, test count) once every record passes the run's own checks; DataError at the first that does not."""
+    """(train count, test count) once every record passes the run's own checks; DataError at the first that does not.
+    Without a test file, the test count is what the run holds out of the training file (data.test_fraction)."""
+    from tunelab.data.sampling import held_out_count
     from tunelab.data.tokens import infer_tag_names
     from tunelab.data.validate import normalise_records
 
@@ -63,7 +66,7 @@ def checked_counts(shape: Shape, train: list[dict], test: list[dict] | None) -> 
     normalise_records(train, task, "train", names)
     if test is not None:
         normalise_records(test, task, "test", names)
-    return len(train), len(test if test is not None else train)
+    return len(train), len(test) if test is not None else held_out_count(len(train), TEST_FRACTION)
 
 
 def sizes(shape: Shape, train_count: int) -> tuple[int, int]:
