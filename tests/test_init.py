@@ -341,16 +341,17 @@ def test_data_check_on_text_to_generate_points_to_init(tmp_path, capsys):
      {"search_creative_work": "creative work", "search_screening_event": "screening event", "play_music": "play music"},
      True),
     (["good_film", "good_film_again"], {"good_film": "good film", "good_film_again": "good film again"}, False),
-], ids=["shared first word dropped", "no distinct first token: pet left out"])
-def test_label_words_start_with_distinct_tokens_for_pet(tmp_path, capsys, names, words, pet):
+], ids=["shared first word dropped", "no distinct first token: pet_choices instead"])
+def test_label_words_start_with_distinct_tokens_for_pet_else_pet_choices_trains(tmp_path, capsys, names, words, pet):
     rows = [{"text": f"example {i} of {name}", "label": name} for i in range(4) for name in names]
     data = jsonl(tmp_path / "train.jsonl", rows)
     code, stdout, err = init(capsys, data, "--out", tmp_path / "exp.yaml")
     assert code == 0, err
     raw = yaml.safe_load((tmp_path / "exp.yaml").read_text())
     assert raw["prompt"]["verbalizer"] == words
-    assert any(e["name"] == "pet" for e in raw["sweep"]["strategies"]) is pet
-    assert ("label words shortened" in stdout) is pet and ("pet left out" in stdout) is not pet
+    trained = [e["name"] for e in raw["sweep"]["strategies"] if e["name"].startswith("pet")]
+    assert trained == (["pet"] if pet else ["pet_choices"])
+    assert ("label words shortened" in stdout) is pet and ("pet_choices instead of pet" in stdout) is not pet
 
 
 @pytest.mark.parametrize("rows, hint", [(reviews(text="text", label="label"), True), (ner_rows(), False)],

@@ -382,12 +382,18 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
             f"    - {{name: zero_shot, model: {{name: smollm2-135m, max_length: {lm_length}}}}}   # prompting: the LM scores the label words",
             f"    - {{name: few_shot, settings: {{k: {FEW_SHOT_K}}}, model: {{name: smollm2-135m, max_length: {max(512, lm_length)}}}}}",
         ]
-    if chosen is not None and chosen.pet_ok:
-        lines += [
-            f"    - {{name: pet, model: {{name: smollm2-135m, max_length: {lm_length}}}, train: {{learning_rate: 2.0e-5, epochs: 4}}}}"
-            "   # prompt-based fine-tuning",
-        ]
+    if chosen is not None:
+        lines += [pet_entry(chosen.pet_ok, lm_length)]
     return "\n".join(lines) + "\n"
+
+
+def pet_entry(first_tokens_differ: bool, lm_length: int) -> str:
+    """Prompt-based fine-tuning: `pet` (each word's first token scored), or `pet_choices` (every token) where the
+    label words start with the same token, which pet could not tell apart."""
+    name, why = ("pet", "prompt-based fine-tuning") if first_tokens_differ else (
+        "pet_choices", "prompt-based fine-tuning, every token of each label word scored (they start alike)")
+    return (f"    - {{name: {name}, model: {{name: smollm2-135m, max_length: {lm_length}}}, "
+            f"train: {{learning_rate: 2.0e-5, epochs: 4}}}}   # {why}")
 
 
 def check_written(text: str, out: Path) -> int:

@@ -4,8 +4,8 @@ zero_shot and few_shot score a label word whole; `pet` scores only its first tok
 so two labels whose words start alike ("search creative work", "search screening event") make every
 pet cell of the written sweep fail when the sweep reaches it. The words are checked with the embedded LM's own
 tokenizer, as pet reads them after the prompt's "Answer:"; clashing words lose the words they share
-at the front ("creative work", "screening event"), and when that is not enough pet is left out,
-with a note saying why.
+at the front ("creative work", "screening event"), and when that is not enough (SST-5's "very negative",
+"very positive") the sweep trains `pet_choices`, which scores every token of each word, with a note saying why.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def label_words(names: list[str]) -> LabelWords:
         return LabelWords(shortened, note=f"label words shortened so that each starts with its own token, which pet "
                                           f"scores: {pairs}")
     shown = ", ".join(repr(words[n]) for n in clashes[0])
-    return LabelWords(words, pet_ok=False, note=f"pet left out: the label words {shown} start with the same token and "
-                                                f"pet scores only that one; write distinct words into prompt.verbalizer "
-                                                f"and add {{name: pet}} to the sweep")
+    return LabelWords(words, pet_ok=False, note=f"pet_choices instead of pet: the label words {shown} start with the same "
+                                                f"token and pet scores only that one; pet_choices trains the same read-out "
+                                                f"on every token of each word (or write words that differ at the start "
+                                                f"into prompt.verbalizer and use pet)")
 
 
 def first_tokens(tokenizer, words: list[str]) -> list[int]:

@@ -12,7 +12,7 @@ The label is read out the way zero-shot prompting reads it — a cloze template 
 
 Multi-token label words are represented by their FIRST token (in training and in prediction);
 two labels whose words start with the same token are refused, since the model could not tell
-them apart. At initialisation (single-token words, `max`) the predictions equal `zero_shot`'s.
+them apart (`pet_choices` scores every token of one word per label). At initialisation (single-token words, `max`) the predictions equal `zero_shot`'s.
 
 How the model changes is a separate choice, `train:` — any model change that pairs with an LM
 read-out (`tunelab.model_changes`): `full` (every weight), `lm_head` (only the LM head; with tied

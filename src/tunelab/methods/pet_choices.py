@@ -1,10 +1,11 @@
-"""`pet_choices`: prompt-based fine-tuning for multiple choice — a causal LM learns to rank each example's choices.
+"""`pet_choices`: prompt-based fine-tuning that scores whole answers — a causal LM learns to rank each example's
+choices, or a classification task's label words with every one of their tokens.
 
-The choices are read out the way `zero_shot` reads them on a multiple-choice task (read-out `choices`): the
-prompt (`prompt:`), then each choice, scored by its log-likelihood (summed, or per token / per character:
-`length_norm`). Training minimises the cross-entropy of the softmax over an example's own choices against the
-gold one (rank classification, as T-Few's length-normalised loss). Before any step the predictions are
-zero_shot's with the same `length_norm` (a test checks it), so the dev split sees what training adds::
+The choices are read out the way `zero_shot` reads them (read-out `choices`): the prompt (`prompt:`), then each
+choice, scored by its log-likelihood (summed, or per token / per character: `length_norm`). Training minimises
+the cross-entropy of the softmax over an example's own choices against the gold one (rank classification, as
+T-Few's length-normalised loss). Before any step the predictions are zero_shot's with the same `length_norm`
+(a test checks it), so the dev split sees what training adds::
 
     strategy: {name: pet_choices, train: lora, delta: {r: 8}}
     strategy: {name: pet_choices, train: full, length_norm: char}
@@ -13,6 +14,11 @@ How the model changes is `train:` — any model change that pairs with an LM rea
 (`full`, `lm_head`, `bitfit`, `lora`, `ia3`, `prompt_tuning`, ...; `tunelab.methods.lm_delta`). The K-shot dev
 split picks the epoch (its held-out score is what `compare` ranks by). Examples may have different numbers of
 choices; the gold answer must be one of them (the data check says so).
+
+On a classification (or sentence-pair) task the choices are the label words of `prompt.verbalizer`, one per
+label, the same for every example: where `pet` scores only a word's first token after the prompt (so "very
+negative" and "very positive" cannot be told apart, nor trained apart), `pet_choices` scores the whole word as
+`zero_shot` does, in training and prediction alike.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pydantic import Field
 
 from tunelab.batching import by_length
 from tunelab.costs import parameter_costs
+from tunelab.data.validate import CLASSIFICATION
 from tunelab.errors import ConfigError
 from tunelab.methods.choice_model import ChoiceCollator, ChoiceModel, SharedPromptChoiceModel, encode_choices
 from tunelab.methods.classifier import train_costs
@@ -34,6 +41,7 @@ from tunelab.methods.lm_delta import LmChange
 from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
 from tunelab.model_changes import resolve_change
+from tunelab.outputs import label_outputs
 from tunelab.prompts.engine import PromptEngine, preview
 from tunelab.prompts.plan import (
     check_causal_lm,
@@ -45,6 +53,7 @@ from tunelab.prompts.plan import (
     new_plan,
     read_prompt,
     save_plan,
+    where,
 )
 from tunelab.settings import StrictSettings
 
@@ -63,13 +72,18 @@ class PetChoicesSettings(StrictSettings):
     """Examples per prediction batch (each brings all its choices); default train.eval_batch_size."""
 
 
-@register("pet_choices", "Prompt-based fine-tuning for multiple choice: cross-entropy over each example's choices "
-          "scored by the LM's log-likelihood", family="prompting")
+@register("pet_choices", "Prompt-based fine-tuning that scores whole answers: cross-entropy over each example's "
+          "choices (multiple choice) or the label words (classification), every token scored by the LM", family="prompting")
 class PetChoicesStrategy:
     Settings = PetChoicesSettings
 
     def __init__(self, settings: PetChoicesSettings, experiment, label_names: list[str] | None):
-        self.settings, self.experiment = settings, experiment
+        self.settings, self.experiment, self.label_names = settings, experiment, list(label_names or [])
+
+    @property
+    def classifies(self) -> bool:
+        """A classification task: the choices are the label words, the answer is the label's word."""
+        return self.experiment.task.type in CLASSIFICATION
 
     @functools.cached_property
     def prompt(self):
@@ -87,25 +101,45 @@ class PetChoicesStrategy:
 
     def check(self) -> None:
         exp = self.experiment
-        check_task(exp, self.strategy_name, ("multiple_choice",))
+        check_task(exp, self.strategy_name, ("multiple_choice", *CLASSIFICATION))
         check_causal_lm(exp, self.strategy_name)
-        self.plan()  # refuses a prompt.verbalizer: the candidates are each example's choices
+        self.check_words(self.plan())  # multiple choice refuses a prompt.verbalizer: the candidates are the choices
         self.change.check()
         self.check_training_keys()
 
     def check_training_keys(self) -> None:
         """The train: techniques built for one row per example; a question here is a row per choice, and R-Drop's
         stacked copies, smoothing over padded choice slots or rewritten copies of the question are not made for
-        that yet. Refused, naming the key, rather than trained wrongly."""
+        that yet. Refused, naming the key, rather than trained wrongly. Label smoothing is kept on classification,
+        where every example has every label's slot (none padded)."""
         train = self.experiment.train
-        for key, value in (("label_smoothing", train.label_smoothing), ("rdrop_alpha", train.rdrop_alpha),
+        smoothing = 0.0 if self.classifies else train.label_smoothing
+        for key, value in (("label_smoothing", smoothing), ("rdrop_alpha", train.rdrop_alpha),
                            ("adversarial", train.adversarial), ("augment", train.augment)):
             if value:
                 raise ConfigError(f"{self.experiment.locate('train', key)}: train.{key} does not apply to pet_choices "
                                   "yet (one row per choice of a question); remove it for this strategy")
 
     def plan(self):
-        return new_plan(self.experiment, self.prompt, [], length_norm=self.settings.length_norm)
+        return new_plan(self.experiment, self.prompt, self.label_names, length_norm=self.settings.length_norm)
+
+    def check_words(self, plan) -> None:
+        """One word per label: training ranks one answer per label (the engine could aggregate several at
+        prediction, but the loss would then rank words, not labels)."""
+        for label, words in (plan.verbalizer or {}).items():
+            if len(words) != 1:
+                raise ConfigError(f"{where(self.experiment, 'prompt', 'verbalizer')}pet_choices scores one word per "
+                                  f"label, every token of it; label {label!r} has {len(words)} ({', '.join(map(repr, words))}): keep one, or "
+                                  "use pet, which reads several words of a label by their first tokens")
+
+    def as_questions(self, plan, examples: list[dict]) -> list[dict]:
+        """Classification examples as questions whose choices are the label words (in label order) and whose answer
+        is their label's word; multiple-choice examples as they are."""
+        if plan.verbalizer is None:
+            return examples
+        words = [plan.verbalizer[label][0] for label in plan.labels]
+        word_of = dict(zip(plan.labels, words))
+        return [dict(e, choices=words, label=word_of.get(e.get("label"))) for e in examples]
 
     def check_splits(self, splits) -> None:
         """Every example's template fields and token count, and the first examples encoded (no weights): a template
@@ -128,7 +162,8 @@ class PetChoicesStrategy:
     def encode(self, plan, examples: list[dict], split: str) -> list[dict]:
         check_fields(self.experiment, self.prompt, [self.prompt.template], examples)
         texts = [self.engine.render(plan, example, []) for example in examples]
-        return encode_choices(self.engine.tokenizer, texts, examples, plan.length_norm, context_budget(self.experiment), split)
+        return encode_choices(self.engine.tokenizer, texts, self.as_questions(plan, examples), plan.length_norm,
+                              context_budget(self.experiment), split)
 
     # --- the model -----------------------------------------------------------------------------
 
@@ -146,7 +181,7 @@ class PetChoicesStrategy:
 
         exp, plan = self.experiment, self.plan()
         train, dev = self.encode(plan, splits.train, "train"), self.encode(plan, splits.dev, "dev")
-        width = max(len(example["choices"]) for example in splits.train + splits.dev)
+        width = max(len(f["choice_ids"]) for f in train + dev)
         set_seed(exp.train.seed)
         loaded = self.load_base()
         model = self.wrap(self.change.apply(loaded))
@@ -181,14 +216,20 @@ class PetChoicesStrategy:
     def score_probabilities(self, probs, gold) -> dict:
         """The metrics of the most probable choice slots against the gold slots. Slots, not texts: the held-out
         dev score scores subsets of the dev split. Accuracy is the same either way (what multiple choice is
-        scored by); a per-label metric such as f1 counts slots as labels here, choice texts on test."""
-        predicted, answers = [slot_name(i) for i in probs.argmax(-1)], [slot_name(i) for i in gold]
-        return compute_metrics(self.experiment.metrics, predicted, answers)
+        scored by); a per-label metric such as f1 counts slots as labels here, choice texts on test. On a
+        classification task a slot is a label, so every metric reads labels, as on test."""
+        names = self.slot_names(probs.shape[-1])
+        predicted, answers = [names[i] for i in probs.argmax(-1)], [names[i] for i in gold]
+        return compute_metrics(self.experiment.metrics, predicted, answers,
+                               **({"labels": self.label_names} if self.classifies else {}))
+
+    def slot_names(self, width: int) -> list[str]:
+        return list(self.label_names) if self.classifies else [slot_name(i) for i in range(width)]
 
     def dev_readout(self, width: int):
         from tunelab.held_out_dev import DevReadout
 
-        return DevReadout(self.dev_probabilities, self.score_probabilities, [slot_name(i) for i in range(width)])
+        return DevReadout(self.dev_probabilities, self.score_probabilities, self.slot_names(width))
 
     # --- artifacts -----------------------------------------------------------------------------
 
@@ -239,8 +280,11 @@ class ChoicePredictor:
             engine = PromptEngine(s.engine.tokenizer, self.model.lm, max_length=context_budget(s.experiment),
                                   batch_size=s.prediction_batch_size)
             return engine.predict(self.plan, [dict(e, label=None) for e in examples])
+        scores = self.choice_scores(examples)
+        if s.classifies:  # every example's choices are the label words, in label order
+            return label_outputs(scores, self.plan.labels)
         return [{"prediction": example["choices"][int(np.argmax(row))], "scores": dict(zip(example["choices"], row))}
-                for example, row in zip(examples, self.choice_scores(examples))]
+                for example, row in zip(examples, scores)]
 
     def save(self, directory: Path) -> None:
         save_plan(self.plan, directory)

@@ -56,7 +56,8 @@ def check_distinct(word_ids: list[int], words: list[str], owners: list[str], ver
         if owners[j] != owners[i]:
             raise ConfigError(f"{verbalizer_at}label words {words[j]!r} ({owners[j]}) and {words[i]!r} ({owners[i]}) start "
                               f"with the same token after the prompt (of {example}); pet scores each word's first "
-                              "token, so choose words that differ there")
+                              "token, so choose words that differ there, or use strategy pet_choices, which scores "
+                              "every token of one word per label")
 
 
 def truncate(ids: list[int], answer_pos: int, max_length: int, causal: bool) -> tuple[list[int], int]:
