@@ -79,6 +79,22 @@ def test_the_unlabelled_pool_leaves_the_scored_test_texts_out(tmp_path):
     assert all("label" not in record for record in pool)
 
 
+def test_self_training_and_distillation_pools_leave_out_the_unscored_held_out_examples_too(tmp_path):
+    """max_test scores 4 of the 15 held-out examples; a larger max_test would score the other 11, so ipet's and
+    distill's pools (both built from `not_for_pool`) must not have trained on them either."""
+    from types import SimpleNamespace
+
+    from tunelab.methods.ipet import self_training_pool
+
+    data = DataConfig(train=jsonl(tmp_path / "train.jsonl", rows({"a": 20, "b": 20, "c": 20})),
+                      test_fraction=0.25, k_shot=2, max_test=4, max_test_seed=0)
+    splits = load_splits(data, TASK, seed=1)
+    assert len(splits.test) == 4 and len(splits.held_out) == 15 and texts(splits.test) < texts(splits.held_out)
+    experiment = SimpleNamespace(data=data, task=TASK, train=SimpleNamespace(seed=1), source="exp.yaml")
+    pool = self_training_pool(experiment, splits, 1000)
+    assert len(pool) == 60 - 15 - 6 - 6 and not texts(pool) & texts(splits.held_out)
+
+
 @pytest.mark.parametrize("data, says", [
     ({"test": "TEST", "test_fraction": 0.2}, "test_fraction holds part of data.train out as the test split, and data.test names"),
     ({"test_fraction": 0.2}, "test_fraction holds part of data.train out as the test split; set data.train"),

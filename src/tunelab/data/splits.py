@@ -19,6 +19,13 @@ class Splits:
     dev: list[dict] = field(default_factory=list)
     test: list[dict] = field(default_factory=list)
     label_names: list[str] | None = None
+    held_out: list[dict] = field(default_factory=list)
+    """Every example `data.test_fraction` held out of data.train, scored (`test`) or not (past `max_test`)."""
+
+    def not_for_pool(self) -> list[dict]:
+        """The examples an unlabelled pool of data.train must leave out: the K-shot train and dev splits and the
+        whole held-out test split, including its unscored part, which a larger `max_test` would score."""
+        return self.train + self.dev + self.test + self.held_out
 
 
 def load_split(source: str, task: TaskConfig, split: str, label_names: list[str] | None,
@@ -57,8 +64,10 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
     train = normalise_records(train_records, task, "train", label_names) if data.train else []
     dev = load_split(data.dev, task, "dev", label_names, data.skip_empty_text) if data.dev else []
     test = load_split(data.test, task, "test", label_names, data.skip_empty_text) if data.test else []
+    held_out = []
     if data.test_fraction:  # before any K-shot draw: no seed's train or dev example is ever a test example
         train, test = held_out_test(train, data.test_fraction, "label" if task.type in CLASSIFICATION else None)
+        held_out = test
     if label_names is None and task.type in CLASSIFICATION:
         label_names = sorted({e["label"] for e in test})
     if data.k_shot:
@@ -69,7 +78,7 @@ def load_splits(data: DataConfig, task: TaskConfig, seed: int) -> Splits:
             warn_missing_classes(test, subset, data)
         test = subset
     warn_test_overlap(train + dev, test, seed)
-    return Splits(train, dev, test, label_names)
+    return Splits(train, dev, test, label_names, held_out)
 
 
 def warn_test_overlap(seen: list[dict], test: list[dict], seed: int) -> None:

@@ -117,8 +117,7 @@ class DistillStrategy:
 
         exp = self.experiment
         teacher = self.teacher_dir(run_dir)
-        excluded = splits.train + splits.dev + splits.test
-        pool = unlabelled_pool(exp.data, exp.task, excluded, self.settings.pool_size, exp.train.seed)
+        pool = unlabelled_pool(exp.data, exp.task, splits.not_for_pool(), self.settings.pool_size, exp.train.seed)
         texts = [text_only(e, exp.task) for e in splits.train + pool]  # no gold label from here on
         started = time.perf_counter()
         targets = self.teacher_targets(teacher, texts)

@@ -131,12 +131,13 @@ def write_pseudo_labels(path: Path, pool: list[dict], probs: torch.Tensor, kept:
 
 
 def self_training_pool(experiment, splits, size: int) -> list[dict]:
-    """Up to `size` unlabelled records of data.train, none with the text of a K-shot train, dev or test example."""
+    """Up to `size` unlabelled records of data.train, none with the text of a K-shot train, dev or test example
+    (nor of a held-out test example left unscored)."""
     data = experiment.data
     if not data.train or not data.k_shot:
         raise ConfigError(f"{experiment.source}: self-training labels part of data.train that the K-shot split left "
                           "out; set data.train and data.k_shot (the LM-BFF protocol)")
-    pool = unlabelled_pool(data, experiment.task, splits.train + splits.dev + splits.test, size, experiment.train.seed)
+    pool = unlabelled_pool(data, experiment.task, splits.not_for_pool(), size, experiment.train.seed)
     if not pool:
         raise ConfigError(f"{experiment.source}: data.train holds no example outside the K-shot train and dev splits "
                           f"(and the test texts); strategy.pool_size needs a larger training file")
