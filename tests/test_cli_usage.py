@@ -104,9 +104,13 @@ def test_dry_run_estimates_time_from_finished_cells(tmp_path, capsys):
     assert main(["compare", str(exp), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 cells: 0 finished, 4 to run; no estimate yet" in out
+    from tunelab.config import load_experiment
+    from tunelab.sweep.runner import checked_plan
+
     done = tmp_path / "runs" / "est" / "head-k2-seed1"  # a finished cell, as the runner leaves one
     done.mkdir(parents=True)
-    for name, content in (("metrics.json", {"test": {}}), ("cell.json", {"id": done.name}),
+    meta = next(cell.meta() for cell in checked_plan(load_experiment(exp))[1] if cell.id == done.name)
+    for name, content in (("metrics.json", {"test": {}}), ("cell.json", meta),
                           ("costs.json", {"train_seconds": 100.0, "eval_seconds": 20.0})):
         (done / name).write_text(json.dumps(content))
     assert main(["compare", str(exp), "--dry-run"]) == 0
@@ -115,6 +119,9 @@ def test_dry_run_estimates_time_from_finished_cells(tmp_path, capsys):
     # head seed 2 takes head's mean (120 s); bitfit, with no finished cell, is named instead of guessed
     assert "4 cells: 1 finished, 3 to run; estimated time for 1 of them: about 2 min 00 s" in out
     assert "no estimate for bitfit (2 cells): none of that entry's cells has finished yet" in out
+    # the dry run makes the sweep's own checks: a changed setting would make it refuse to resume the finished cell
+    assert main(["compare", str(exp), "--dry-run", "train.learning_rate=0.5"]) == 2
+    assert "head-k2-seed1: " in capsys.readouterr().err
     # two cells at once: head seed 2 is the only cell with an estimate and it still takes its 120 s
     assert main(["compare", str(exp), "--dry-run", "sweep.workers=2"]) == 0
     assert "about 2 min 00 s (mean training + evaluation time of the finished cells of the same strategy entry, " \

@@ -65,6 +65,30 @@ def test_detected_fields_and_a_sweep_over_every_family_that_passes_the_dry_run(t
     assert "13 cells: 0 finished, 13 to run" in capsys.readouterr().out
 
 
+def test_records_with_a_rationale_get_a_commented_cot_entry_that_runs_uncommented(tmp_path, capsys):
+    rows = [dict(r, rationale=f"It says {r['sentence']}.") for r in reviews(repeat=4)]
+    data, test = jsonl(tmp_path / "train.jsonl", rows), jsonl(tmp_path / "test.jsonl", reviews(repeat=1))
+    out = tmp_path / "exp.yaml"
+    code, stdout, err = init(capsys, data, "--test", test, "--out", out)
+    assert code == 0, err
+    assert "records carry 'rationale': few-shot chain-of-thought (cot)" in stdout and "(13 cells)" in stdout
+    text = out.read_text()
+    assert "cot" not in [e["name"] for e in yaml.safe_load(text)["sweep"]["strategies"]]  # not run by default
+    uncommented = text.replace("    # - {name: cot", "    - {name: cot")
+    entry = [e for e in yaml.safe_load(uncommented)["sweep"]["strategies"] if e["name"] == "cot"]
+    assert entry and entry[0]["settings"]["rationale_field"] == "rationale"
+    out.write_text(uncommented)
+    assert main(["compare", str(out), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0, capsys.readouterr().err
+    assert "15 cells: 0 finished, 15 to run" in capsys.readouterr().out
+    # the dry run reads the entry: a field the records lack stops it
+    out.write_text(uncommented.replace("rationale_field: rationale", "rationale_field: reasons"))
+    assert main(["compare", str(out), "--dry-run", "--out", str(tmp_path / "sweep")]) == 2
+    assert "reasons" in capsys.readouterr().err
+    plain = tmp_path / "plain.yaml"
+    assert init(capsys, jsonl(tmp_path / "plain.jsonl", reviews(repeat=4)), "--test", test, "--out", plain)[0] == 0
+    assert "cot" not in plain.read_text()
+
+
 @pytest.mark.parametrize("cores, memory_gb, workers", [(2, 23, 2), (16, 64, 2), (1, 64, 1), (8, 8, 1)])
 def test_workers_sized_to_the_machine(monkeypatch, cores, memory_gb, workers):
     import os

@@ -25,7 +25,7 @@ def experiment(model_dir, data: dict, strategy: dict, **sections):
     prompt = {"template": "{{ text }} It was", "verbalizer": dict(WORDS), **sections.pop("prompt", {})}
     train = {"epochs": 1, "log_to": [], **sections.pop("train", {})}
     path = Path(data["train"]).parent / "experiment.yaml"
-    return load_experiment(experiment_yaml(path, model_dir, data, strategy, prompt=prompt, train=train))
+    return load_experiment(experiment_yaml(path, model_dir, data, strategy, prompt=prompt, train=train, **sections))
 
 
 def training_scores(strategy, lm, examples: list[dict], shared_prompt: bool) -> torch.Tensor:
@@ -132,3 +132,22 @@ def test_label_smoothing_trains_on_labels_where_no_choice_slot_is_padded(llama_d
         losses = [float(row["loss"]) for row in csv.DictReader(handle) if row.get("loss")]
     assert len(losses) >= 6 and all(0 < loss < 5 for loss in losses)
     assert tuned["test"]["accuracy"] == 1.0
+
+
+def test_sentence_pairs_read_both_texts_and_score_the_label_words(llama_dir, tmp_path):
+    from conftest import write_jsonl
+
+    rows = [{"premise": f"the cat sat {i}", "hypothesis": f"a cat {'sat' if i % 2 else 'ran'}",
+             "label": "yes" if i % 2 else "no"} for i in range(8)]
+    data = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", rows)) for split in ("train", "dev", "test")}
+    config = experiment(llama_dir, data, {"name": "pet_choices"},
+                        task={"type": "pair_classification", "text_field": "premise", "text_pair_field": "hypothesis",
+                              "label_names": ["no", "yes"]},
+                        prompt={"template": "{{ text }} ? {{ text_pair }} :", "verbalizer": {"no": "very bad", "yes": "very good"}})
+    prepared = prepare(config)
+    strategy = prepared.strategy
+    feature = strategy.encode(strategy.plan(), prepared.splits.test[1:2], "test")[0]
+    tokenizer = strategy.engine.tokenizer
+    assert tokenizer.decode(feature["input_ids"]).endswith("the cat sat 1? a cat sat :")
+    assert [tokenizer.decode(ids) for ids in feature["choice_ids"]] == ["very bad", "very good"]
+    assert feature["labels"] == 1

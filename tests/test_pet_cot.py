@@ -325,13 +325,14 @@ def test_arithmetic_answers_are_numbers(llama_dir, tmp_path, monkeypatch):
     assert metrics["exact_match"] == 0.5
 
 
-def test_few_shot_cot_needs_rationales(llama_dir, tmp_path):
+def test_few_shot_cot_needs_rationales_and_says_so_before_any_weight_loads(llama_dir, tmp_path, monkeypatch):
+    import tunelab.models
     from tunelab.errors import DataError
 
     rows = [{k: v for k, v in q.items() if k != "rationale"} for q in QUESTIONS]
-    prepared = prepare(cot_experiment(llama_dir, tmp_path, {"k": 2}, rows))
+    monkeypatch.setattr(tunelab.models, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
     with pytest.raises(DataError, match="no 'rationale' field"):
-        prepared.strategy.fit(prepared.splits, tmp_path)
+        prepare(cot_experiment(llama_dir, tmp_path, {"k": 2}, rows))  # check_splits: a sweep stops before its first cell
 
 
 def test_cot_runs_end_to_end_with_real_generation(llama_dir, tmp_path):

@@ -283,12 +283,13 @@ def compare(
 
 
 def show_plan(config, root: Path) -> None:
-    """`compare --dry-run`: every cell, finished or to run, and when the rest would end."""
-    from tunelab.sweep import plan_sweep
+    """`compare --dry-run`: every cell, finished or to run, and when the rest would end — after the checks the sweep
+    itself makes before its first cell (data, models' configs, every strategy set-up; no weights), so a file the
+    dry run lists is one the sweep starts on."""
     from tunelab.sweep.estimate import estimate_line
-    from tunelab.sweep.runner import unfinished
+    from tunelab.sweep.runner import checked_plan, unfinished
 
-    sweep, cells = plan_sweep(config)
+    sweep, cells, _ = checked_plan(config, root)
     todo = unfinished(root, cells)
     to_run = {cell.id for cell in todo}
     for cell in cells:

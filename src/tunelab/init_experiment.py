@@ -21,6 +21,7 @@ from pathlib import Path
 from tunelab.data.check import DataCheck, check_data, percentile, read_collecting, require_files
 from tunelab.data.sampling import held_out_count
 from tunelab.errors import ConfigError, DataError
+from tunelab.init_cot import cot_lines, cot_note, rationale_field
 from tunelab.init_words import LabelWords, label_words
 
 K_SHOT = 16  # LM-BFF's K: examples per class for training and again for dev
@@ -66,10 +67,13 @@ def init_experiment(data: str, test: str | None, out: Path, force: bool = False,
         raise unusable(report.problems, f"run `tunelab data check {data}{' --test ' + test if test else ''}` for the full list")
     k = k_shot(report, test)
     words = None if report.fields.integer_labels else label_words(report.fields.label_names)
-    cells = write_checked(experiment_text(report, data, test, out, k, words), out)
+    worked = None if words is None else rationale_field(train_read[0])
+    cells = write_checked(experiment_text(report, data, test, out, k, words, worked), out)
     notes = list(report.fields.notes) + [f"K = {k} examples per class (train) and {k} (dev), seeds {SEEDS}"]
     if words is not None and words.note:
         notes.append(words.note)
+    if worked:
+        notes.append(cot_note(worked))
     notes += test_notes(data, test, report)
     if report.fields.integer_labels:
         notes.append("integer labels carry no words a prompt could score: the prompting strategies are left out; "
@@ -329,7 +333,9 @@ def template_text(fields, question: str) -> str:
     return f"{texts}\nQuestion: {question}?\nAnswer:"
 
 
-def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k: int, chosen: LabelWords | None) -> str:
+def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k: int, chosen: LabelWords | None,
+                    rationale: str | None = None) -> str:
+    """The classification file; `rationale`: a field of worked reasoning, for a commented `cot` entry."""
     fields, train = report.fields, report.splits[0]
     encoder_length, lm_length = lengths(report)
     names = fields.label_names
@@ -384,6 +390,8 @@ def experiment_text(report: DataCheck, data: str, test: str | None, out: Path, k
         ]
     if chosen is not None:
         lines += [pet_entry(chosen.pet_ok, lm_length)]
+    if chosen is not None and rationale:
+        lines += cot_lines(rationale)
     return "\n".join(lines) + "\n"
 
 
@@ -400,14 +408,15 @@ def check_written(text: str, out: Path) -> int:
     """Validate the text as the file it will be (paths resolved from out's folder); returns the cell count.
     A folder made for `out` is removed again if the check fails: bad input leaves nothing behind."""
     from tunelab.config import load_experiment
-    from tunelab.sweep import plan_sweep
+    from tunelab.sweep.runner import checked_plan
 
     made = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     probe = out.parent / f".{out.stem}.{os.getpid()}.check.yaml"
     try:
         probe.write_text(text, encoding="utf-8")
-        return len(plan_sweep(load_experiment(probe))[1])
+        unstarted = out.parent / f".{out.stem}.{os.getpid()}.no-sweep"  # never made: no finished cell to compare with
+        return len(checked_plan(load_experiment(probe), unstarted)[1])
     except BaseException:
         if made:
             probe.unlink(missing_ok=True)

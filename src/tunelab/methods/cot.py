@@ -125,6 +125,12 @@ class CotStrategy(GenerativeBase):
         cot_demonstrations(chosen, rationale_key=s.rationale_field, answer_fn=answer)  # DataError without rationales
         return chosen
 
+    def check_splits(self, splits) -> None:
+        """The template's fields and the exemplars' rationales, before any weight loads: a sweep stops before its
+        first cell rather than failing each cot cell when it gets there."""
+        self.check_data(splits, needs_train=self.settings.mode == "few_shot")
+        self.exemplars(splits)
+
     def preview_plan(self, splits):
         return self.plan(self.exemplars(splits))
 

@@ -54,18 +54,25 @@ def plan_sweep(config: ExperimentConfig) -> tuple[SweepConfig, list[Cell]]:
     return sweep, expand(config, sweep)
 
 
-def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Console | None = None) -> SweepOutcome:
+def checked_plan(config: ExperimentConfig, out: Path | None = None) -> tuple[SweepConfig, list[Cell], Path]:
+    """(sweep, cells, root) after every check a sweep makes before its first cell — finished cells unchanged,
+    data loaded and K-shot sampled, models' configs read, each strategy set-up prepared without weights — and
+    writing nothing: a sweep that cannot start leaves nothing new behind, and an earlier sweep's plan
+    (sweep.json) stays as its report read it. `compare --dry-run` makes the same checks."""
     sweep, cells = plan_sweep(config)
     prints: dict = {}
     cells = [replace(c, data_sha256=cell_fingerprints(c.config, prints)) for c in cells]
     root = sweep_root(config, out)
-    # Checked before the sweep directory (or its lock) is made: a sweep that cannot start leaves nothing
-    # new behind, and an earlier sweep's plan (sweep.json) stays as its report read it.
     check_unchanged(root, cells)
     check_data(unfinished(root, cells), config.source)
     check_models(unfinished(root, cells), config, sweep)
     labels = [entry.label for entry in sweep.strategies]
     check_setups(unfinished(root, cells), lambda cell: cell_experiment(config, cell, labels.index(cell.strategy)))
+    return sweep, cells, root
+
+
+def run_sweep(config: ExperimentConfig, out: Path | None = None, console: Console | None = None) -> SweepOutcome:
+    sweep, cells, root = checked_plan(config, out)
     with cell_executor(config, sweep, unfinished(root, cells)) as execute:  # Ray: connected and checked first
         root.mkdir(parents=True, exist_ok=True)
         outcome = SweepOutcome(root, cells)
