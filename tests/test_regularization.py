@@ -30,6 +30,22 @@ def test_loss_formulas_by_hand():
     assert torch.allclose(regularized_loss(two, labels, rdrop_alpha=2.0), ce + 2.0 * kl, atol=1e-6)
 
 
+def test_label_smoothing_spreads_over_the_slots_a_row_has():
+    """A multiple-choice row with fewer choices than the batch's widest scores the missing slot -1e9
+    (pet_choices): its smoothed loss is torch's over its own slots, as if the slot were not there."""
+    from tunelab.methods.choice_model import PAD_SCORE
+
+    full, short = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([1.5, -0.4])
+    logits = torch.stack([full, torch.cat([short, torch.tensor([PAD_SCORE])])])
+    labels = torch.tensor([2, 0])
+    expected = (F.cross_entropy(full[None], labels[:1], label_smoothing=0.2)
+                + F.cross_entropy(short[None], labels[1:], label_smoothing=0.2)) / 2
+    assert regularized_loss(logits, labels, label_smoothing=0.2).item() == pytest.approx(expected.item(), rel=1e-6)
+    plain = torch.stack([full, torch.tensor([1.5, -0.4, 0.1])])  # no slot missing: torch's own, unchanged
+    assert regularized_loss(plain, labels, label_smoothing=0.2).item() == pytest.approx(
+        F.cross_entropy(plain, labels, label_smoothing=0.2).item(), rel=1e-6)
+
+
 def test_defaults_keep_the_plain_trainer():
     from transformers import Trainer
 

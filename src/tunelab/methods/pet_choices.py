@@ -109,13 +109,12 @@ class PetChoicesStrategy:
 
     def check_training_keys(self) -> None:
         """The train: techniques built for one row per example; a question here is a row per choice, and R-Drop's
-        stacked copies, smoothing over padded choice slots or rewritten copies of the question are not made for
-        that yet. Refused, naming the key, rather than trained wrongly. Label smoothing is kept on classification,
-        where every example has every label's slot (none padded)."""
+        stacked copies or rewritten copies of the question are not made for that yet. Refused, naming the key,
+        rather than trained wrongly. Label smoothing applies: it spreads over each question's own choices
+        (`training.regularization.smoothed_cross_entropy`)."""
         train = self.experiment.train
-        smoothing = 0.0 if self.classifies else train.label_smoothing
-        for key, value in (("label_smoothing", smoothing), ("rdrop_alpha", train.rdrop_alpha),
-                           ("adversarial", train.adversarial), ("augment", train.augment)):
+        for key, value in (("rdrop_alpha", train.rdrop_alpha), ("adversarial", train.adversarial),
+                           ("augment", train.augment)):
             if value:
                 raise ConfigError(f"{self.experiment.locate('train', key)}: train.{key} does not apply to pet_choices "
                                   "yet (one row per choice of a question); remove it for this strategy")

@@ -81,16 +81,33 @@ def apply_dropout(model: torch.nn.Module, dropout: dict | None) -> dict:
     return changed
 
 
+ABSENT_BELOW = -1.0e8
+"""Logits below this mark slots a row does not have (a question with fewer choices than the batch's widest scores
+them -1e9, `methods.choice_model.PAD_SCORE`): label smoothing spreads its mass over the slots a row has."""
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """torch's label-smoothed cross-entropy, (1-ε)·NLL + ε·mean over classes of -log p, where each row's mean
+    runs over its own slots only: ε/C on a padded slot (log p ≈ -1e9) would swamp the loss."""
+    present = logits > ABSENT_BELOW
+    if not smoothing or bool(present.all()):
+        return F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    log_p = logits.log_softmax(-1)
+    nll = -log_p.gather(1, labels[:, None]).squeeze(1)
+    uniform = -(log_p * present).sum(-1) / present.sum(-1)
+    return ((1 - smoothing) * nll + smoothing * uniform).mean()
+
+
 def regularized_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
                      rdrop_alpha: float = 0.0) -> torch.Tensor:
     """Cross-entropy (label-smoothed); with `rdrop_alpha` the rows are two stacked copies of the batch
     (first half, second half) and the R-Drop KL term is added."""
     logits = logits.float()
     if not rdrop_alpha:
-        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        return smoothed_cross_entropy(logits, labels, label_smoothing)
     first, second = logits.chunk(2)
-    ce = (F.cross_entropy(first, labels, label_smoothing=label_smoothing)
-          + F.cross_entropy(second, labels, label_smoothing=label_smoothing)) / 2
+    ce = (smoothed_cross_entropy(first, labels, label_smoothing)
+          + smoothed_cross_entropy(second, labels, label_smoothing)) / 2
     log_p, log_q = first.log_softmax(-1), second.log_softmax(-1)
     kl = (F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")     # KL(p‖q)
           + F.kl_div(log_p, log_q, log_target=True, reduction="batchmean"))  # KL(q‖p)
