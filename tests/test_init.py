@@ -83,7 +83,8 @@ def test_records_with_a_rationale_get_a_commented_cot_entry_that_runs_uncommente
     # the dry run reads the entry: a field the records lack stops it
     out.write_text(uncommented.replace("rationale_field: rationale", "rationale_field: reasons"))
     assert main(["compare", str(out), "--dry-run", "--out", str(tmp_path / "sweep")]) == 2
-    assert "reasons" in capsys.readouterr().err
+    assert re.search(r"sweep cell cot-k16-seed1: .*exp.yaml, line \d+: .*no 'reasons' field.*set strategy.rationale_field",
+                     capsys.readouterr().err)
     plain = tmp_path / "plain.yaml"
     assert init(capsys, jsonl(tmp_path / "plain.jsonl", reviews(repeat=4)), "--test", test, "--out", plain)[0] == 0
     assert "cot" not in plain.read_text()

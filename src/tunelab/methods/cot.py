@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from tunelab.costs import parameter_costs, peak_memory_mb
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, DataError
 from tunelab.generation import GenerationOptions, generate
 from tunelab.methods.generate import GenerativeBase, Renderer
 from tunelab.methods.registry import register
@@ -122,7 +122,11 @@ class CotStrategy(GenerativeBase):
         method = s.selection if exp.task.type != "generation" else "random"
         chosen = select_demonstrations(splits.train, s.k, method, seed=exp.train.seed)
         answer = lambda e: e.get("target", e.get("label"))  # noqa: E731
-        cot_demonstrations(chosen, rationale_key=s.rationale_field, answer_fn=answer)  # DataError without rationales
+        try:
+            cot_demonstrations(chosen, rationale_key=s.rationale_field, answer_fn=answer)
+        except DataError as err:  # the fix is in the experiment file: name the key (and its line, when set there)
+            raise DataError(f"{where(exp, 'strategy', 'rationale_field')}{err}; set strategy.rationale_field to the "
+                            "field that holds the worked reasoning, or use strategy.mode=zero_shot") from None
         return chosen
 
     def check_splits(self, splits) -> None:

@@ -127,9 +127,10 @@ class PetChoicesStrategy:
         prediction, but the loss would then rank words, not labels)."""
         for label, words in (plan.verbalizer or {}).items():
             if len(words) != 1:
+                shown = ", ".join(map(repr, words))
                 raise ConfigError(f"{where(self.experiment, 'prompt', 'verbalizer')}pet_choices scores one word per "
-                                  f"label, every token of it; label {label!r} has {len(words)} ({', '.join(map(repr, words))}): keep one, or "
-                                  "use pet, which reads several words of a label by their first tokens")
+                                  f"label, every token of it; label {label!r} has {len(words)} ({shown}): keep one, "
+                                  "or use pet, which reads several words of a label by their first tokens")
 
     def as_questions(self, plan, examples: list[dict]) -> list[dict]:
         """Classification examples as questions whose choices are the label words (in label order) and whose answer

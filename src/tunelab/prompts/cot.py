@@ -142,7 +142,9 @@ def cot_demonstrations(
     for i, ex in enumerate(examples):
         rationale = ex.get(rationale_key)
         if not isinstance(rationale, str) or not rationale.strip():
-            raise DataError(f"chain-of-thought demonstration {i} has no {rationale_key!r} field (fields: {sorted(ex)})")
+            source = ex.get("_source", f"chain-of-thought demonstration {i}")  # file:line when read from a file
+            fields = [name for name in sorted(ex) if not name.startswith("_")]
+            raise DataError(f"{source} (a chain-of-thought exemplar) has no {rationale_key!r} field (fields: {fields})")
         answer = answer_fn(ex) if answer_fn is not None else ex[label_key]
         pairs.append((ex, cot_answer(rationale, answer, answer_phrase=answer_phrase)))
     return pairs
