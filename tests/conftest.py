@@ -161,14 +161,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture
 def tiny_sentiment(tmp_path) -> dict:
-    """Train/dev/test files of a trivially learnable two-class task (the label is in the words)."""
+    """Train/dev/test files of a trivially learnable two-class task (the label is in the words). The test texts
+    are training texts with a full stop: the same words, but not a repeat (which a run warns about)."""
     good = ["good fine great", "great nice good", "nice good lovely", "lovely great fine", "fine nice good great"]
     bad = ["bad awful poor", "poor terrible bad", "awful bad dull", "dull poor awful", "terrible awful poor bad"]
     rows = [{"text": t, "label": "positive"} for t in good] + [{"text": t, "label": "negative"} for t in bad]
     return {
         "train": str(write_jsonl(tmp_path / "train.jsonl", rows)),
         "dev": str(write_jsonl(tmp_path / "dev.jsonl", rows[:3] + rows[5:8])),
-        "test": str(write_jsonl(tmp_path / "test.jsonl", rows[3:5] + rows[8:])),
+        "test": str(write_jsonl(tmp_path / "test.jsonl", [dict(r, text=r["text"] + " .") for r in rows[3:5] + rows[8:]])),
     }
 
 
