@@ -90,6 +90,22 @@ def test_records_with_a_rationale_get_a_commented_cot_entry_that_runs_uncommente
     assert "cot" not in plain.read_text()
 
 
+def test_the_check_of_the_written_file_adds_no_warning_per_seed_to_inits_output(tmp_path, capsys):
+    """init checks its file as a sweep would (every seed's splits loaded), whose data warnings (here a duplicate
+    text) would repeat once per seed in init's output; the notes and `data check` are where init reports data."""
+    import warnings
+
+    rows = reviews(repeat=4)
+    data = jsonl(tmp_path / "train.jsonl", rows + rows[:1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, stdout, err = init(capsys, data, "--test", jsonl(tmp_path / "test.jsonl", reviews(repeat=1)),
+                                 "--out", tmp_path / "exp.yaml")
+    assert code == 0, err
+    assert [str(w.message) for w in caught] == []
+    assert main(["compare", str(tmp_path / "exp.yaml"), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0
+
+
 @pytest.mark.parametrize("cores, memory_gb, workers", [(2, 23, 2), (16, 64, 2), (1, 64, 1), (8, 8, 1)])
 def test_workers_sized_to_the_machine(monkeypatch, cores, memory_gb, workers):
     import os

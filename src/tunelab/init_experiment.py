@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -416,7 +417,9 @@ def check_written(text: str, out: Path) -> int:
     try:
         probe.write_text(text, encoding="utf-8")
         unstarted = out.parent / f".{out.stem}.{os.getpid()}.no-sweep"  # never made: no finished cell to compare with
-        return len(checked_plan(load_experiment(probe), unstarted)[1])
+        with warnings.catch_warnings():  # the data's warnings (duplicates, overlap) are the notes' and the run's to give
+            warnings.simplefilter("ignore")
+            return len(checked_plan(load_experiment(probe), unstarted)[1])
     except BaseException:
         if made:
             probe.unlink(missing_ok=True)
