@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
+from tunelab.data.fields import record_fields
 from tunelab.errors import ConfigError, DataError
 from tunelab.prompts.template import DEFAULT_COT_CUE, PromptSettings, join_words, render_demonstration
 
@@ -143,7 +144,7 @@ def cot_demonstrations(
         rationale = ex.get(rationale_key)
         if not isinstance(rationale, str) or not rationale.strip():
             source = ex.get("_source", f"chain-of-thought demonstration {i}")  # file:line when read from a file
-            fields = [name for name in sorted(ex) if not name.startswith("_")]
+            fields = sorted(record_fields([ex]))
             raise DataError(f"{source} (a chain-of-thought exemplar) has no {rationale_key!r} field (fields: {fields})")
         answer = answer_fn(ex) if answer_fn is not None else ex[label_key]
         pairs.append((ex, cot_answer(rationale, answer, answer_phrase=answer_phrase)))
