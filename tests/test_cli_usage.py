@@ -126,3 +126,26 @@ def test_dry_run_estimates_time_from_finished_cells(tmp_path, capsys):
     assert main(["compare", str(exp), "--dry-run", "sweep.workers=2"]) == 0
     assert "about 2 min 00 s (mean training + evaluation time of the finished cells of the same strategy entry, " \
            "laid out 2 cells at once as the sweep starts them" in capsys.readouterr().out
+
+
+def test_a_command_says_each_warning_once(tmp_path):
+    """The sweep's checks read the data once per seed and per strategy set-up; the terminal shows its
+    duplicate-text warning once (it showed three times: Python's memory of shown warnings is reset whenever a
+    library touches the warning filters)."""
+    import json
+
+    import yaml
+
+    rows = [{"text": f"{word} film number {i % 4}", "label": label} for i in range(8)  # each text twice
+            for word, label in (("great", "positive"), ("awful", "negative"))]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({
+        "name": "once", "model": {"name": "minilm-l6", "max_length": 32}, "output_dir": str(tmp_path / "runs"),
+        "data": {"train": "train.jsonl", "test": "train.jsonl", "k_shot": 2},
+        # setfit's set-up imports scipy, which touches the warning filters before head's set-up reads the data again
+        "train": {"log_to": ["csv"]}, "sweep": {"seeds": [1, 2], "strategies": ["setfit", "head"]}}))
+    result = subprocess.run([sys.executable, "-m", "tunelab.cli", "compare", str(exp), "--dry-run"],
+                            capture_output=True, text=True, timeout=300, env=cpu_only_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("warning: train split has 8 duplicate text(s)") == 1

@@ -38,6 +38,7 @@ def quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # per-weight loading bars; training keeps its own
     warnings.formatwarning = plain_warning
+    warnings.showwarning = once_per_command(warnings.showwarning)
     # PEFT (0.21) reads transformers' deprecated `is_gradient_checkpointing` whenever it wraps a model: a
     # FutureWarning on every LoRA run and predict that names nothing the user can change.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -51,6 +52,23 @@ def plain_warning(message, category, filename, lineno, line=None) -> str:
 
 
 WARNING_FORMAT = warnings.formatwarning
+
+
+def once_per_command(show):
+    """`show` (warnings.showwarning) saying each warning once: a sweep's checks read the same data once per
+    seed and per strategy set-up, and Python's own once-per-location memory is reset whenever any library
+    touches the warning filters, so the same duplicate-text warning was printed three times."""
+    inner = getattr(show, "shows", show)  # a second command in one process (tests) starts a fresh memory
+    said: set[tuple[str, type]] = set()
+
+    def show_once(message, category, filename, lineno, file=None, line=None):
+        if (str(message), category) in said:
+            return
+        said.add((str(message), category))
+        inner(message, category, filename, lineno, file, line)
+
+    show_once.shows = inner
+    return show_once
 
 
 def show_version(value: bool) -> None:
