@@ -180,6 +180,34 @@ def test_a_sweep_distils_each_teacher_cell_and_reports_both_rows(tmp_path, tiny_
         run_sweep(load_experiment(path, one_seed))
 
 
+def test_an_ensemble_entry_teaches_a_student(tmp_path, tiny_bert_dir):
+    """The model a user deploys from an ensemble of strategies: one student learns the ensemble's averaged
+    (calibrated) label distribution, read through the ensemble cell's saved members."""
+    from tunelab.data.pool import text_only
+    from tunelab.run import load_predictor, read_run
+
+    path = sweep_file(tmp_path, tiny_bert_dir, [
+        "head", {"name": "bitfit", "train": {"learning_rate": 0.05}},
+        {"name": "ensemble", "id": "both", "settings": {"members": ["head", "bitfit"]}},
+        {"name": "distill", "id": "student", "settings": {"teacher": "both", "pool_size": 6, "train": "head"}}],
+        seeds=[2])
+    outcome = run_sweep(load_experiment(path))
+    assert (outcome.ran, outcome.failed) == (4, [])
+    root = outcome.root
+    costs = json.loads((root / "student-k2-seed2" / "costs.json").read_text())
+    assert costs["teacher"] == "both-k2-seed2" and costs["teacher_pool"] == 6
+    texts = [text_only(row, load_experiment(path).task) for row in sentiment_rows(4, seed=9)]
+    strategy = distill_strategy(tiny_bert_dir, str(tmp_path / "train.jsonl"), root / "both-k2-seed2")
+    taught = strategy.teacher_targets(root / "both-k2-seed2", texts)
+    alone = [strategy.teacher_targets(root / f"{member}-k2-seed2", texts) for member in ("head", "bitfit")]
+    assert all(taught != member for member in alone)  # the ensemble's distribution, not one member's
+    assert all(abs(sum(p) - 1) < 1e-5 for p in taught)
+    for cell in ("head", "bitfit", "both"):
+        shutil.rmtree(root / f"{cell}-k2-seed2")
+    student = load_predictor(read_run(root / "student-k2-seed2")[1], root / "student-k2-seed2")
+    assert len(student.predict(texts)) == 4  # the student stands alone: its teachers' cells are gone
+
+
 def test_a_missing_teacher_cell_fails_its_student_clearly_and_a_rerun_recovers(tmp_path, tiny_bert_dir):
     path = sweep_file(tmp_path, tiny_bert_dir, ["head", {"name": "distill", "settings": {"teacher": "head", "pool_size": 2, "train": "head"}}],
                       seeds=[1])
