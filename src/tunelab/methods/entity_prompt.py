@@ -32,6 +32,7 @@ from pathlib import Path
 from pydantic import Field
 
 from tunelab.costs import parameter_costs, peak_memory_mb
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.data.tokens import tag_names
 from tunelab.errors import ConfigError
 from tunelab.generation import GenerationOptions, cut_at_stop, generate_text
@@ -200,5 +201,5 @@ class EntityPromptStrategy:
     def preview(self, splits, n: int) -> list[str]:
         """The first n test prompts as the model reads them (`tunelab prompt`); no model is loaded."""
         predictor = EntityPromptPredictor(self, None, self.new_plan(splits))
-        return [f"=== prompt {i}: {e.get('_source', '')} ===\n{predictor.prompt(e)}" for i, e in enumerate(splits.test[:n], 1)]
+        return [f"=== prompt {i}: {e.get(SOURCE_KEY, '')} ===\n{predictor.prompt(e)}" for i, e in enumerate(splits.test[:n], 1)]
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import Field
 
 from tunelab.costs import parameter_costs, peak_memory_mb
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.errors import ConfigError
 from tunelab.generation import GenerationOptions, generate_text, train_sft
 from tunelab.methods.classifier import train_costs
@@ -161,7 +162,7 @@ class GenerativeBase:
         for i, example in enumerate(splits.test[:n], start=1):
             text = renderer.prompt(example)
             tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            blocks.append(f"=== prompt {i}: {example.get('_source', '')}, {tokens} tokens ===\n{text}")
+            blocks.append(f"=== prompt {i}: {example.get(SOURCE_KEY, '')}, {tokens} tokens ===\n{text}")
         return blocks
 
     def preview_plan(self, splits) -> PromptPlan:

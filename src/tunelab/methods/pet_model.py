@@ -14,6 +14,7 @@ import warnings
 
 import torch
 
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.errors import ConfigError, DataError
 from tunelab.prompts.engine import with_delimiter
 from tunelab.scoring import bos_to_add, encode_text
@@ -82,7 +83,7 @@ def encode_examples(tokenizer, texts: list[tuple[str, str]], examples: list[dict
     mask_id = None if causal else tokenizer.mask_token_id
     features, cut = [], 0
     for (prefix, query), example in zip(texts, examples):
-        where = example.get("_source", f"a {split} example")
+        where = example.get(SOURCE_KEY, f"a {split} example")
         ids, firsts = label_word_ids(tokenizer, prefix + query, [with_delimiter(query, w) for w in words], causal)
         check_distinct(firsts, words, owners, verbalizer_at, where)
         if causal:

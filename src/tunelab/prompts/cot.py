@@ -19,6 +19,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tunelab.data.fields import record_fields
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.errors import ConfigError, DataError
 from tunelab.prompts.template import DEFAULT_COT_CUE, PromptSettings, join_words, render_demonstration
 
@@ -143,7 +144,7 @@ def cot_demonstrations(
     for i, ex in enumerate(examples):
         rationale = ex.get(rationale_key)
         if not isinstance(rationale, str) or not rationale.strip():
-            source = ex.get("_source", f"chain-of-thought demonstration {i}")  # file:line when read from a file
+            source = ex.get(SOURCE_KEY, f"chain-of-thought demonstration {i}")  # file:line when read from a file
             fields = sorted(record_fields([ex]))
             raise DataError(f"{source} (a chain-of-thought exemplar) has no {rationale_key!r} field (fields: {fields})")
         answer = answer_fn(ex) if answer_fn is not None else ex[label_key]

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.errors import ConfigError
 from tunelab.outputs import label_outputs
 from tunelab.prompts import (
@@ -149,7 +150,7 @@ class PromptEngine:
             longest = max(counts[offset : offset + len(r.candidates)])
             offset += len(r.candidates)
             if tokens + longest + 1 > self.max_length:
-                source = r.example.get("_source", f"a {split} example")
+                source = r.example.get(SOURCE_KEY, f"a {split} example")
                 raise ConfigError(
                     f"the prompt for {source} ({split} split) takes {tokens} tokens plus {longest} for its longest "
                     f"answer, more than the context of {self.max_length} tokens (model.max_length, capped by the "
@@ -257,7 +258,7 @@ def preview(engine: PromptEngine, plan: PromptPlan, examples: list[dict]) -> lis
     """Human-readable blocks: the exact text the model reads, then its candidates (for `tunelab prompt`)."""
     blocks = []
     for n, r in enumerate(engine.build(plan, examples), start=1):
-        source = r.example.get("_source", f"example {n}")
+        source = r.example.get(SOURCE_KEY, f"example {n}")
         gold = f" (label: {r.example['label']})" if "label" in r.example else ""
         head = f"=== prompt {n}: {source}{gold}, {r.demonstrations} demonstrations, {engine.count_tokens(r.text)} tokens ==="
         blocks.append(f"{head}\n{r.text}\n--- candidates: " + " | ".join(repr(c) for c in r.candidates))

@@ -36,6 +36,7 @@ from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from pydantic import field_validator
 
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.errors import ConfigError
 from tunelab.prompts.chat import apply_chat_template, apply_chat_template_parts, has_chat_template  # noqa: F401 (re-export)
 from tunelab.settings import StrictSettings
@@ -150,7 +151,7 @@ def render(source: str, variables: Mapping[str, Any], *, key: str = "template") 
 
 
 def render_error(err: Exception, source: str, variables: Mapping[str, Any], key: str) -> ConfigError:
-    where = key + template_line(err, source) + (f" on the example at {variables['_source']}" if "_source" in variables else "")
+    where = key + template_line(err, source) + (f" on the example at {variables[SOURCE_KEY]}" if SOURCE_KEY in variables else "")
     fields = sorted(k for k in variables if not str(k).startswith("_"))
     if isinstance(err, jinja2.UndefinedError):
         return ConfigError(f"{where}: {err}; available fields: {fields}")

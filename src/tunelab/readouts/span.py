@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.errors import DataError
 from tunelab.readouts.registry import register
 
@@ -77,7 +78,7 @@ def check_room(tokenizer, examples: list[dict], max_length: int, stride: int | N
     for example, ids in zip(examples, questions):
         room = max_length - len(ids) - SPECIAL_TOKENS
         if room <= (stride or 0):
-            where = example.get("_source", "<data>")
+            where = example.get(SOURCE_KEY, "<data>")
             need = f"more than strategy.stride = {stride}" if stride else "at least one"
             raise DataError(f"{where}: the question takes {len(ids)} tokens, leaving {max(room, 0)} of model.max_length "
                             f"= {max_length} for the context, which needs {need}; raise model.max_length"
@@ -87,7 +88,7 @@ def check_room(tokenizer, examples: list[dict], max_length: int, stride: int | N
 def refuse_overflow(owners: list[int], examples: list[dict], max_length: int, stride_key: str) -> None:
     """Without a stride, a context cut off would silently lose its answer: say which example and how to fix it."""
     counts = np.bincount(np.asarray(owners), minlength=len(examples))
-    long = [examples[i].get("_source", "<data>") for i in np.flatnonzero(counts > 1)]
+    long = [examples[i].get(SOURCE_KEY, "<data>") for i in np.flatnonzero(counts > 1)]
     if long:
         more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
         raise DataError(f"{long[0]}{more}: question and context are longer than model.max_length = {max_length} "

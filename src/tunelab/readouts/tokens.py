@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.data.tokens import OUTSIDE, repair_iob2
 from tunelab.errors import ConfigError
 from tunelab.readouts.registry import register
@@ -172,7 +173,7 @@ class TokenPredictor:
 
 def warn_cut(examples: list[dict], word_ids: list[list[int | None]], max_length: int) -> None:
     last = lambda words: max((w for w in words if w is not None), default=-1)  # noqa: E731
-    cut = [e.get("_source", "?") for e, words in zip(examples, word_ids) if last(words) + 1 < len(e["tokens"])]
+    cut = [e.get(SOURCE_KEY, "?") for e, words in zip(examples, word_ids) if last(words) + 1 < len(e["tokens"])]
     if cut:
         warnings.warn(f"{len(cut)} sentence(s) are longer than model.max_length={max_length} word pieces; their last "
                       f"words are tagged O (raise model.max_length): {', '.join(cut[:3])}", stacklevel=3)

@@ -26,6 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from tunelab.data.loaders import SOURCE_KEY
 from tunelab.errors import ConfigError, ModelError
 from tunelab.training.augment.checks import check_augment, check_augment_scope  # noqa: F401 — for run.prepare
 
@@ -136,9 +137,9 @@ def augmented_examples(config, train: list[dict], copies: list[list[str]]) -> tu
     method, field = config.train.augment.method, config.task.text_field
     examples, rows = [], []
     for index, (source, texts) in enumerate(zip(train, copies)):
-        origin = source.get("_source", f"train example {index + 1}")
+        origin = source.get(SOURCE_KEY, f"train example {index + 1}")
         for number, text in enumerate(texts, 1):
-            example = {**source, "text": text, "_source": f"{origin} ({method} copy {number})"}
+            example = {**source, "text": text, SOURCE_KEY: f"{origin} ({method} copy {number})"}
             if field in source:
                 example[field] = text
             examples.append(example)
