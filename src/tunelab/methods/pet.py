@@ -57,8 +57,8 @@ from tunelab.methods.registry import register
 from tunelab.metrics import compute_metrics
 from tunelab.model_changes import resolve_change
 from tunelab.outputs import label_outputs
-from tunelab.readouts.verbalizer import lm_kind
 from tunelab.prompts import resolve_template, template_fields
+from tunelab.prompts.autotemplate import TemplateGeneration
 from tunelab.prompts.engine import PromptEngine, preview
 from tunelab.prompts.plan import (
     check_fields,
@@ -71,11 +71,9 @@ from tunelab.prompts.plan import (
     save_plan,
     where,
 )
-from tunelab.prompts.autotemplate import TemplateGeneration
 from tunelab.prompts.search import LabelWordSearch
+from tunelab.readouts.verbalizer import lm_kind
 from tunelab.settings import StrictSettings
-
-
 
 PREFLIGHT_EXAMPLES = 8
 """Examples per split `check_splits` encodes: the template and words are the same for all, a few catch the data's fields."""
