@@ -88,19 +88,27 @@ def test_predict_refuses_both_names_of_the_data_option(tmp_path, capsys):
     assert "pass only --data" in capsys.readouterr().err
 
 
-def test_dry_run_estimates_time_from_finished_cells(tmp_path, capsys):
+def sentiment_sweep(tmp_path, name: str, strategies: list, distinct_texts: int = 8):
+    """A two-seed sweep file on MiniLM over 16 sentences (each text twice when distinct_texts is 4)."""
     import json
 
     import yaml
 
-    rows = [{"text": f"{word} film number {i}", "label": label} for i in range(8)
+    rows = [{"text": f"{word} film number {i % distinct_texts}", "label": label} for i in range(8)
             for word, label in (("great", "positive"), ("awful", "negative"))]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump({
-        "name": "est", "model": {"name": "minilm-l6", "max_length": 32}, "output_dir": str(tmp_path / "runs"),
+        "name": name, "model": {"name": "minilm-l6", "max_length": 32}, "output_dir": str(tmp_path / "runs"),
         "data": {"train": "train.jsonl", "test": "train.jsonl", "k_shot": 2},
-        "train": {"log_to": ["csv"]}, "sweep": {"seeds": [1, 2], "strategies": ["head", "bitfit"]}}))
+        "train": {"log_to": ["csv"]}, "sweep": {"seeds": [1, 2], "strategies": strategies}}))
+    return exp
+
+
+def test_dry_run_estimates_time_from_finished_cells(tmp_path, capsys):
+    import json
+
+    exp = sentiment_sweep(tmp_path, "est", ["head", "bitfit"])
     assert main(["compare", str(exp), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 cells: 0 finished, 4 to run; no estimate yet" in out
@@ -132,19 +140,8 @@ def test_a_command_says_each_warning_once(tmp_path):
     """The sweep's checks read the data once per seed and per strategy set-up; the terminal shows its
     duplicate-text warning once (it showed three times: Python's memory of shown warnings is reset whenever a
     library touches the warning filters)."""
-    import json
-
-    import yaml
-
-    rows = [{"text": f"{word} film number {i % 4}", "label": label} for i in range(8)  # each text twice
-            for word, label in (("great", "positive"), ("awful", "negative"))]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    exp = tmp_path / "exp.yaml"
-    exp.write_text(yaml.safe_dump({
-        "name": "once", "model": {"name": "minilm-l6", "max_length": 32}, "output_dir": str(tmp_path / "runs"),
-        "data": {"train": "train.jsonl", "test": "train.jsonl", "k_shot": 2},
-        # setfit's set-up imports scipy, which touches the warning filters before head's set-up reads the data again
-        "train": {"log_to": ["csv"]}, "sweep": {"seeds": [1, 2], "strategies": ["setfit", "head"]}}))
+    # setfit's set-up imports scipy, which touches the warning filters before head's set-up reads the data again
+    exp = sentiment_sweep(tmp_path, "once", ["setfit", "head"], distinct_texts=4)
     result = subprocess.run([sys.executable, "-m", "tunelab.cli", "compare", str(exp), "--dry-run"],
                             capture_output=True, text=True, timeout=300, env=cpu_only_env())
     assert result.returncode == 0, result.stderr
