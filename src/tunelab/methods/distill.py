@@ -15,8 +15,8 @@
 
 In a sweep `teacher:` may name an earlier entry: each distill cell reads that entry's cell of the same K
 and seed, which the sweep writes into `teacher_cell` (and runs first, on Ray too). An `ensemble` entry
-teaches like any other: its cell's predictor loads the members' saved models and averages them. The artifact is the
-student's alone (the change's own): evaluate/predict never need the teacher.
+teaches like any other: its cell's predictor loads the members' saved models and averages them. The
+artifact is the student's alone (the change's own): evaluate/predict never need the teacher.
 """
 
 from __future__ import annotations
